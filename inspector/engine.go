@@ -1,0 +1,356 @@
+// Package inspector runs the OWASP Core Rule Set (embedded, via Coraza v3)
+// over one HTTP request at a time and returns a Verdict. It knows nothing
+// about Envoy, gRPC or Kubernetes.
+package inspector
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/corazawaf/coraza-coreruleset/v4"
+	"github.com/corazawaf/coraza/v3"
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"github.com/corazawaf/coraza/v3/types"
+)
+
+// CRSVersion is the version of the embedded Core Rule Set.
+const CRSVersion = "4.25.0"
+
+// Rule ids of meshwaf's own guards (ModSecurity's local-use id range).
+const (
+	RuleArgumentsLimit = 99001 // more arguments than SecArgumentsLimit
+	RulePartialBody    = 99002 // body cut by the proxy or over the body limit
+)
+
+// MaxMatchData is the number of bytes of matched data kept per match.
+const MaxMatchData = 256
+
+// RuleSet is an immutable set of compiled profiles. It is safe for
+// concurrent use; replace it as a whole (Engine.Swap) to change rules.
+type RuleSet struct {
+	def      *compiled
+	profiles map[string]*compiled
+}
+
+type compiled struct {
+	profile Profile
+	waf     coraza.WAF
+}
+
+// Profiles returns the names of the profiles in rs, sorted.
+func (rs *RuleSet) Profiles() []string {
+	names := make([]string, 0, len(rs.profiles))
+	for n := range rs.profiles {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Default returns the default profile's settings.
+func (rs *RuleSet) Default() Profile { return rs.def.profile }
+
+// ProfileError is a profile that failed validation or compilation.
+type ProfileError struct {
+	Profile string
+	Err     error
+}
+
+func (e *ProfileError) Error() string { return fmt.Sprintf("profile %q: %v", e.Profile, e.Err) }
+func (e *ProfileError) Unwrap() error { return e.Err }
+
+// Compile validates and compiles def (the default profile) and the named
+// extra profiles. Every profile is compiled; the errors of all failing
+// profiles are returned together, each a *ProfileError.
+func Compile(def Profile, extra ...Profile) (*RuleSet, error) {
+	all := append([]Profile{def}, extra...)
+	for i := range all {
+		all[i] = all[i].WithDefaults()
+	}
+	var errs []error
+	seen := make(map[string]bool, len(all))
+	for _, p := range all {
+		if seen[p.Name] {
+			errs = append(errs, &ProfileError{Profile: p.Name, Err: errors.New("name: duplicate profile name")})
+		}
+		seen[p.Name] = true
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	out := make([]*compiled, len(all))
+	perr := make([]error, len(all))
+	var wg sync.WaitGroup
+	for i, p := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i], perr[i] = compile(p)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(perr...); err != nil {
+		return nil, err
+	}
+	rs := &RuleSet{def: out[0], profiles: make(map[string]*compiled, len(out))}
+	for _, c := range out {
+		rs.profiles[c.profile.Name] = c
+	}
+	return rs, nil
+}
+
+func compile(p Profile) (*compiled, error) {
+	if err := p.Validate(); err != nil {
+		return nil, &ProfileError{Profile: p.Name, Err: err}
+	}
+	waf, err := coraza.NewWAF(coraza.NewWAFConfig().
+		WithRootFS(coreruleset.FS).
+		WithDirectives(Directives(p)))
+	if err != nil {
+		return nil, &ProfileError{Profile: p.Name, Err: fmt.Errorf("compiling rules: %w", err)}
+	}
+	return &compiled{profile: p, waf: waf}, nil
+}
+
+// Directives returns the SecLang that Compile loads for p (after defaults).
+func Directives(p Profile) string {
+	engine := "On"
+	if p.Mode == ModeDetect {
+		engine = "DetectionOnly"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `SecRuleEngine %s
+SecRequestBodyAccess On
+SecRequestBodyLimit %d
+SecRequestBodyInMemoryLimit %d
+SecRequestBodyLimitAction ProcessPartial
+SecRequestBodyJsonDepthLimit 1024
+SecArgumentsLimit %[4]d
+SecResponseBodyAccess Off
+SecAuditEngine Off
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:%[5]d,msg:'Failed to parse request body.',logdata:'%%{reqbody_error_msg}',severity:2"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:%[5]d,msg:'Multipart request body failed strict validation.'"
+Include @crs-setup.conf.example
+SecAction "id:99100,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[6]d,setvar:tx.detection_paranoia_level=%[6]d"
+SecAction "id:99101,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[7]d"
+`, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold)
+	if p.BeforeCRS != "" {
+		b.WriteString(p.BeforeCRS)
+		b.WriteString("\n")
+	}
+	b.WriteString("Include @owasp_crs/REQUEST-*.conf\n")
+	if p.AfterCRS != "" {
+		b.WriteString(p.AfterCRS)
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+// Engine inspects requests with the current RuleSet. All methods are safe
+// for concurrent use; a check in flight during Swap finishes on the set it
+// started with.
+type Engine struct {
+	set atomic.Pointer[RuleSet]
+}
+
+// NewEngine returns an engine serving rs.
+func NewEngine(rs *RuleSet) *Engine {
+	e := &Engine{}
+	e.set.Store(rs)
+	return e
+}
+
+// Swap replaces the rule set atomically and returns the previous one.
+func (e *Engine) Swap(rs *RuleSet) *RuleSet { return e.set.Swap(rs) }
+
+// RuleSet returns the rule set in force.
+func (e *Engine) RuleSet() *RuleSet { return e.set.Load() }
+
+// ErrCanceled is returned when ctx ends before the inspection does.
+var ErrCanceled = errors.New("inspection canceled")
+
+// Inspect runs the request phases of the named profile (the default one
+// when the name is empty or unknown) over req. It uses one Coraza
+// transaction, always closed. An error means no verdict could be reached;
+// the caller applies its failure policy.
+func (e *Engine) Inspect(ctx context.Context, req Request, profile string) (Verdict, error) {
+	rs := e.set.Load()
+	c := rs.def
+	if p, ok := rs.profiles[profile]; ok {
+		c = p
+	}
+	return c.inspect(ctx, &req)
+}
+
+func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err error) {
+	p := &c.profile
+	var tx types.Transaction
+	if req.ID != "" {
+		tx = c.waf.NewTransactionWithID(req.ID)
+	} else {
+		tx = c.waf.NewTransaction()
+	}
+	defer func() {
+		tx.ProcessLogging()
+		if cerr := tx.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing transaction: %w", cerr)
+		}
+	}()
+
+	tx.ProcessConnection(req.Source.Address, req.Source.Port, req.Destination.Address, req.Destination.Port)
+	tx.ProcessURI(req.URI, req.Method, req.Protocol)
+	hasHost := false
+	for _, h := range req.Headers {
+		if strings.EqualFold(h.Name, "host") {
+			hasHost = true
+		}
+		tx.AddRequestHeader(h.Name, h.Value)
+	}
+	if req.Host != "" {
+		if !hasHost {
+			tx.AddRequestHeader("Host", req.Host)
+		}
+		tx.SetServerName(hostname(req.Host))
+	}
+
+	it := tx.ProcessRequestHeaders()
+	if it == nil {
+		if ctx.Err() != nil {
+			return Verdict{}, fmt.Errorf("%w: %v", ErrCanceled, ctx.Err())
+		}
+		if len(req.Body) > 0 && tx.IsRequestBodyAccessible() {
+			if it, _, err = tx.WriteRequestBody(req.Body); err != nil {
+				return Verdict{}, fmt.Errorf("writing request body: %w", err)
+			}
+		}
+		if it == nil {
+			if it, err = tx.ProcessRequestBody(); err != nil {
+				return Verdict{}, fmt.Errorf("processing request body: %w", err)
+			}
+		}
+	}
+
+	v = Verdict{Decision: Allow, Profile: p.Name}
+	state, _ := tx.(plugintypes.TransactionState)
+	if state != nil {
+		vars := state.Variables()
+		v.AnomalyScore = atoi(first(vars.TX().Get("blocking_inbound_anomaly_score")))
+		if !p.AllowArgumentsOverLimit && vars.ArgumentsLimitReached().Get() == "1" {
+			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
+				Msg:  fmt.Sprintf("More arguments than the inspection limit (%d)", p.ArgumentsLimit),
+				Tags: []string{"meshwaf", "meshwaf/limit"}})
+		}
+		if !p.AllowPartialBody && (req.BodyTruncated || vars.InboundDataError().Get() == "1") {
+			v.Matches = append(v.Matches, Match{ID: RulePartialBody, Severity: "critical",
+				Msg:  fmt.Sprintf("Request body only partly inspected (limit %d bytes)", p.RequestBodyLimit),
+				Tags: []string{"meshwaf", "meshwaf/limit"}})
+		}
+	}
+	guard := 0
+	if len(v.Matches) > 0 {
+		guard = v.Matches[0].ID
+	}
+
+	for _, mr := range tx.MatchedRules() {
+		r := mr.Rule()
+		if r.ID() == 0 || mr.Message() == "" {
+			continue
+		}
+		if l, ok := mr.(interface{ Log() bool }); ok && !l.Log() {
+			continue // nolog rules (CRS setup and flow control) are not findings
+		}
+		v.Matches = append(v.Matches, Match{
+			ID:       r.ID(),
+			Msg:      mr.Message(),
+			Data:     truncate(mr.Data(), MaxMatchData),
+			Severity: severity(r.Severity()),
+			Tags:     r.Tags(),
+		})
+	}
+	sort.SliceStable(v.Matches, func(i, j int) bool { return v.Matches[i].ID < v.Matches[j].ID })
+
+	if it == nil {
+		if d, ok := tx.(interface{ DetectionOnlyInterruption() *types.Interruption }); ok {
+			it = d.DetectionOnlyInterruption()
+		}
+	}
+	switch {
+	case it != nil:
+		v.InterruptingRule = it.RuleID
+	case guard != 0:
+		v.InterruptingRule = guard
+	default:
+		return v, nil
+	}
+	v.Status = p.DenyStatus
+	if p.Mode == ModeDetect {
+		v.Decision = Detect
+	} else {
+		v.Decision = Deny
+	}
+	return v, nil
+}
+
+// RuleIDs returns the ids of v's matches, ascending and without repeats.
+func (v Verdict) RuleIDs() []int {
+	ids := make([]int, 0, len(v.Matches))
+	for _, m := range v.Matches {
+		if n := len(ids); n == 0 || ids[n-1] != m.ID {
+			ids = append(ids, m.ID)
+		}
+	}
+	return ids
+}
+
+func hostname(host string) string {
+	if strings.HasPrefix(host, "[") {
+		if i := strings.IndexByte(host, ']'); i > 0 {
+			return host[1:i]
+		}
+	}
+	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
+		return host[:i]
+	}
+	return host
+}
+
+func first(s []string) string {
+	if len(s) == 0 {
+		return ""
+	}
+	return s[0]
+}
+
+func atoi(s string) int {
+	n, _ := strconv.Atoi(s)
+	return n
+}
+
+// truncate cuts s to at most n bytes on a UTF-8 boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+func severity(s types.RuleSeverity) string {
+	if str := s.String(); str != "unknown" {
+		return str
+	}
+	return ""
+}

@@ -1,0 +1,108 @@
+package inspector
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Mode says what a profile does with a request the rules would deny.
+type Mode string
+
+const (
+	// ModeBlock denies requests whose anomaly score reaches the threshold.
+	ModeBlock Mode = "block"
+	// ModeDetect never denies; it reports what would have been denied.
+	ModeDetect Mode = "detect"
+)
+
+// Defaults for a profile's zero fields.
+const (
+	DefaultProfileName             = "default"
+	DefaultParanoiaLevel           = 1
+	DefaultInboundAnomalyThreshold = 5
+	DefaultMode                    = ModeBlock
+	DefaultRequestBodyLimit        = 1 << 20 // 1 MiB
+	DefaultArgumentsLimit          = 1000
+	DefaultDenyStatus              = 403
+	// MaxRequestBodyLimit bounds the memory one check may hold for a body.
+	MaxRequestBodyLimit = 64 << 20
+)
+
+// Profile is one inspection policy. Zero fields take the defaults above when
+// the profile is compiled; a Profile is a value and is never mutated by the
+// engine.
+type Profile struct {
+	Name string `yaml:"name,omitempty" json:"name,omitempty"`
+	// ParanoiaLevel is CRS's blocking and detection paranoia level, 1-4.
+	ParanoiaLevel int `yaml:"paranoiaLevel,omitempty" json:"paranoiaLevel,omitempty"`
+	// InboundAnomalyThreshold is CRS's inbound_anomaly_score_threshold.
+	InboundAnomalyThreshold int `yaml:"inboundAnomalyThreshold,omitempty" json:"inboundAnomalyThreshold,omitempty"`
+	// Mode is block or detect.
+	Mode Mode `yaml:"mode,omitempty" json:"mode,omitempty"`
+	// RequestBodyLimit is the number of body bytes inspected.
+	RequestBodyLimit int `yaml:"requestBodyLimit,omitempty" json:"requestBodyLimit,omitempty"`
+	// ArgumentsLimit is Coraza's SecArgumentsLimit.
+	ArgumentsLimit int `yaml:"argumentsLimit,omitempty" json:"argumentsLimit,omitempty"`
+	// AllowArgumentsOverLimit passes requests with more arguments than
+	// ArgumentsLimit (the extra ones are not inspected). Off by default.
+	AllowArgumentsOverLimit bool `yaml:"allowArgumentsOverLimit,omitempty" json:"allowArgumentsOverLimit,omitempty"`
+	// AllowPartialBody passes requests whose body was only partly inspected
+	// (cut by the proxy, or longer than RequestBodyLimit). Off by default.
+	AllowPartialBody bool `yaml:"allowPartialBody,omitempty" json:"allowPartialBody,omitempty"`
+	// DenyStatus is the HTTP status of a denial.
+	DenyStatus int `yaml:"denyStatus,omitempty" json:"denyStatus,omitempty"`
+	// BeforeCRS is SecLang loaded after crs-setup and before the CRS rules.
+	BeforeCRS string `yaml:"beforeCRS,omitempty" json:"beforeCRS,omitempty"`
+	// AfterCRS is SecLang loaded after the CRS rules (exclusions).
+	AfterCRS string `yaml:"afterCRS,omitempty" json:"afterCRS,omitempty"`
+}
+
+// WithDefaults returns p with zero fields set to the defaults.
+func (p Profile) WithDefaults() Profile {
+	if p.Name == "" {
+		p.Name = DefaultProfileName
+	}
+	if p.ParanoiaLevel == 0 {
+		p.ParanoiaLevel = DefaultParanoiaLevel
+	}
+	if p.InboundAnomalyThreshold == 0 {
+		p.InboundAnomalyThreshold = DefaultInboundAnomalyThreshold
+	}
+	if p.Mode == "" {
+		p.Mode = DefaultMode
+	}
+	if p.RequestBodyLimit == 0 {
+		p.RequestBodyLimit = DefaultRequestBodyLimit
+	}
+	if p.ArgumentsLimit == 0 {
+		p.ArgumentsLimit = DefaultArgumentsLimit
+	}
+	if p.DenyStatus == 0 {
+		p.DenyStatus = DefaultDenyStatus
+	}
+	return p
+}
+
+// Validate reports every invalid field of p (after defaults) at once.
+func (p Profile) Validate() error {
+	var errs []error
+	if p.ParanoiaLevel < 1 || p.ParanoiaLevel > 4 {
+		errs = append(errs, fmt.Errorf("paranoiaLevel: %d is not between 1 and 4", p.ParanoiaLevel))
+	}
+	if p.InboundAnomalyThreshold < 1 {
+		errs = append(errs, fmt.Errorf("inboundAnomalyThreshold: %d is not positive", p.InboundAnomalyThreshold))
+	}
+	if p.Mode != ModeBlock && p.Mode != ModeDetect {
+		errs = append(errs, fmt.Errorf("mode: %q is neither %q nor %q", p.Mode, ModeBlock, ModeDetect))
+	}
+	if p.RequestBodyLimit < 1 || p.RequestBodyLimit > MaxRequestBodyLimit {
+		errs = append(errs, fmt.Errorf("requestBodyLimit: %d is not between 1 and %d", p.RequestBodyLimit, MaxRequestBodyLimit))
+	}
+	if p.ArgumentsLimit < 1 {
+		errs = append(errs, fmt.Errorf("argumentsLimit: %d is not positive", p.ArgumentsLimit))
+	}
+	if p.DenyStatus < 400 || p.DenyStatus > 599 {
+		errs = append(errs, fmt.Errorf("denyStatus: %d is not an HTTP 4xx or 5xx status", p.DenyStatus))
+	}
+	return errors.Join(errs...)
+}

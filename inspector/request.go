@@ -1,0 +1,66 @@
+package inspector
+
+// Header is one request header as received; names are kept as given.
+type Header struct {
+	Name  string
+	Value string
+}
+
+// Peer is one end of the inspected connection.
+type Peer struct {
+	Address   string // IP address, without port
+	Port      int
+	Principal string // SPIFFE id under mTLS; kept for logs only
+}
+
+// Request is one HTTP request as the inspector sees it. It carries no
+// transport types: callers map their own representation onto it.
+type Request struct {
+	ID       string // request id (x-request-id), used as the transaction id
+	Method   string
+	URI      string // raw request target: path and query, not decoded
+	Protocol string // "HTTP/1.1", "HTTP/2", ...
+	Host     string
+	Headers  []Header
+	Body     []byte
+	// BodyTruncated reports that the caller cut the body before sending it.
+	BodyTruncated bool
+	Source        Peer
+	Destination   Peer
+}
+
+// Decision is the outcome of one inspection.
+type Decision string
+
+const (
+	// Allow: nothing reached the profile's blocking conditions.
+	Allow Decision = "allow"
+	// Deny: the request must be refused.
+	Deny Decision = "deny"
+	// Detect: the request would have been denied, but the profile is in
+	// detect mode, so it passes.
+	Detect Decision = "detect"
+)
+
+// Match is one matched rule that carries a message.
+type Match struct {
+	ID       int      `json:"id"`
+	Msg      string   `json:"msg"`
+	Data     string   `json:"data,omitempty"`
+	Severity string   `json:"severity,omitempty"`
+	Tags     []string `json:"tags,omitempty"`
+}
+
+// Verdict is the answer for one request.
+type Verdict struct {
+	Decision     Decision `json:"decision"`
+	Status       int      `json:"status,omitempty"` // HTTP status when Decision is Deny
+	AnomalyScore int      `json:"anomalyScore"`
+	Profile      string   `json:"profile"`
+	// InterruptingRule is the id of the rule that decided a deny or detect.
+	InterruptingRule int     `json:"interruptingRule,omitempty"`
+	Matches          []Match `json:"matches,omitempty"`
+}
+
+// Allowed reports whether the request may pass (allow or detect).
+func (v Verdict) Allowed() bool { return v.Decision != Deny }
