@@ -1,0 +1,90 @@
+package extauthz
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// Error reasons, the values of the reason label of meshwaf_check_errors_total.
+const (
+	reasonPanic    = "panic"
+	reasonInspect  = "inspect"
+	reasonCanceled = "canceled"
+)
+
+// metrics holds the collectors of one Server. Labels are bounded: decisions
+// and reasons are fixed sets, profiles are configured and rule ids come from
+// the compiled rule set.
+type metrics struct {
+	checks        *prometheus.CounterVec
+	duration      *prometheus.HistogramVec
+	ruleMatches   *prometheus.CounterVec
+	anomalyScore  *prometheus.HistogramVec
+	errors        *prometheus.CounterVec
+	networkChecks prometheus.Counter
+	inFlight      prometheus.Gauge
+	lenient       prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_checks_total",
+			Help: "HTTP checks answered, by decision (allow, deny, detect) and profile.",
+		}, []string{"decision", "profile"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshwaf_check_duration_seconds",
+			Help:    "Time to answer one HTTP check, inspection included.",
+			Buckets: []float64{.0002, .0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"profile"}),
+		ruleMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_rule_matches_total",
+			Help: "Matches of logging rules, by rule id.",
+		}, []string{"rule_id"}),
+		anomalyScore: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshwaf_anomaly_score",
+			Help:    "CRS inbound anomaly score of each HTTP check.",
+			Buckets: []float64{0, 2, 3, 5, 8, 10, 15, 20, 30, 50},
+		}, []string{"profile"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_check_errors_total",
+			Help: "Checks answered by the failure policy, by reason (panic, inspect, canceled).",
+		}, []string{"reason"}),
+		networkChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshwaf_network_checks_total",
+			Help: "Checks without an HTTP request (network-level ext_authz), answered OK.",
+		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meshwaf_checks_in_flight",
+			Help: "Checks being answered now.",
+		}),
+		lenient: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshwaf_lenient_decodes_total",
+			Help: "CheckRequests that carried invalid UTF-8 in string fields and were decoded leniently.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.networkChecks, m.inFlight, m.lenient} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range []inspector.Decision{inspector.Allow, inspector.Deny, inspector.Detect} {
+		m.checks.WithLabelValues(string(d), inspector.DefaultProfileName)
+	}
+	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
+		m.errors.WithLabelValues(r)
+	}
+	return m, nil
+}
+
+func (m *metrics) observe(v inspector.Verdict, seconds float64) {
+	m.checks.WithLabelValues(string(v.Decision), v.Profile).Inc()
+	m.duration.WithLabelValues(v.Profile).Observe(seconds)
+	m.anomalyScore.WithLabelValues(v.Profile).Observe(float64(v.AnomalyScore))
+	for _, id := range v.RuleIDs() {
+		m.ruleMatches.WithLabelValues(strconv.Itoa(id)).Inc()
+	}
+}

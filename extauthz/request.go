@@ -1,0 +1,132 @@
+package extauthz
+
+import (
+	"sort"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// Header names with a meaning in Envoy's CheckRequest.
+const (
+	headerPartialBody = "x-envoy-auth-partial-body"
+	headerRequestID   = "x-request-id"
+	// ContextKeyProfile is the context_extensions key that names a profile.
+	ContextKeyProfile = "meshwaf-profile"
+)
+
+// requestFrom maps an Envoy CheckRequest onto an inspector.Request. ok is
+// false when the CheckRequest carries no HTTP request (Envoy's network-level
+// ext_authz, which Istio's CUSTOM action also installs). It is a pure
+// function: it reads req and never retains it.
+func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
+	attrs := req.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	if h == nil {
+		return inspector.Request{}, false
+	}
+	out = inspector.Request{
+		ID:          h.GetId(),
+		Method:      h.GetMethod(),
+		URI:         h.GetPath(),
+		Protocol:    h.GetProtocol(),
+		Host:        h.GetHost(),
+		Source:      peerFrom(attrs.GetSource()),
+		Destination: peerFrom(attrs.GetDestination()),
+	}
+
+	var pseudo map[string]string
+	if hm := h.GetHeaderMap(); hm != nil && len(hm.GetHeaders()) > 0 {
+		out.Headers, pseudo = headersFromMap(hm)
+	} else {
+		out.Headers, pseudo = headersFromStrings(h.GetHeaders())
+	}
+	for _, hd := range out.Headers {
+		switch hd.Name {
+		case headerPartialBody:
+			out.BodyTruncated = hd.Value == "true"
+		case headerRequestID:
+			if out.ID == "" {
+				out.ID = hd.Value
+			}
+		}
+	}
+	if out.Method == "" {
+		out.Method = pseudo[":method"]
+	}
+	if out.URI == "" {
+		out.URI = pseudo[":path"]
+	}
+	if out.Host == "" {
+		out.Host = pseudo[":authority"]
+	}
+	if out.Protocol == "" {
+		out.Protocol = "HTTP/1.1"
+	}
+	if rb := h.GetRawBody(); len(rb) > 0 {
+		out.Body = rb
+	} else if b := h.GetBody(); b != "" {
+		out.Body = []byte(b)
+	}
+	return out, true
+}
+
+// headersFromStrings turns Envoy's merged header map into a list sorted by
+// name. Pseudo-headers and Envoy's own partial-body marker are returned
+// apart, as the upstream never sees them as headers.
+func headersFromStrings(m map[string]string) ([]inspector.Header, map[string]string) {
+	names := make([]string, 0, len(m))
+	for k := range m {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	out := make([]inspector.Header, 0, len(names))
+	pseudo := map[string]string{}
+	for _, k := range names {
+		out, pseudo = addHeader(out, pseudo, k, m[k])
+	}
+	return out, pseudo
+}
+
+// headersFromMap reads header_map (encode_raw_headers): one entry per header
+// line, raw_value preferred over value, order kept.
+func headersFromMap(hm *corev3.HeaderMap) ([]inspector.Header, map[string]string) {
+	out := make([]inspector.Header, 0, len(hm.GetHeaders()))
+	pseudo := map[string]string{}
+	for _, hv := range hm.GetHeaders() {
+		v := hv.GetValue()
+		if raw := hv.GetRawValue(); len(raw) > 0 {
+			v = string(raw)
+		}
+		out, pseudo = addHeader(out, pseudo, strings.ToLower(hv.GetKey()), v)
+	}
+	return out, pseudo
+}
+
+func addHeader(out []inspector.Header, pseudo map[string]string, name, value string) ([]inspector.Header, map[string]string) {
+	if strings.HasPrefix(name, ":") {
+		if _, seen := pseudo[name]; !seen {
+			pseudo[name] = value
+		}
+		return out, pseudo
+	}
+	return append(out, inspector.Header{Name: name, Value: value}), pseudo
+}
+
+func peerFrom(p *authv3.AttributeContext_Peer) inspector.Peer {
+	sa := p.GetAddress().GetSocketAddress()
+	return inspector.Peer{
+		Address:   sa.GetAddress(),
+		Port:      int(sa.GetPortValue()),
+		Principal: p.GetPrincipal(),
+	}
+}
+
+// profileFrom returns the profile a CheckRequest asks for, or "" for the
+// default.
+func profileFrom(req *authv3.CheckRequest) string {
+	return req.GetAttributes().GetContextExtensions()[ContextKeyProfile]
+}

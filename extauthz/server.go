@@ -1,0 +1,117 @@
+// Package extauthz serves Envoy's ext_authz gRPC v3 API
+// (envoy.service.auth.v3.Authorization/Check) with an inspector.Engine.
+// It maps CheckRequests onto inspector requests, verdicts onto
+// CheckResponses, and owns the check metrics and the audit log.
+package extauthz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// Inspector is what the server needs of inspector.Engine.
+type Inspector interface {
+	Inspect(ctx context.Context, req inspector.Request, profile string) (inspector.Verdict, error)
+}
+
+// Options configure a Server. Engine, Logger and Registerer are required.
+type Options struct {
+	Engine     Inspector
+	Logger     *slog.Logger          // operational log
+	Audit      *slog.Logger          // audit lines; nil disables them
+	AuditAll   bool                  // audit clean checks too
+	Registerer prometheus.Registerer // where the check metrics are registered
+	// FailOpen answers OK when a check cannot be inspected (error or
+	// panic). The default is to deny with FailureStatus.
+	FailOpen      bool
+	FailureStatus int              // HTTP status of a fail-closed answer; default 403
+	Now           func() time.Time // clock; default time.Now
+}
+
+// Server implements authv3.AuthorizationServer. It is safe for concurrent
+// use by any number of gRPC handlers.
+type Server struct {
+	authv3.UnimplementedAuthorizationServer
+	opts    Options
+	metrics *metrics
+}
+
+// NewServer validates opts and registers the metrics.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Engine == nil || opts.Logger == nil || opts.Registerer == nil {
+		return nil, errors.New("extauthz: Engine, Logger and Registerer are required")
+	}
+	if opts.FailureStatus == 0 {
+		opts.FailureStatus = inspector.DefaultDenyStatus
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
+	}
+	return &Server{opts: opts, metrics: m}, nil
+}
+
+// ServerOptions returns the gRPC server options the service needs: the
+// codec that tolerates invalid UTF-8 in CheckRequests.
+func (s *Server) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(newLenientCodec(s.metrics.lenient.Inc))}
+}
+
+// Register adds the Authorization service to g.
+func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+
+// Check answers one CheckRequest. It never returns a gRPC error: a request
+// that cannot be inspected is answered by the failure policy, and a panic
+// in the inspection is recovered and answered the same way.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
+	r, ok := requestFrom(req)
+	if !ok {
+		s.metrics.networkChecks.Inc()
+		return networkResponse(), nil
+	}
+	profile := profileFrom(req)
+	s.metrics.inFlight.Inc()
+	defer s.metrics.inFlight.Dec()
+	start := s.opts.Now()
+
+	defer func() {
+		if p := recover(); p != nil {
+			s.opts.Logger.Error("panic in check", "request_id", r.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			resp = s.fail(reasonPanic, profile, r.ID)
+		}
+	}()
+
+	v, err := s.opts.Engine.Inspect(ctx, r, profile)
+	if err != nil {
+		reason := reasonInspect
+		if errors.Is(err, inspector.ErrCanceled) || ctx.Err() != nil {
+			reason = reasonCanceled
+		}
+		s.opts.Logger.Warn("check failed", "request_id", r.ID, "reason", reason, "error", err)
+		return s.fail(reason, profile, r.ID), nil
+	}
+	s.metrics.observe(v, s.opts.Now().Sub(start).Seconds())
+	audit(ctx, s.opts.Audit, s.opts.AuditAll, &r, v)
+	return responseFrom(v, r.ID), nil
+}
+
+func (s *Server) fail(reason, profile, requestID string) *authv3.CheckResponse {
+	s.metrics.errors.WithLabelValues(reason).Inc()
+	if profile == "" {
+		profile = inspector.DefaultProfileName
+	}
+	return failureResponse(s.opts.FailOpen, s.opts.FailureStatus, profile, requestID)
+}
