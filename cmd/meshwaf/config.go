@@ -1,0 +1,231 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// Config is everything `meshwaf serve` and `meshwaf inspect` read from the
+// config file, the environment and flags, in that order of precedence
+// (flags win).
+type Config struct {
+	GRPCAddress  string `yaml:"grpcAddress"`
+	AdminAddress string `yaml:"adminAddress"`
+	// DefaultProfile inspects every check that names no other profile.
+	DefaultProfile inspector.Profile `yaml:"defaultProfile"`
+	// FailOpen allows a request that cannot be inspected; default deny.
+	FailOpen bool `yaml:"failOpen"`
+	// FailureStatus is the HTTP status of a fail-closed answer.
+	FailureStatus int `yaml:"failureStatus"`
+	// AuditAllChecks writes an audit line for clean checks too.
+	AuditAllChecks bool `yaml:"auditAllChecks"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `yaml:"logLevel"`
+	// MaxMessageBytes bounds one CheckRequest on the wire.
+	MaxMessageBytes int `yaml:"maxMessageBytes"`
+	// DrainDelay is how long serve reports NOT_SERVING before it stops
+	// accepting checks on SIGTERM; ShutdownTimeout bounds the drain of
+	// checks in flight after that.
+	DrainDelay      Duration `yaml:"drainDelay"`
+	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
+}
+
+// Defaults of the fields of Config.
+const (
+	defaultGRPCAddress     = ":9000"
+	defaultAdminAddress    = ":9090"
+	defaultLogLevel        = "info"
+	defaultShutdownTimeout = 15 * time.Second
+	minMaxMessageBytes     = 4 << 20
+)
+
+func defaultConfig() Config {
+	return Config{
+		GRPCAddress:     defaultGRPCAddress,
+		AdminAddress:    defaultAdminAddress,
+		FailureStatus:   inspector.DefaultDenyStatus,
+		LogLevel:        defaultLogLevel,
+		ShutdownTimeout: Duration(defaultShutdownTimeout),
+	}
+}
+
+// Duration is a time.Duration written as "15s" in YAML.
+type Duration time.Duration
+
+// UnmarshalYAML reads a Go duration string.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf("line %d: %q is not a duration like 15s", n.Line, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// FieldError is one problem in a config file, located by line and field.
+type FieldError struct {
+	File  string
+	Line  int
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		b.WriteString(":" + strconv.Itoa(e.Line))
+	}
+	if e.Field != "" {
+		b.WriteString(": " + e.Field)
+	}
+	b.WriteString(": " + e.Msg)
+	return b.String()
+}
+
+var (
+	reUnknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
+	reLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
+)
+
+// loadConfigFile decodes path strictly over cfg: an unknown key, a value of
+// the wrong type or an invalid setting is an error naming the file, the
+// line and the field. All errors are returned at once.
+func loadConfigFile(path string, cfg *Config) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return decodeConfig(path, data, cfg)
+}
+
+func decodeConfig(name string, data []byte, cfg *Config) error {
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return yamlErrors(name, err)
+	}
+	if len(root.Content) == 0 {
+		return nil // empty file: defaults
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	next := *cfg
+	if err := dec.Decode(&next); err != nil {
+		return yamlErrors(name, err)
+	}
+	if errs := validateConfig(name, &root, next); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	*cfg = next
+	return nil
+}
+
+// yamlErrors turns yaml.v3's messages into FieldErrors.
+func yamlErrors(name string, err error) error {
+	var te *yaml.TypeError
+	var msgs []string
+	if errors.As(err, &te) {
+		msgs = te.Errors
+	} else {
+		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var out []error
+	for _, m := range msgs {
+		if s := reUnknownField.FindStringSubmatch(m); s != nil {
+			line, _ := strconv.Atoi(s[1])
+			out = append(out, &FieldError{File: name, Line: line, Field: s[2], Msg: "unknown key"})
+			continue
+		}
+		if s := reLine.FindStringSubmatch(m); s != nil {
+			line, _ := strconv.Atoi(s[1])
+			out = append(out, &FieldError{File: name, Line: line, Msg: s[2]})
+			continue
+		}
+		out = append(out, &FieldError{File: name, Msg: m})
+	}
+	return errors.Join(out...)
+}
+
+// validateConfig checks the decoded settings, locating each error in the
+// file through the YAML node tree.
+func validateConfig(name string, root *yaml.Node, c Config) []error {
+	var errs []error
+	at := func(field, msg string) {
+		errs = append(errs, &FieldError{File: name, Line: lineOf(root, field), Field: field, Msg: msg})
+	}
+	if c.FailureStatus < 400 || c.FailureStatus > 599 {
+		at("failureStatus", fmt.Sprintf("%d is not an HTTP 4xx or 5xx status", c.FailureStatus))
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		at("logLevel", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
+	}
+	if c.MaxMessageBytes < 0 {
+		at("maxMessageBytes", "must not be negative")
+	}
+	if c.ShutdownTimeout < 0 || c.DrainDelay < 0 {
+		at("shutdownTimeout", "durations must not be negative")
+	}
+	if err := c.DefaultProfile.WithDefaults().Validate(); err != nil {
+		for _, e := range unjoin(err) {
+			field, msg, _ := strings.Cut(e.Error(), ": ")
+			at("defaultProfile."+field, msg)
+		}
+	}
+	return errs
+}
+
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+// lineOf returns the line of the key at a dotted path in a YAML document,
+// or of the deepest ancestor found; 0 when nothing matches.
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, key := range strings.Split(path, ".") {
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				line = n.Content[i].Line
+				n = n.Content[i+1]
+				found = true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+// maxMessageBytes is the gRPC receive limit: room for the largest body the
+// default profile inspects, headers and framing.
+func (c Config) maxMessageBytes() int {
+	if c.MaxMessageBytes > 0 {
+		return c.MaxMessageBytes
+	}
+	return max(minMaxMessageBytes, 2*c.DefaultProfile.WithDefaults().RequestBodyLimit+(1<<20))
+}

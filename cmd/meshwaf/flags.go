@@ -1,0 +1,76 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// commonFlags are the settings shared by serve and inspect.
+type commonFlags struct {
+	config        string
+	paranoiaLevel int
+	mode          string
+}
+
+func (c *commonFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&c.config, "config", "", "YAML config file (env MESHWAF_CONFIG)")
+	fs.IntVar(&c.paranoiaLevel, "paranoia-level", 0, "CRS paranoia level 1-4 of the default profile (default 1; env MESHWAF_PARANOIA_LEVEL)")
+	fs.StringVar(&c.mode, "mode", "", "block or detect for the default profile (default block; env MESHWAF_MODE)")
+}
+
+// envName is the environment variable that sets a flag.
+func envName(flagName string) string {
+	return "MESHWAF_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// parseFlags parses args, then fills every flag not given on the command
+// line from its MESHWAF_* variable. It returns the names of the flags that
+// were set either way; only those override the config file.
+func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || err != nil {
+			return
+		}
+		if v, ok := os.LookupEnv(envName(f.Name)); ok {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = usageError{fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)}
+				return
+			}
+			set[f.Name] = true
+		}
+	})
+	return set, err
+}
+
+// loadConfig builds the Config: defaults, then the file, then flags/env.
+func loadConfig(c *commonFlags, set map[string]bool) (Config, error) {
+	cfg := defaultConfig()
+	if c.config != "" {
+		if err := loadConfigFile(c.config, &cfg); err != nil {
+			return Config{}, usageError{err}
+		}
+	}
+	if set["paranoia-level"] {
+		cfg.DefaultProfile.ParanoiaLevel = c.paranoiaLevel
+	}
+	if set["mode"] {
+		cfg.DefaultProfile.Mode = inspector.Mode(c.mode)
+	}
+	if err := cfg.DefaultProfile.WithDefaults().Validate(); err != nil {
+		return Config{}, usageError{fmt.Errorf("default profile: %w", err)}
+	}
+	return cfg, nil
+}

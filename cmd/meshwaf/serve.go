@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/meshwaf/meshwaf/extauthz"
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var common commonFlags
+	common.register(fs)
+	grpcAddr := fs.String("grpc-address", "", "gRPC listen address (default "+defaultGRPCAddress+"; env MESHWAF_GRPC_ADDRESS)")
+	adminAddr := fs.String("admin-address", "", "admin HTTP address for /metrics, /healthz, /readyz (default "+defaultAdminAddress+"; env MESHWAF_ADMIN_ADDRESS)")
+	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info; env MESHWAF_LOG_LEVEL)")
+	failOpen := fs.Bool("fail-open", false, "allow requests that cannot be inspected (default deny; env MESHWAF_FAIL_OPEN)")
+	set, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(&common, set)
+	if err != nil {
+		return err
+	}
+	if set["grpc-address"] {
+		cfg.GRPCAddress = *grpcAddr
+	}
+	if set["admin-address"] {
+		cfg.AdminAddress = *adminAddr
+	}
+	if set["log-level"] {
+		cfg.LogLevel = *logLevel
+	}
+	if set["fail-open"] {
+		cfg.FailOpen = *failOpen
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return usageError{fmt.Errorf("log level: %w", err)}
+	}
+	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	auditLog := slog.New(slog.NewJSONHandler(stdout, nil))
+	return run(ctx, cfg, logger, auditLog)
+}
+
+// run serves checks until ctx ends, then drains: health turns NOT_SERVING,
+// checks in flight finish (bounded by cfg.ShutdownTimeout), and it returns.
+func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
+	started := time.Now()
+	rs, err := inspector.Compile(cfg.DefaultProfile)
+	if err != nil {
+		return usageError{err}
+	}
+	logger.Info("rules compiled", "crs_version", inspector.CRSVersion, "profiles", rs.Profiles(),
+		"paranoia_level", rs.Default().ParanoiaLevel, "mode", rs.Default().Mode, "took", time.Since(started).String())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "meshwaf_build_info",
+		Help: "meshwaf build: version and embedded CRS version; always 1.",
+	}, []string{"version", "crs_version"})
+	buildInfo.WithLabelValues(version(), inspector.CRSVersion).Set(1)
+	reg.MustRegister(buildInfo)
+
+	srv, err := extauthz.NewServer(extauthz.Options{
+		Engine:        inspector.NewEngine(rs),
+		Logger:        logger,
+		Audit:         auditLog,
+		AuditAll:      cfg.AuditAllChecks,
+		Registerer:    reg,
+		FailOpen:      cfg.FailOpen,
+		FailureStatus: cfg.FailureStatus,
+	})
+	if err != nil {
+		return err
+	}
+
+	grpcLis, err := net.Listen("tcp", cfg.GRPCAddress)
+	if err != nil {
+		return fmt.Errorf("grpc listener: %w", err)
+	}
+	defer grpcLis.Close()
+	adminLis, err := net.Listen("tcp", cfg.AdminAddress)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	defer adminLis.Close()
+
+	opts := append(srv.ServerOptions(),
+		grpc.MaxRecvMsgSize(cfg.maxMessageBytes()),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	g := grpc.NewServer(opts...)
+	srv.Register(g)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(g, hs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(g)
+
+	var draining atomic.Bool
+	admin := &http.Server{
+		Handler:           adminMux(reg, &draining),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- g.Serve(grpcLis) }()
+	go func() {
+		if err := admin.Serve(adminLis); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	logger.Info("serving", "grpc_address", grpcLis.Addr().String(), "admin_address", adminLis.Addr().String(),
+		"fail_open", cfg.FailOpen, "max_message_bytes", cfg.maxMessageBytes())
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		logger.Error("server failed", "error", serveErr)
+	}
+
+	// Drain: report NOT_SERVING first, then stop taking new checks and let
+	// the ones in flight finish.
+	draining.Store(true)
+	hs.Shutdown()
+	logger.Info("draining", "drain_delay", time.Duration(cfg.DrainDelay).String(), "timeout", time.Duration(cfg.ShutdownTimeout).String())
+	if cfg.DrainDelay > 0 && serveErr == nil {
+		time.Sleep(time.Duration(cfg.DrainDelay))
+	}
+	stopped := make(chan struct{})
+	go func() { g.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(time.Duration(cfg.ShutdownTimeout)):
+		logger.Warn("drain timed out; closing connections")
+		g.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = admin.Shutdown(sctx)
+	logger.Info("stopped")
+	return serveErr
+}
+
+func adminMux(reg *prometheus.Registry, draining *atomic.Bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if draining.Load() {
+			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return mux
+}

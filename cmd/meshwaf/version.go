@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
+var buildVersion = ""
+
+func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func versionCommand(w io.Writer) error {
+	coraza := "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, d := range bi.Deps {
+			if d.Path == "github.com/corazawaf/coraza/v3" {
+				coraza = d.Version
+			}
+		}
+	}
+	_, err := fmt.Fprintf(w, "meshwaf %s\ncoraza %s\ncrs %s\ngo %s %s/%s\n",
+		version(), coraza, inspector.CRSVersion, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return err
+}
