@@ -64,11 +64,11 @@ func unmarshalLenient(b []byte, m protoreflect.Message, depth int) error {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return errMalformed
+			return fmt.Errorf("%w at %s", errMalformed, m.Descriptor().FullName())
 		}
 		vlen := protowire.ConsumeFieldValue(num, typ, b[n:])
 		if vlen < 0 {
-			return errMalformed
+			return fmt.Errorf("%w at %s", errMalformed, m.Descriptor().FullName())
 		}
 		field := b[:n+vlen]
 		val := b[n : n+vlen]
@@ -119,7 +119,7 @@ func mapEntryLenient(b []byte, mp protoreflect.Map, fd protoreflect.FieldDescrip
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
-			return errMalformed
+			return fmt.Errorf("%w in map entry", errMalformed)
 		}
 		b = b[n:]
 		var d protoreflect.FieldDescriptor
@@ -131,7 +131,7 @@ func mapEntryLenient(b []byte, mp protoreflect.Map, fd protoreflect.FieldDescrip
 		default:
 			vlen := protowire.ConsumeFieldValue(num, typ, b)
 			if vlen < 0 {
-				return errMalformed
+				return fmt.Errorf("%w in map entry", errMalformed)
 			}
 			b = b[vlen:]
 			continue

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -304,13 +305,12 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 
 // RuleIDs returns the ids of v's matches, ascending and without repeats.
 func (v Verdict) RuleIDs() []int {
-	ids := make([]int, 0, len(v.Matches))
-	for _, m := range v.Matches {
-		if n := len(ids); n == 0 || ids[n-1] != m.ID {
-			ids = append(ids, m.ID)
-		}
+	ids := make([]int, len(v.Matches))
+	for i, m := range v.Matches {
+		ids[i] = m.ID
 	}
-	return ids
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 func hostname(host string) string {
