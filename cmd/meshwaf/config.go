@@ -38,6 +38,9 @@ type Config struct {
 	// checks in flight after that.
 	DrainDelay      Duration `yaml:"drainDelay"`
 	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
+
+	file string     // the config file read, if any
+	root *yaml.Node // its YAML tree, to locate errors found later
 }
 
 // Defaults of the fields of Config.
@@ -112,7 +115,7 @@ func loadConfigFile(path string, cfg *Config) error {
 func decodeConfig(name string, data []byte, cfg *Config) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return yamlErrors(name, err)
+		return yamlErrors(name, err, nil)
 	}
 	if len(root.Content) == 0 {
 		return nil // empty file: defaults
@@ -121,8 +124,9 @@ func decodeConfig(name string, data []byte, cfg *Config) error {
 	dec.KnownFields(true)
 	next := *cfg
 	if err := dec.Decode(&next); err != nil {
-		return yamlErrors(name, err)
+		return yamlErrors(name, err, &root)
 	}
+	next.file, next.root = name, &root
 	if errs := validateConfig(name, &root, next); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -130,8 +134,9 @@ func decodeConfig(name string, data []byte, cfg *Config) error {
 	return nil
 }
 
-// yamlErrors turns yaml.v3's messages into FieldErrors.
-func yamlErrors(name string, err error) error {
+// yamlErrors turns yaml.v3's messages into FieldErrors; root, when known,
+// names the field at the line of each error.
+func yamlErrors(name string, err error, root *yaml.Node) error {
 	var te *yaml.TypeError
 	var msgs []string
 	if errors.As(err, &te) {
@@ -143,12 +148,16 @@ func yamlErrors(name string, err error) error {
 	for _, m := range msgs {
 		if s := reUnknownField.FindStringSubmatch(m); s != nil {
 			line, _ := strconv.Atoi(s[1])
-			out = append(out, &FieldError{File: name, Line: line, Field: s[2], Msg: "unknown key"})
+			field := fieldAtLine(root, line)
+			if field == "" {
+				field = s[2]
+			}
+			out = append(out, &FieldError{File: name, Line: line, Field: field, Msg: "unknown key"})
 			continue
 		}
 		if s := reLine.FindStringSubmatch(m); s != nil {
 			line, _ := strconv.Atoi(s[1])
-			out = append(out, &FieldError{File: name, Line: line, Msg: s[2]})
+			out = append(out, &FieldError{File: name, Line: line, Field: fieldAtLine(root, line), Msg: strings.TrimPrefix(s[2], fmt.Sprintf("line %d: ", line))})
 			continue
 		}
 		out = append(out, &FieldError{File: name, Msg: m})
@@ -228,4 +237,47 @@ func (c Config) maxMessageBytes() int {
 		return c.MaxMessageBytes
 	}
 	return max(minMaxMessageBytes, 2*c.DefaultProfile.WithDefaults().RequestBodyLimit+(1<<20))
+}
+
+// fieldAtLine returns the dotted path of the mapping key on line, or "".
+func fieldAtLine(root *yaml.Node, line int) string {
+	if root == nil {
+		return ""
+	}
+	var walk func(n *yaml.Node, prefix string) string
+	walk = func(n *yaml.Node, prefix string) string {
+		switch n.Kind {
+		case yaml.DocumentNode, yaml.SequenceNode:
+			for _, c := range n.Content {
+				if p := walk(c, prefix); p != "" {
+					return p
+				}
+			}
+		case yaml.MappingNode:
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				k, v := n.Content[i], n.Content[i+1]
+				path := k.Value
+				if prefix != "" {
+					path = prefix + "." + k.Value
+				}
+				if k.Line == line {
+					return path
+				}
+				if p := walk(v, path); p != "" {
+					return p
+				}
+			}
+		}
+		return ""
+	}
+	return walk(root, "")
+}
+
+// locate prefixes err with the config file and the line of field, when the
+// config came from a file.
+func (c Config) locate(field string, err error) error {
+	if c.file == "" {
+		return err
+	}
+	return &FieldError{File: c.file, Line: lineOf(c.root, field), Field: field, Msg: err.Error()}
 }

@@ -73,7 +73,7 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 
 	rs, err := inspector.Compile(cfg.DefaultProfile)
 	if err != nil {
-		return false, usageError{err}
+		return false, usageError{cfg.locate("defaultProfile", err)}
 	}
 	v, err := inspector.NewEngine(rs).Inspect(ctx, req, "")
 	if err != nil {

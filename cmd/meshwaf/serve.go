@@ -71,7 +71,7 @@ func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
 	started := time.Now()
 	rs, err := inspector.Compile(cfg.DefaultProfile)
 	if err != nil {
-		return usageError{err}
+		return usageError{cfg.locate("defaultProfile", err)}
 	}
 	logger.Info("rules compiled", "crs_version", inspector.CRSVersion, "profiles", rs.Profiles(),
 		"paranoia_level", rs.Default().ParanoiaLevel, "mode", rs.Default().Mode, "took", time.Since(started).String())

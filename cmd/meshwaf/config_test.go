@@ -1,0 +1,83 @@
+package main
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+func TestLoadConfigFile(t *testing.T) {
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "valid.yaml"), &cfg))
+	require.Equal(t, "127.0.0.1:9000", cfg.GRPCAddress)
+	require.Equal(t, 8388608, cfg.maxMessageBytes())
+	require.Equal(t, Duration(5*time.Second), cfg.DrainDelay)
+	require.Equal(t, Duration(20*time.Second), cfg.ShutdownTimeout)
+	p := cfg.DefaultProfile
+	require.Equal(t, 2, p.ParanoiaLevel)
+	require.Equal(t, 7, p.InboundAnomalyThreshold)
+	require.Equal(t, inspector.ModeDetect, p.Mode)
+	require.Equal(t, 2097152, p.RequestBodyLimit)
+	require.Contains(t, p.BeforeCRS, "tx.allowed_methods")
+	require.Contains(t, p.AfterCRS, "SecRuleRemoveById 920350")
+	_, err := inspector.Compile(p)
+	require.NoError(t, err, "the documented example compiles")
+
+	empty := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "empty.yaml"), &empty))
+	require.Equal(t, defaultGRPCAddress, empty.GRPCAddress)
+	require.Equal(t, 4<<20, empty.maxMessageBytes())
+}
+
+// One fixture per way a config file can be wrong; each error names the
+// file, the line and the field.
+func TestLoadConfigFileErrors(t *testing.T) {
+	tests := []struct {
+		file string
+		want string
+	}{
+		{"unknown-key.yaml", "unknown-key.yaml:2: grpcAdress: unknown key"},
+		{"unknown-profile-key.yaml", "unknown-profile-key.yaml:3: defaultProfile.paranoia: unknown key"},
+		{"bad-paranoia-level.yaml", "bad-paranoia-level.yaml:4: defaultProfile.paranoiaLevel: 7 is not between 1 and 4"},
+		{"bad-mode.yaml", `bad-mode.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`},
+		{"wrong-type.yaml", "wrong-type.yaml:2: defaultProfile.inboundAnomalyThreshold: cannot unmarshal !!str `high` into int"},
+		{"bad-duration.yaml", `bad-duration.yaml:1: shutdownTimeout: "soon" is not a duration like 15s`},
+		{"bad-yaml.yaml", "bad-yaml.yaml:2"},
+		{"bad-status.yaml", "bad-status.yaml:1: failureStatus: 200 is not an HTTP 4xx or 5xx status"},
+		{"missing.yaml", "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			cfg := defaultConfig()
+			before := cfg
+			err := loadConfigFile(filepath.Join("testdata", "config", tt.file), &cfg)
+			require.Error(t, err)
+			require.Contains(t, err.Error(), tt.want)
+			require.Equal(t, before, cfg, "a failed load changes nothing")
+		})
+	}
+}
+
+func TestCompileErrorIsLocated(t *testing.T) {
+	cfg := defaultConfig()
+	path := filepath.Join("testdata", "config", "bad-rules.yaml")
+	require.NoError(t, loadConfigFile(path, &cfg), "the SecLang is only compiled later")
+	_, err := inspector.Compile(cfg.DefaultProfile)
+	require.Error(t, err)
+	located := cfg.locate("defaultProfile", err)
+	require.Contains(t, located.Error(), path+":1: defaultProfile: profile \"default\": compiling rules:")
+	require.Contains(t, located.Error(), "missing closing )")
+}
+
+func TestLineOf(t *testing.T) {
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "valid.yaml"), &cfg))
+	require.Equal(t, 11, lineOf(cfg.root, "defaultProfile"))
+	require.Equal(t, 12, lineOf(cfg.root, "defaultProfile.paranoiaLevel"))
+	require.Equal(t, 11, lineOf(cfg.root, "defaultProfile.nothing"), "falls back to the nearest ancestor")
+	require.Equal(t, 0, lineOf(cfg.root, "nothing"))
+}
