@@ -109,7 +109,7 @@ func unmarshalLenient(b []byte, m protoreflect.Message, depth int) error {
 
 func mapEntryLenient(b []byte, mp protoreflect.Map, fd protoreflect.FieldDescriptor, depth int) error {
 	kd, vd := fd.MapKey(), fd.MapValue()
-	var key protoreflect.MapKey = kd.Default().MapKey()
+	key := kd.Default().MapKey()
 	var val protoreflect.Value
 	if vd.Kind() == protoreflect.MessageKind {
 		val = mp.NewValue()

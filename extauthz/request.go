@@ -49,9 +49,9 @@ func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
 		case headerPartialBody:
 			out.BodyTruncated = hd.Value == "true"
 		case headerRequestID:
-			if out.ID == "" {
-				out.ID = hd.Value
-			}
+			// Envoy fills http.id with its internal stream id; the id that
+			// access logs and the upstream share is x-request-id.
+			out.ID = hd.Value
 		}
 	}
 	if out.Method == "" {

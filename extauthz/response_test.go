@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"testing"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshwaf/meshwaf/inspector"
@@ -98,5 +97,4 @@ func TestNetworkResponse(t *testing.T) {
 	resp := networkResponse()
 	require.EqualValues(t, 0, resp.GetStatus().GetCode())
 	require.Nil(t, resp.GetDynamicMetadata())
-	var _ *authv3.CheckResponse = resp
 }

@@ -81,3 +81,12 @@ func TestLineOf(t *testing.T) {
 	require.Equal(t, 11, lineOf(cfg.root, "defaultProfile.nothing"), "falls back to the nearest ancestor")
 	require.Equal(t, 0, lineOf(cfg.root, "nothing"))
 }
+
+func TestExampleConfig(t *testing.T) {
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("..", "..", "examples", "meshwaf.yaml"), &cfg))
+	require.Equal(t, defaultGRPCAddress, cfg.GRPCAddress)
+	require.Equal(t, inspector.Profile{}.WithDefaults().RequestBodyLimit, cfg.DefaultProfile.RequestBodyLimit)
+	_, err := inspector.Compile(cfg.DefaultProfile)
+	require.NoError(t, err)
+}

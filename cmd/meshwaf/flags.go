@@ -46,7 +46,7 @@ func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
 		}
 		if v, ok := os.LookupEnv(envName(f.Name)); ok {
 			if e := fs.Set(f.Name, v); e != nil {
-				err = usageError{fmt.Errorf("%s=%q: %v", envName(f.Name), v, e)}
+				err = usageError{fmt.Errorf("%s=%q: %w", envName(f.Name), v, e)}
 				return
 			}
 			set[f.Name] = true

@@ -157,7 +157,7 @@ func buildRequest(method, rawURL string, headers []string, body []byte) (inspect
 // readRawRequest parses an HTTP/1.x request; bodies longer than limit are
 // cut and marked truncated, as the proxy would.
 func readRawRequest(path string, stdin io.Reader, limit int) (inspector.Request, error) {
-	var r io.Reader = stdin
+	r := stdin
 	if path != "-" {
 		f, err := os.Open(path)
 		if err != nil {

@@ -117,7 +117,8 @@ func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
 	hs := health.NewServer()
-	healthpb.RegisterHealthServer(g, hs)
+	drain := make(chan struct{})
+	healthpb.RegisterHealthServer(g, drainingHealth{Server: hs, drain: drain})
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(g)
@@ -153,6 +154,7 @@ func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
 	if cfg.DrainDelay > 0 && serveErr == nil {
 		time.Sleep(time.Duration(cfg.DrainDelay))
 	}
+	close(drain) // ends health Watch streams, which GracefulStop would wait for
 	stopped := make(chan struct{})
 	go func() { g.GracefulStop(); close(stopped) }()
 	select {
