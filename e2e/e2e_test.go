@@ -820,3 +820,27 @@ func TestRequestIDIsXRequestID(t *testing.T) {
 	waitFor(t, 5*time.Second, "the audit line", func() bool { return len(p.auditLines(t)) >= 1 })
 	assert.Equal(t, requestID, p.auditLines(t)[0]["request_id"], "request_id of the audit line")
 }
+
+// TestReadOnlyFilesystem runs the shipped binary with no writable temp dir,
+// as under readOnlyRootFilesystem without volumes: it must start, and a
+// multipart upload with a file part must be inspected in memory (stock
+// Coraza would write the part to a temp file and fail strict validation).
+func TestReadOnlyFilesystem(t *testing.T) {
+	t.Parallel()
+	p := startServerEnv(t, []string{"TMPDIR=/nonexistent/meshwaf-tmp"})
+	body := "--XyZ\r\nContent-Disposition: form-data; name=\"title\"\r\n\r\nholiday\r\n" +
+		"--XyZ\r\nContent-Disposition: form-data; name=\"photo\"; filename=\"beach.txt\"\r\nContent-Type: text/plain\r\n\r\nsand and sea\r\n" +
+		"--XyZ--\r\n"
+	upload := httpCheck{
+		requestID: "ro-1", method: http.MethodPost, path: "/api/v1/photos", host: "media:8080",
+		headers: map[string]string{"content-type": "multipart/form-data; boundary=XyZ"}, body: body,
+	}
+	v := verdictOf(t, p.check(t, upload.request()))
+	require.Equal(t, "allow", v.decision, "rules: %s", v.ruleIDs)
+
+	attack := upload
+	attack.requestID = "ro-2"
+	attack.body = strings.Replace(body, "holiday", "1' UNION SELECT password FROM users--", 1)
+	v = verdictOf(t, p.check(t, attack.request()))
+	require.Equal(t, "deny", v.decision)
+}

@@ -83,7 +83,8 @@ func buildBinary(out string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(goTool(), "build", "-o", out, "./cmd/meshwaf")
+	// The build that ships: the script CI and the Dockerfile run.
+	cmd := exec.Command("sh", filepath.Join("scripts", "build.sh"), out, "e2e")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr

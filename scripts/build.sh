@@ -4,6 +4,9 @@
 set -eu
 out=${1:?usage: scripts/build.sh OUTPUT [VERSION]}
 version=${2:-dev}
-CGO_ENABLED=0 go build -trimpath -buildvcs=false \
+# no_fs_access: Coraza keeps request bodies and multipart file parts in
+# memory and never needs a writable temp dir, so meshwaf runs on a read-only
+# root filesystem.
+CGO_ENABLED=0 go build -tags no_fs_access -trimpath -buildvcs=false \
 	-ldflags "-s -w -X main.buildVersion=${version}" \
 	-o "$out" ./cmd/meshwaf
