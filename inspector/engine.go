@@ -121,6 +121,15 @@ func compile(p Profile) (*compiled, error) {
 	return &compiled{profile: p, waf: waf}, nil
 }
 
+// Mesh defaults that differ from CRS's: East/West traffic is mostly APIs,
+// so PUT, PATCH and DELETE and the API and gRPC content types are normal.
+// gRPC bodies are binary protobuf and are read raw (REQUEST_BODY only), not
+// as a form. A profile's beforeCRS may set these tx variables again.
+const (
+	meshAllowedMethods      = "GET HEAD POST PUT PATCH DELETE OPTIONS"
+	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |multipart/related| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
+)
+
 // Directives returns the SecLang that Compile loads for p (after defaults).
 func Directives(p Profile) string {
 	engine := "On"
@@ -145,7 +154,11 @@ SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,statu
 Include @crs-setup.conf.example
 SecAction "id:99100,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[6]d,setvar:tx.detection_paranoia_level=%[6]d"
 SecAction "id:99101,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[7]d"
-`, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold)
+SecAction "id:99102,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=%[8]s'"
+SecAction "id:99103,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content_type=%[9]s'"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=RAW"
+`, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold,
+		meshAllowedMethods, meshAllowedContentTypes)
 	if p.BeforeCRS != "" {
 		b.WriteString(p.BeforeCRS)
 		b.WriteString("\n")
@@ -195,6 +208,9 @@ func (e *Engine) Inspect(ctx context.Context, req Request, profile string) (Verd
 }
 
 func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err error) {
+	if ctx.Err() != nil {
+		return Verdict{}, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
+	}
 	p := &c.profile
 	var tx types.Transaction
 	if req.ID != "" {
@@ -228,7 +244,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	it := tx.ProcessRequestHeaders()
 	if it == nil {
 		if ctx.Err() != nil {
-			return Verdict{}, fmt.Errorf("%w: %v", ErrCanceled, ctx.Err())
+			return Verdict{}, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
 		}
 		if len(req.Body) > 0 && tx.IsRequestBodyAccessible() {
 			if it, _, err = tx.WriteRequestBody(req.Body); err != nil {
@@ -252,7 +268,9 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 				Msg:  fmt.Sprintf("More arguments than the inspection limit (%d)", p.ArgumentsLimit),
 				Tags: []string{"meshwaf", "meshwaf/limit"}})
 		}
-		if !p.AllowPartialBody && (req.BodyTruncated || vars.InboundDataError().Get() == "1") {
+		// Coraza flags a body of exactly the limit as over it; compare
+		// lengths instead (the body is written in one call).
+		if !p.AllowPartialBody && (req.BodyTruncated || len(req.Body) > p.RequestBodyLimit) {
 			v.Matches = append(v.Matches, Match{ID: RulePartialBody, Severity: "critical",
 				Msg:  fmt.Sprintf("Request body only partly inspected (limit %d bytes)", p.RequestBodyLimit),
 				Tags: []string{"meshwaf", "meshwaf/limit"}})
@@ -294,11 +312,10 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	default:
 		return v, nil
 	}
-	v.Status = p.DenyStatus
 	if p.Mode == ModeDetect {
 		v.Decision = Detect
 	} else {
-		v.Decision = Deny
+		v.Decision, v.Status = Deny, p.DenyStatus
 	}
 	return v, nil
 }
