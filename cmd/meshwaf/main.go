@@ -60,6 +60,12 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		if err == nil && denied {
 			return exitDenied
 		}
+	case "config":
+		err = configCommand(ctx, args[1:], stdout, stderr)
+	case "policy":
+		err = policyCommand(ctx, args[1:], stdin, stdout, stderr)
+	case "manifests":
+		err = manifestsCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		err = versionCommand(stdout)
 	case "help", "-h", "--help", "-help":
