@@ -17,6 +17,7 @@ import (
 
 	"github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3"
+	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 	"github.com/corazawaf/coraza/v3/types"
 )
@@ -43,6 +44,8 @@ type RuleSet struct {
 type compiled struct {
 	profile Profile
 	waf     coraza.WAF
+	ruleIDs map[int]bool // every rule id loaded (before removals)
+	tags    map[string]bool
 }
 
 // Profiles returns the names of the profiles in rs, sorted.
@@ -112,13 +115,36 @@ func compile(p Profile) (*compiled, error) {
 	if err := p.Validate(); err != nil {
 		return nil, &ProfileError{Profile: p.Name, Err: err}
 	}
-	waf, err := coraza.NewWAF(coraza.NewWAFConfig().
-		WithRootFS(coreruleset.FS).
-		WithDirectives(Directives(p)))
+	c := &compiled{profile: p, ruleIDs: map[int]bool{}, tags: map[string]bool{}}
+	cfg := coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(Directives(p))
+	cfg = experimental.WAFConfigWithRuleObserver(cfg, func(r types.RuleMetadata) {
+		c.ruleIDs[r.ID()] = true
+		for _, t := range r.Tags() {
+			c.tags[t] = true
+		}
+	})
+	waf, err := coraza.NewWAF(cfg)
 	if err != nil {
 		return nil, &ProfileError{Profile: p.Name, Err: fmt.Errorf("compiling rules: %w", err)}
 	}
-	return &compiled{profile: p, waf: waf}, nil
+	c.waf = waf
+	var errs []error
+	for i, e := range p.Exclusions {
+		for _, id := range e.RuleIDs {
+			if !c.ruleIDs[id] {
+				errs = append(errs, fmt.Errorf("exclusions[%d].ruleIds: rule %d does not exist", i, id))
+			}
+		}
+		for _, t := range e.Tags {
+			if !c.tags[t] {
+				errs = append(errs, fmt.Errorf("exclusions[%d].tags: no rule has tag %q", i, t))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, &ProfileError{Profile: p.Name, Err: errors.Join(errs...)}
+	}
+	return c, nil
 }
 
 // Mesh defaults that differ from CRS's: East/West traffic is mostly APIs,
@@ -159,11 +185,14 @@ SecAction "id:99103,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content
 SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=RAW"
 `, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold,
 		meshAllowedMethods, meshAllowedContentTypes)
+	exBefore, exAfter := exclusionDirectives(p.Exclusions)
 	if p.BeforeCRS != "" {
 		b.WriteString(p.BeforeCRS)
 		b.WriteString("\n")
 	}
+	b.WriteString(exBefore)
 	b.WriteString("Include @owasp_crs/REQUEST-*.conf\n")
+	b.WriteString(exAfter)
 	if p.AfterCRS != "" {
 		b.WriteString(p.AfterCRS)
 		b.WriteString("\n")
@@ -199,12 +228,22 @@ var ErrCanceled = errors.New("inspection canceled")
 // transaction, always closed. An error means no verdict could be reached;
 // the caller applies its failure policy.
 func (e *Engine) Inspect(ctx context.Context, req Request, profile string) (Verdict, error) {
-	rs := e.set.Load()
+	return e.set.Load().Inspect(ctx, req, profile)
+}
+
+// Inspect is Engine.Inspect on this rule set.
+func (rs *RuleSet) Inspect(ctx context.Context, req Request, profile string) (Verdict, error) {
 	c := rs.def
 	if p, ok := rs.profiles[profile]; ok {
 		c = p
 	}
 	return c.inspect(ctx, &req)
+}
+
+// Has reports whether rs has a profile of that name.
+func (rs *RuleSet) Has(profile string) bool {
+	_, ok := rs.profiles[profile]
+	return ok
 }
 
 func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err error) {

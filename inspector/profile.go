@@ -3,7 +3,19 @@ package inspector
 import (
 	"errors"
 	"fmt"
+	"regexp"
 )
+
+// reProfileName bounds profile names: they are metric label values.
+var reProfileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// unjoin splits an errors.Join result into its parts.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
 
 // Mode says what a profile does with a request the rules would deny.
 type Mode string
@@ -55,6 +67,8 @@ type Profile struct {
 	BeforeCRS string `yaml:"beforeCRS,omitempty" json:"beforeCRS,omitempty"`
 	// AfterCRS is SecLang loaded after the CRS rules (exclusions).
 	AfterCRS string `yaml:"afterCRS,omitempty" json:"afterCRS,omitempty"`
+	// Exclusions are structured exclusions compiled to SecLang.
+	Exclusions []Exclusion `yaml:"exclusions,omitempty" json:"exclusions,omitempty"`
 }
 
 // WithDefaults returns p with zero fields set to the defaults.
@@ -103,6 +117,16 @@ func (p Profile) Validate() error {
 	}
 	if p.DenyStatus < 400 || p.DenyStatus > 599 {
 		errs = append(errs, fmt.Errorf("denyStatus: %d is not an HTTP 4xx or 5xx status", p.DenyStatus))
+	}
+	if !reProfileName.MatchString(p.Name) {
+		errs = append(errs, fmt.Errorf("name: %q is not a profile name (letters, digits, '-', '_', '.'; at most 63)", p.Name))
+	}
+	for i, e := range p.Exclusions {
+		if err := e.validate(); err != nil {
+			for _, fe := range unjoin(err) {
+				errs = append(errs, fmt.Errorf("exclusions[%d].%w", i, fe))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }
