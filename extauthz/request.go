@@ -124,9 +124,3 @@ func peerFrom(p *authv3.AttributeContext_Peer) inspector.Peer {
 		Principal: p.GetPrincipal(),
 	}
 }
-
-// profileFrom returns the profile a CheckRequest asks for, or "" for the
-// default.
-func profileFrom(req *authv3.CheckRequest) string {
-	return req.GetAttributes().GetContextExtensions()[ContextKeyProfile]
-}

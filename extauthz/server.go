@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -27,6 +28,7 @@ type Inspector interface {
 // Options configure a Server. Engine, Logger and Registerer are required.
 type Options struct {
 	Engine     Inspector
+	Selector   *Selector             // chooses profiles; nil always uses the default
 	Logger     *slog.Logger          // operational log
 	Audit      *slog.Logger          // audit lines; nil disables them
 	AuditAll   bool                  // audit clean checks too
@@ -44,6 +46,13 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	opts    Options
 	metrics *metrics
+	current atomic.Pointer[snapshot]
+}
+
+// snapshot is the rules and profile selection in force; replaced whole.
+type snapshot struct {
+	insp Inspector
+	sel  *Selector
 }
 
 // NewServer validates opts and registers the metrics.
@@ -61,7 +70,16 @@ func NewServer(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
 	}
-	return &Server{opts: opts, metrics: m}, nil
+	s := &Server{opts: opts, metrics: m}
+	s.current.Store(&snapshot{insp: opts.Engine, sel: opts.Selector})
+	return s, nil
+}
+
+// Update replaces the inspector and the profile selection together,
+// atomically: a check uses either the old pair or the new one. Checks in
+// flight finish on the pair they started with.
+func (s *Server) Update(insp Inspector, sel *Selector) {
+	s.current.Store(&snapshot{insp: insp, sel: sel})
 }
 
 // ServerOptions returns the gRPC server options the service needs: the
@@ -82,7 +100,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		s.metrics.networkChecks.Inc()
 		return networkResponse(), nil
 	}
-	profile := profileFrom(req)
+	cur := s.current.Load()
+	profile := cur.sel.Select(req)
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 	start := s.opts.Now()
@@ -94,7 +113,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		}
 	}()
 
-	v, err := s.opts.Engine.Inspect(ctx, r, profile)
+	v, err := cur.insp.Inspect(ctx, r, profile)
 	if err != nil {
 		reason := reasonInspect
 		if errors.Is(err, inspector.ErrCanceled) || ctx.Err() != nil {

@@ -46,8 +46,11 @@ type testServer struct {
 func newTestServer(t *testing.T, eng Inspector, mutate func(*Options)) *testServer {
 	t.Helper()
 	ts := &testServer{reg: prometheus.NewRegistry(), audit: &syncBuffer{}, logs: &syncBuffer{}}
+	sel, err := NewSelector("", []string{inspector.DefaultProfileName, "watch"}, nil)
+	require.NoError(t, err)
 	opts := Options{
 		Engine:     eng,
+		Selector:   sel,
 		Logger:     slog.New(slog.NewJSONHandler(ts.logs, nil)),
 		Audit:      slog.New(slog.NewJSONHandler(ts.audit, nil)),
 		Registerer: ts.reg,
