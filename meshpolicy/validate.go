@@ -1,0 +1,486 @@
+package meshpolicy
+
+import (
+	"fmt"
+	"regexp"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// rawService and rawEdge keep the nodes that later checks point at.
+type rawService struct {
+	Service
+	node, nameNode *yaml.Node
+	path           string
+}
+
+type rawEdge struct {
+	fromN, toN, portsN *yaml.Node
+	portNodes          []*yaml.Node
+	path               string
+	Edge
+	fromRaw, toRaw string
+}
+
+var (
+	reTrustDomain = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$`)
+	reMethod      = regexp.MustCompile(`^[A-Z]+$`)
+	protocols     = []string{"HTTP", "HTTP2", "GRPC", "TCP", "TLS"}
+)
+
+func (d *decoder) graph(root *yaml.Node) *Graph {
+	top := d.fields(root, "", "apiVersion", "kind", "metadata", "spec")
+	if deref(root).Kind != yaml.MappingNode {
+		return nil
+	}
+	g := &Graph{TrustDomain: DefaultTrustDomain}
+	if n, ok := top["apiVersion"]; !ok {
+		d.fail(root, "apiVersion", "missing; want %s", APIVersion)
+	} else if v := d.str(n, "apiVersion"); v != APIVersion && deref(n).Tag == "!!str" {
+		d.fail(deref(n), "apiVersion", "%q is not %s", v, APIVersion)
+	}
+	if n, ok := top["kind"]; !ok {
+		d.fail(root, "kind", "missing; want %s", Kind)
+	} else if v := d.str(n, "kind"); v != Kind && deref(n).Tag == "!!str" {
+		d.fail(deref(n), "kind", "%q is not %s", v, Kind)
+	}
+	if n, ok := top["metadata"]; !ok {
+		d.fail(root, "metadata", "missing; want metadata.name")
+	} else {
+		md := d.fields(n, "metadata", "name", "labels", "annotations")
+		if nn, ok := md["name"]; ok {
+			g.Name = d.dnsSubdomain(nn, "metadata.name", "name")
+		} else {
+			d.fail(deref(n), "metadata.name", "missing")
+		}
+		if ln, ok := md["labels"]; ok {
+			d.labels(ln, "metadata.labels")
+		}
+		if an, ok := md["annotations"]; ok {
+			for k, v := range d.fields(an, "metadata.annotations", annotationKeys(an)...) {
+				d.str(v, "metadata.annotations["+k+"]")
+			}
+		}
+	}
+	specN, ok := top["spec"]
+	if !ok {
+		d.fail(root, "spec", "missing")
+		return g
+	}
+	spec := d.fields(specN, "spec", "trustDomain", "settings", "services", "edges")
+	if n, ok := spec["trustDomain"]; ok {
+		td := d.str(n, "spec.trustDomain")
+		if deref(n).Tag == "!!str" && !reTrustDomain.MatchString(td) {
+			d.fail(deref(n), "spec.trustDomain", "invalid trust domain %q: want letters, digits, '.', '-' or '_'", td)
+		}
+		g.TrustDomain = td
+	}
+	g.Settings = d.settings(spec["settings"], "spec.settings")
+	var svcs []rawService
+	if n, ok := spec["services"]; ok {
+		for i, sn := range d.seq(n, "spec.services") {
+			svcs = append(svcs, d.service(sn, index("spec.services", i)))
+		}
+	}
+	if len(svcs) == 0 {
+		at := deref(specN)
+		if n, ok := spec["services"]; ok {
+			at = deref(n)
+		}
+		d.fail(at, "spec.services", "want at least one service")
+	}
+	var edges []rawEdge
+	if n, ok := spec["edges"]; ok {
+		for i, en := range d.seq(n, "spec.edges") {
+			edges = append(edges, d.edge(en, index("spec.edges", i)))
+		}
+	}
+	d.checkServices(svcs)
+	d.resolveEdges(svcs, edges)
+	for _, s := range svcs {
+		g.Services = append(g.Services, s.Service)
+	}
+	for _, e := range edges {
+		g.Edges = append(g.Edges, e.Edge)
+	}
+	return g
+}
+
+func annotationKeys(n *yaml.Node) []string {
+	n = deref(n)
+	var keys []string
+	if n.Kind == yaml.MappingNode {
+		for i := 0; i < len(n.Content); i += 2 {
+			keys = append(keys, n.Content[i].Value)
+		}
+	}
+	return keys
+}
+
+func (d *decoder) settings(n *yaml.Node, path string) Settings {
+	s := Settings{
+		Meshwaf: Meshwaf{
+			Namespace: DefaultMeshwafNamespace, ServiceAccount: DefaultMeshwafSA,
+			Selector: DefaultMeshwafSelector(), GRPCPort: DefaultGRPCPort, MetricsPort: DefaultMetricsPort,
+		},
+		IngressGateway: Identity{Namespace: DefaultIngressNamespace, ServiceAccount: DefaultIngressSA, Selector: DefaultIngressSelector()},
+	}
+	if n == nil {
+		return s
+	}
+	f := d.fields(n, path, "meshwaf", "scraper", "ingressGateway")
+	if mn, ok := f["meshwaf"]; ok {
+		mp := join(path, "meshwaf")
+		m := d.fields(mn, mp, "namespace", "serviceAccount", "selector", "grpcPort", "metricsPort")
+		if v, ok := m["namespace"]; ok {
+			s.Meshwaf.Namespace = d.dnsLabel(v, join(mp, "namespace"), "namespace")
+		}
+		if v, ok := m["serviceAccount"]; ok {
+			s.Meshwaf.ServiceAccount = d.dnsSubdomain(v, join(mp, "serviceAccount"), "service account")
+		}
+		if v, ok := m["selector"]; ok {
+			s.Meshwaf.Selector = d.labels(v, join(mp, "selector"))
+		}
+		if v, ok := m["grpcPort"]; ok {
+			s.Meshwaf.GRPCPort, _ = d.port(v, join(mp, "grpcPort"))
+		}
+		if v, ok := m["metricsPort"]; ok {
+			s.Meshwaf.MetricsPort, _ = d.port(v, join(mp, "metricsPort"))
+			if s.Meshwaf.MetricsPort == s.Meshwaf.GRPCPort && s.Meshwaf.GRPCPort != 0 {
+				d.fail(deref(v), join(mp, "metricsPort"), "must differ from grpcPort %d", s.Meshwaf.GRPCPort)
+			}
+		}
+	}
+	if v, ok := f["scraper"]; ok && !isNull(deref(v)) {
+		id := d.identity(v, join(path, "scraper"), Identity{})
+		s.Scraper = &id
+	}
+	if v, ok := f["ingressGateway"]; ok {
+		s.IngressGateway = d.identity(v, join(path, "ingressGateway"), Identity{Selector: DefaultIngressSelector()})
+	}
+	return s
+}
+
+// identity decodes {principal} or {namespace, serviceAccount}, plus an
+// optional selector; def supplies the default selector.
+func (d *decoder) identity(n *yaml.Node, path string, def Identity) Identity {
+	id := def
+	f := d.fields(n, path, "principal", "namespace", "serviceAccount", "selector")
+	if v, ok := f["principal"]; ok {
+		id.Principal = d.str(v, join(path, "principal"))
+		switch {
+		case strings.HasPrefix(id.Principal, "spiffe://"):
+			d.fail(deref(v), join(path, "principal"), "drop the spiffe:// prefix: Istio principals are <trustDomain>/ns/<namespace>/sa/<serviceAccount>")
+		case id.Principal == "" || strings.ContainsAny(id.Principal, " \t*"):
+			d.fail(deref(v), join(path, "principal"), "invalid principal %q: want <trustDomain>/ns/<namespace>/sa/<serviceAccount>", id.Principal)
+		}
+		if _, ok := f["namespace"]; ok {
+			d.fail(deref(v), join(path, "principal"), "set either principal or namespace and serviceAccount, not both")
+		}
+		if _, ns, _, ok := ParsePrincipal(id.Principal); ok {
+			id.Namespace = ns
+		}
+	} else {
+		nv, nok := f["namespace"]
+		sv, sok := f["serviceAccount"]
+		if !nok || !sok {
+			d.fail(deref(n), path, "set principal, or both namespace and serviceAccount")
+		}
+		if nok {
+			id.Namespace = d.dnsLabel(nv, join(path, "namespace"), "namespace")
+		}
+		if sok {
+			id.ServiceAccount = d.dnsSubdomain(sv, join(path, "serviceAccount"), "service account")
+		}
+	}
+	if v, ok := f["selector"]; ok {
+		id.Selector = d.labels(v, join(path, "selector"))
+	}
+	return id
+}
+
+func (d *decoder) service(n *yaml.Node, path string) rawService {
+	f := d.fields(n, path, "name", "namespace", "serviceAccount", "selector", "ports", "ingress", "inspect")
+	rs := rawService{node: deref(n), path: path}
+	s := &rs.Service
+	s.Namespace = DefaultNamespace
+	if v, ok := f["name"]; ok {
+		rs.nameNode = deref(v)
+		s.Name = d.dnsLabel(v, join(path, "name"), "service name")
+	} else {
+		d.fail(deref(n), join(path, "name"), "missing")
+	}
+	if v, ok := f["namespace"]; ok {
+		s.Namespace = d.dnsLabel(v, join(path, "namespace"), "namespace")
+	}
+	s.ServiceAccount = s.Name
+	if v, ok := f["serviceAccount"]; ok {
+		s.ServiceAccount = d.dnsSubdomain(v, join(path, "serviceAccount"), "service account")
+	}
+	if v, ok := f["selector"]; ok {
+		s.Selector = d.labels(v, join(path, "selector"))
+	} else if s.Name != "" {
+		s.Selector = map[string]string{defaultSelectorLabelName: s.Name}
+	}
+	if v, ok := f["ports"]; ok {
+		seen := map[int]int{}
+		for i, pn := range d.seq(v, join(path, "ports")) {
+			pp := index(join(path, "ports"), i)
+			pf := d.fields(pn, pp, "port", "protocol", "metrics")
+			p := Port{Protocol: DefaultProtocol}
+			if v, ok := pf["port"]; ok {
+				var good bool
+				if p.Port, good = d.port(v, join(pp, "port")); good {
+					if line, dup := seen[p.Port]; dup {
+						d.fail(deref(v), join(pp, "port"), "duplicate port %d (first on line %d)", p.Port, line)
+					}
+					seen[p.Port] = deref(v).Line
+				}
+			} else {
+				d.fail(deref(pn), join(pp, "port"), "missing")
+			}
+			if v, ok := pf["protocol"]; ok {
+				p.Protocol = d.str(v, join(pp, "protocol"))
+				if deref(v).Tag == "!!str" && !contains(protocols, p.Protocol) {
+					d.fail(deref(v), join(pp, "protocol"), "%q is not one of %s", p.Protocol, strings.Join(protocols, ", "))
+				}
+			}
+			if v, ok := pf["metrics"]; ok {
+				p.Metrics = d.boolean(v, join(pp, "metrics"))
+			}
+			s.Ports = append(s.Ports, p)
+		}
+	}
+	if v, ok := f["ingress"]; ok {
+		s.Ingress = d.boolean(v, join(path, "ingress"))
+	}
+	if v, ok := f["inspect"]; ok {
+		s.Inspect = d.boolean(v, join(path, "inspect"))
+	}
+	return rs
+}
+
+func (d *decoder) edge(n *yaml.Node, path string) rawEdge {
+	f := d.fields(n, path, "from", "to", "ports", "methods", "paths")
+	e := rawEdge{path: path, fromN: deref(n), toN: deref(n)}
+	if v, ok := f["from"]; ok {
+		e.fromN, e.fromRaw = deref(v), d.str(v, join(path, "from"))
+	} else {
+		d.fail(deref(n), join(path, "from"), "missing")
+	}
+	if v, ok := f["to"]; ok {
+		e.toN, e.toRaw = deref(v), d.str(v, join(path, "to"))
+	} else {
+		d.fail(deref(n), join(path, "to"), "missing")
+	}
+	if v, ok := f["ports"]; ok {
+		e.portsN = deref(v)
+		seen := map[int]bool{}
+		for i, pn := range d.seq(v, join(path, "ports")) {
+			pp := index(join(path, "ports"), i)
+			p, good := d.port(pn, pp)
+			if !good {
+				continue
+			}
+			if seen[p] {
+				d.fail(deref(pn), pp, "duplicate port %d", p)
+				continue
+			}
+			seen[p] = true
+			e.Ports = append(e.Ports, p)
+			e.portNodes = append(e.portNodes, deref(pn))
+		}
+		if len(e.Ports) == 0 && len(seen) == 0 && !isNull(deref(v)) && deref(v).Kind == yaml.SequenceNode {
+			d.fail(deref(v), join(path, "ports"), "empty list: omit ports to allow every port of the target")
+		}
+	}
+	if v, ok := f["methods"]; ok {
+		seen := map[string]bool{}
+		for i, mn := range d.seq(v, join(path, "methods")) {
+			mp := index(join(path, "methods"), i)
+			m := d.str(mn, mp)
+			switch {
+			case deref(mn).Tag != "!!str":
+			case !reMethod.MatchString(m):
+				d.fail(deref(mn), mp, "invalid HTTP method %q: want upper-case letters, e.g. GET", m)
+			case seen[m]:
+				d.fail(deref(mn), mp, "duplicate method %q", m)
+			default:
+				seen[m] = true
+				e.Methods = append(e.Methods, m)
+			}
+		}
+	}
+	if v, ok := f["paths"]; ok {
+		seen := map[string]bool{}
+		for i, pn := range d.seq(v, join(path, "paths")) {
+			pp := index(join(path, "paths"), i)
+			p := d.str(pn, pp)
+			switch {
+			case deref(pn).Tag != "!!str":
+			case !validPath(p):
+				d.fail(deref(pn), pp, "invalid path %q: want /exact, /prefix*, *suffix or *", p)
+			case seen[p]:
+				d.fail(deref(pn), pp, "duplicate path %q", p)
+			default:
+				seen[p] = true
+				e.Paths = append(e.Paths, p)
+			}
+		}
+	}
+	sort.Strings(e.Methods)
+	sort.Strings(e.Paths)
+	return e
+}
+
+// validPath accepts Istio's path forms: exact, prefix ("/a/*"), suffix
+// ("*.html") and presence ("*").
+func validPath(p string) bool {
+	if p == "*" {
+		return true
+	}
+	inner := strings.TrimSuffix(strings.TrimPrefix(p, "*"), "*")
+	if inner == "" || strings.Contains(inner, "*") || strings.ContainsAny(p, " \t") {
+		return false
+	}
+	if strings.HasPrefix(p, "*") && strings.HasSuffix(p, "*") {
+		return false
+	}
+	return strings.HasPrefix(p, "/") || strings.HasPrefix(p, "*")
+}
+
+func (d *decoder) checkServices(svcs []rawService) {
+	first := map[string]int{}
+	for _, s := range svcs {
+		if s.Name == "" {
+			continue
+		}
+		ref := s.Ref()
+		if line, dup := first[ref]; dup {
+			d.fail(s.nameNode, join(s.path, "name"), "duplicate service %s (first on line %d)", ref, line)
+			continue
+		}
+		first[ref] = s.nameNode.Line
+	}
+}
+
+// serviceIndex finds services by "namespace/name" and by name.
+type serviceIndex struct {
+	byRef  map[string]*rawService
+	byName map[string][]*rawService
+}
+
+func newServiceIndex(svcs []rawService) serviceIndex {
+	ix := serviceIndex{byRef: map[string]*rawService{}, byName: map[string][]*rawService{}}
+	for i := range svcs {
+		s := &svcs[i]
+		if s.Name == "" {
+			continue
+		}
+		if _, dup := ix.byRef[s.Ref()]; !dup {
+			ix.byRef[s.Ref()] = s
+			ix.byName[s.Name] = append(ix.byName[s.Name], s)
+		}
+	}
+	return ix
+}
+
+func (d *decoder) resolve(ix serviceIndex, ref string, n *yaml.Node, path string) (*rawService, bool) {
+	if ref == "" {
+		return nil, false
+	}
+	if ns, name, ok := strings.Cut(ref, "/"); ok {
+		if len(validation.IsDNS1123Label(ns)) > 0 || len(validation.IsDNS1123Label(name)) > 0 {
+			d.fail(n, path, "invalid reference %q: want name or namespace/name", ref)
+			return nil, false
+		}
+		if s, ok := ix.byRef[ref]; ok {
+			return s, true
+		}
+		d.fail(n, path, "unknown service %q", ref)
+		return nil, false
+	}
+	matches := ix.byName[ref]
+	switch len(matches) {
+	case 0:
+		d.fail(n, path, "unknown service %q", ref)
+		return nil, false
+	case 1:
+		return matches[0], true
+	}
+	var refs []string
+	for _, m := range matches {
+		refs = append(refs, m.Ref())
+	}
+	sort.Strings(refs)
+	d.fail(n, path, "ambiguous reference %q matches %s: write namespace/name", ref, strings.Join(refs, ", "))
+	return nil, false
+}
+
+func (d *decoder) resolveEdges(svcs []rawService, edges []rawEdge) {
+	type key struct {
+		from, to string
+		port     int
+	}
+	first := map[key]int{}
+	ix := newServiceIndex(svcs)
+	for i := range edges {
+		e := &edges[i]
+		from, fok := d.resolve(ix, e.fromRaw, e.fromN, join(e.path, "from"))
+		to, tok := d.resolve(ix, e.toRaw, e.toN, join(e.path, "to"))
+		if fok {
+			e.From = from.Ref()
+		}
+		if !tok {
+			continue
+		}
+		e.To = to.Ref()
+		if e.portsN == nil {
+			if len(to.Ports) == 0 {
+				d.fail(e.toN, join(e.path, "to"), "service %s declares no ports", e.To)
+			}
+			for _, p := range to.Ports {
+				if !p.Metrics {
+					e.Ports = append(e.Ports, p.Port)
+					e.portNodes = append(e.portNodes, e.toN)
+				}
+			}
+		}
+		for j, p := range e.Ports {
+			pp := index(join(e.path, "ports"), j)
+			if e.portsN == nil {
+				pp = join(e.path, "to")
+			}
+			sp, ok := to.Port(p)
+			if !ok {
+				d.fail(e.portNodes[j], pp, "port %d is not declared on %s (declared: %s)", p, e.To, portList(to.Ports))
+				continue
+			}
+			if e.Narrowed() && !sp.IsHTTP() {
+				d.fail(e.portNodes[j], pp, "port %d of %s is %s: methods and paths need HTTP, HTTP2 or GRPC", p, e.To, sp.Protocol)
+			}
+			if fok {
+				k := key{e.From, e.To, p}
+				if line, dup := first[k]; dup {
+					d.fail(e.portNodes[j], pp, "duplicate edge %s -> %s port %d (first on line %d)", e.From, e.To, p, line)
+				} else {
+					first[k] = e.portNodes[j].Line
+				}
+			}
+		}
+	}
+}
+
+func portList(ports []Port) string {
+	if len(ports) == 0 {
+		return "none"
+	}
+	var s []string
+	for _, p := range ports {
+		s = append(s, fmt.Sprint(p.Port))
+	}
+	return strings.Join(s, ", ")
+}
