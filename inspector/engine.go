@@ -58,6 +58,14 @@ func (rs *RuleSet) Profiles() []string {
 	return names
 }
 
+// Profile returns the settings of the named profile, or the default's.
+func (rs *RuleSet) Profile(name string) Profile {
+	if c, ok := rs.profiles[name]; ok {
+		return c.profile
+	}
+	return rs.def.profile
+}
+
 // Default returns the default profile's settings.
 func (rs *RuleSet) Default() Profile { return rs.def.profile }
 

@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
@@ -21,8 +22,10 @@ import (
 type Config struct {
 	GRPCAddress  string `yaml:"grpcAddress"`
 	AdminAddress string `yaml:"adminAddress"`
-	// DefaultProfile inspects every check that names no other profile.
+	// DefaultProfile inspects every check that no other profile takes.
 	DefaultProfile inspector.Profile `yaml:"defaultProfile"`
+	// Profiles are named profiles and the checks they take.
+	Profiles []ProfileConfig `yaml:"profiles"`
 	// FailOpen allows a request that cannot be inspected; default deny.
 	FailOpen bool `yaml:"failOpen"`
 	// FailureStatus is the HTTP status of a fail-closed answer.
@@ -41,6 +44,14 @@ type Config struct {
 
 	file string     // the config file read, if any
 	root *yaml.Node // its YAML tree, to locate errors found later
+}
+
+// ProfileConfig is a named profile and what it matches.
+type ProfileConfig struct {
+	inspector.Profile `yaml:",inline"`
+	// Match selects checks by destination identity or Host; a check can
+	// also name the profile in the meshwaf-profile context extension.
+	Match extauthz.Match `yaml:"match,omitempty"`
 }
 
 // Defaults of the fields of Config.
@@ -186,11 +197,35 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 	if c.ShutdownTimeout < 0 || c.DrainDelay < 0 {
 		at("shutdownTimeout", "durations must not be negative")
 	}
-	if err := c.DefaultProfile.WithDefaults().Validate(); err != nil {
-		for _, e := range unjoin(err) {
-			field, msg, _ := strings.Cut(e.Error(), ": ")
-			at("defaultProfile."+field, msg)
+	if c.DefaultProfile.Name != "" && c.DefaultProfile.Name != inspector.DefaultProfileName {
+		at("defaultProfile.name", fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))
+	}
+	validateProfile := func(prefix string, p inspector.Profile) {
+		if err := p.WithDefaults().Validate(); err != nil {
+			for _, e := range unjoin(err) {
+				field, msg, _ := strings.Cut(e.Error(), ": ")
+				at(prefix+field, msg)
+			}
 		}
+	}
+	validateProfile("defaultProfile.", c.DefaultProfile)
+	seen := map[string]int{inspector.DefaultProfileName: -1}
+	for i, p := range c.Profiles {
+		prefix := fmt.Sprintf("profiles[%d].", i)
+		if p.Name == "" {
+			at(prefix+"name", "every profile needs a name")
+			continue
+		}
+		if j, dup := seen[p.Name]; dup {
+			where := "the default profile"
+			if j >= 0 {
+				where = fmt.Sprintf("profiles[%d]", j)
+			}
+			at(prefix+"name", fmt.Sprintf("%q is already the name of %s", p.Name, where))
+			continue
+		}
+		seen[p.Name] = i
+		validateProfile(prefix, p.Profile)
 	}
 	return errs
 }
@@ -211,6 +246,11 @@ func lineOf(root *yaml.Node, path string) int {
 	}
 	line := 0
 	for _, key := range strings.Split(path, ".") {
+		idx := -1
+		if i := strings.IndexByte(key, '['); i > 0 && strings.HasSuffix(key, "]") {
+			idx, _ = strconv.Atoi(key[i+1 : len(key)-1])
+			key = key[:i]
+		}
 		if n.Kind != yaml.MappingNode {
 			return line
 		}
@@ -225,6 +265,13 @@ func lineOf(root *yaml.Node, path string) int {
 		}
 		if !found {
 			return line
+		}
+		if idx >= 0 {
+			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+				return line
+			}
+			n = n.Content[idx]
+			line = n.Line
 		}
 	}
 	return line
@@ -247,9 +294,15 @@ func fieldAtLine(root *yaml.Node, line int) string {
 	var walk func(n *yaml.Node, prefix string) string
 	walk = func(n *yaml.Node, prefix string) string {
 		switch n.Kind {
-		case yaml.DocumentNode, yaml.SequenceNode:
+		case yaml.DocumentNode:
 			for _, c := range n.Content {
 				if p := walk(c, prefix); p != "" {
+					return p
+				}
+			}
+		case yaml.SequenceNode:
+			for i, c := range n.Content {
+				if p := walk(c, fmt.Sprintf("%s[%d]", prefix, i)); p != "" {
 					return p
 				}
 			}

@@ -38,6 +38,7 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 	dataFile := fs.String("data-file", "", "read the request body from a file ('-' for stdin)")
 	raw := fs.String("raw", "", "read a whole raw HTTP/1.x request from a file ('-' for stdin) instead of -method/-url/-H/-data")
 	output := fs.String("o", "text", "output format: text or json")
+	profile := fs.String("profile", "", "inspect with this profile of the config file (default: the default profile)")
 	set, err := parseFlags(fs, args)
 	if err != nil {
 		return false, err
@@ -71,11 +72,14 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 		return false, usageError{err}
 	}
 
-	rs, err := inspector.Compile(cfg.DefaultProfile)
+	c, err := compileConfig(cfg)
 	if err != nil {
-		return false, usageError{cfg.locate("defaultProfile", err)}
+		return false, usageError{err}
 	}
-	v, err := inspector.NewEngine(rs).Inspect(ctx, req, "")
+	if *profile != "" && !c.rules.Has(*profile) {
+		return false, usageError{fmt.Errorf("-profile %q: no such profile (have %s)", *profile, strings.Join(c.rules.Profiles(), ", "))}
+	}
+	v, err := c.rules.Inspect(ctx, req, *profile)
 	if err != nil {
 		return false, err
 	}
@@ -84,7 +88,7 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 		enc.SetIndent("", "  ")
 		err = enc.Encode(v)
 	} else {
-		err = printVerdict(stdout, &req, rs.Default(), v)
+		err = printVerdict(stdout, &req, c.rules.Profile(v.Profile), v)
 	}
 	return v.Decision == inspector.Deny, err
 }

@@ -9,7 +9,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,21 +43,30 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	cfg, err := loadConfig(&common, set)
+	// load reads the file and applies flags and environment over it; the
+	// reloader calls it again for every change of the file.
+	load := func() (Config, error) {
+		cfg, err := loadConfig(&common, set)
+		if err != nil {
+			return Config{}, err
+		}
+		if set["grpc-address"] {
+			cfg.GRPCAddress = *grpcAddr
+		}
+		if set["admin-address"] {
+			cfg.AdminAddress = *adminAddr
+		}
+		if set["log-level"] {
+			cfg.LogLevel = *logLevel
+		}
+		if set["fail-open"] {
+			cfg.FailOpen = *failOpen
+		}
+		return cfg, nil
+	}
+	cfg, err := load()
 	if err != nil {
 		return err
-	}
-	if set["grpc-address"] {
-		cfg.GRPCAddress = *grpcAddr
-	}
-	if set["admin-address"] {
-		cfg.AdminAddress = *adminAddr
-	}
-	if set["log-level"] {
-		cfg.LogLevel = *logLevel
-	}
-	if set["fail-open"] {
-		cfg.FailOpen = *failOpen
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
@@ -62,31 +74,26 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	auditLog := slog.New(slog.NewJSONHandler(stdout, nil))
-	return run(ctx, cfg, logger, auditLog)
+	return run(ctx, cfg, load, logger, auditLog)
 }
 
 // run serves checks until ctx ends, then drains: health turns NOT_SERVING,
 // checks in flight finish (bounded by cfg.ShutdownTimeout), and it returns.
-func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
+// When cfg came from a file, load is called again to reload it on change
+// or SIGHUP.
+func run(ctx context.Context, cfg Config, load func() (Config, error), logger, auditLog *slog.Logger) error {
 	started := time.Now()
-	rs, err := inspector.Compile(cfg.DefaultProfile)
+	c, err := compileConfig(cfg)
 	if err != nil {
-		return usageError{cfg.locate("defaultProfile", err)}
+		return usageError{err}
 	}
-	logger.Info("rules compiled", "crs_version", inspector.CRSVersion, "profiles", rs.Profiles(),
-		"paranoia_level", rs.Default().ParanoiaLevel, "mode", rs.Default().Mode, "took", time.Since(started).String())
+	logger.Info("rules compiled", "crs_version", inspector.CRSVersion, "profiles", c.rules.Profiles(),
+		"paranoia_level", c.rules.Default().ParanoiaLevel, "mode", c.rules.Default().Mode, "took", time.Since(started).String())
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
-		Name: "meshwaf_build_info",
-		Help: "meshwaf build: version and embedded CRS version; always 1.",
-	}, []string{"version", "crs_version"})
-	buildInfo.WithLabelValues(version(), inspector.CRSVersion).Set(1)
-	reg.MustRegister(buildInfo)
-
+	reg := newRegistry()
 	srv, err := extauthz.NewServer(extauthz.Options{
-		Engine:        inspector.NewEngine(rs),
+		Engine:        c.rules,
+		Selector:      c.selector,
 		Logger:        logger,
 		Audit:         auditLog,
 		AuditAll:      cfg.AuditAllChecks,
@@ -96,6 +103,22 @@ func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
 	})
 	if err != nil {
 		return err
+	}
+	rl, err := newReloader(cfg, load, srv.Update, reg, logger, time.Now)
+	if err != nil {
+		return err
+	}
+	if cfg.file != "" {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go func() {
+			if err := rl.watch(watchCtx, hup); err != nil {
+				logger.Error("config watch stopped; SIGHUP and restarts still reload", "error", err)
+			}
+		}()
 	}
 
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddress)
@@ -168,6 +191,20 @@ func run(ctx context.Context, cfg Config, logger, auditLog *slog.Logger) error {
 	_ = admin.Shutdown(sctx)
 	logger.Info("stopped")
 	return serveErr
+}
+
+// newRegistry is the registry serve exports on /metrics, before the check
+// and reload metrics are added.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "meshwaf_build_info",
+		Help: "meshwaf build: version and embedded CRS version; always 1.",
+	}, []string{"version", "crs_version"})
+	buildInfo.WithLabelValues(version(), inspector.CRSVersion).Set(1)
+	reg.MustRegister(buildInfo)
+	return reg
 }
 
 func adminMux(reg *prometheus.Registry, draining *atomic.Bool) *http.ServeMux {

@@ -1,0 +1,75 @@
+package main
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// One file per way a profile config can be wrong; every error names the
+// file, the line, the field and, where it comes from a profile, its name.
+func TestConfigValidate(t *testing.T) {
+	dir := filepath.Join("testdata", "validate")
+	tests := []struct {
+		file string
+		want []string // one line each, in order
+	}{
+		{"valid-profiles.yaml", nil},
+		{"unknown-key.yaml", []string{"unknown-key.yaml:3: profiles[0].paranoiaLvl: unknown key"}},
+		{"bad-paranoia-level.yaml", []string{"bad-paranoia-level.yaml:4: profiles[1].paranoiaLevel: 5 is not between 1 and 4"}},
+		{"rule-does-not-compile.yaml", []string{`rule-does-not-compile.yaml:2: profiles[0]: profile "cms": compiling rules:`}},
+		{"exclusion-unknown-rule.yaml", []string{`exclusion-unknown-rule.yaml:4: profiles[0].exclusions[0].ruleIds: profile "cms": rule 999999 does not exist`}},
+		{"duplicate-profile.yaml", []string{`duplicate-profile.yaml:4: profiles[2].name: "payments" is already the name of profiles[0]`}},
+		{"duplicate-match.yaml", []string{`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": match.namespaces: "shop" is already matched by profile "a"`}},
+		{"several-errors.yaml", []string{
+			`several-errors.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`,
+			"several-errors.yaml:5: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
+			"several-errors.yaml:6: profiles[0].inboundAnomalyThreshold: -1 is not positive",
+			"several-errors.yaml:7: profiles[1].name: every profile needs a name",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join(dir, tt.file)
+			code, stdout, stderr := runCLI(t, "", "config", "validate", path)
+			if tt.want == nil {
+				require.Equal(t, exitOK, code, stderr)
+				require.Equal(t, path+": valid\n", stdout)
+				return
+			}
+			require.Equal(t, exitError, code)
+			lines := strings.Split(strings.TrimSpace(stderr), "\n")
+			require.Len(t, lines, len(tt.want)+1, stderr)
+			for i, w := range tt.want {
+				require.True(t, strings.HasPrefix(lines[i], filepath.Join(dir, w)), "line %d: %q does not start with %q", i, lines[i], w)
+			}
+			require.Equal(t, "meshwaf config: configuration is not valid", lines[len(lines)-1])
+		})
+	}
+}
+
+func TestConfigValidateUsage(t *testing.T) {
+	for _, args := range [][]string{{"config"}, {"config", "check", "x"}, {"config", "validate"}} {
+		code, _, stderr := runCLI(t, "", args...)
+		require.Equal(t, exitUsage, code, args)
+		require.Contains(t, stderr, "usage: meshwaf config validate FILE")
+	}
+	code, _, stderr := runCLI(t, "", "config", "validate", "testdata/validate/nosuch.yaml")
+	require.Equal(t, exitError, code)
+	require.Contains(t, stderr, "no such file")
+}
+
+func TestInspectWithProfile(t *testing.T) {
+	cfg := filepath.Join("testdata", "validate", "valid-profiles.yaml")
+	seed := "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"
+	code, stdout, stderr := runCLI(t, "", "inspect", "-config", cfg, "-profile", "cms", "-url", seed)
+	require.Equal(t, exitOK, code, stderr)
+	require.Contains(t, stdout, "profile:  cms (paranoia level 1, threshold 5, detect)")
+	require.Contains(t, stdout, "decision: detect")
+
+	code, _, stderr = runCLI(t, "", "inspect", "-config", cfg, "-profile", "nosuch", "-url", "/")
+	require.Equal(t, exitUsage, code)
+	require.Contains(t, stderr, `-profile "nosuch": no such profile (have cms, default, payments)`)
+}

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/extauthz"
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+// configMapDir lays files out as the kubelet mounts a ConfigMap: the file
+// is a symlink through ..data, and an update swaps ..data atomically.
+type configMapDir struct {
+	t   *testing.T
+	dir string
+	gen int
+}
+
+func newConfigMapDir(t *testing.T, content string) *configMapDir {
+	t.Helper()
+	c := &configMapDir{t: t, dir: t.TempDir()}
+	c.update(content)
+	require.NoError(t, os.Symlink(filepath.Join("..data", "meshwaf.yaml"), c.path()))
+	return c
+}
+
+func (c *configMapDir) path() string { return filepath.Join(c.dir, "meshwaf.yaml") }
+
+func (c *configMapDir) update(content string) {
+	c.t.Helper()
+	c.gen++
+	gen := fmt.Sprintf("..gen_%d", c.gen)
+	require.NoError(c.t, os.Mkdir(filepath.Join(c.dir, gen), 0o755))
+	require.NoError(c.t, os.WriteFile(filepath.Join(c.dir, gen, "meshwaf.yaml"), []byte(content), 0o600))
+	tmp := filepath.Join(c.dir, "..data_tmp")
+	require.NoError(c.t, os.Symlink(gen, tmp))
+	require.NoError(c.t, os.Rename(tmp, filepath.Join(c.dir, "..data")))
+}
+
+// applied records what the reloader swapped in.
+type applied struct {
+	mu    sync.Mutex
+	insp  extauthz.Inspector
+	count int
+}
+
+func (a *applied) apply(i extauthz.Inspector, _ *extauthz.Selector) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.insp, a.count = i, a.count+1
+}
+
+func (a *applied) get() (extauthz.Inspector, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.insp, a.count
+}
+
+const (
+	configBlock  = "defaultProfile: {mode: block}\n"
+	configDetect = "defaultProfile: {mode: detect}\n"
+	configBroken = "defaultProfile: {mode: detect, afterCRS: 'SecRule ARGS \"@rx (\" \"id:1,phase:2,deny\"'}\n"
+)
+
+func seedDecision(t *testing.T, insp extauthz.Inspector) inspector.Decision {
+	t.Helper()
+	v, err := insp.Inspect(context.Background(), inspector.Request{
+		Method: "GET", Protocol: "HTTP/1.1", Host: "auth:8080",
+		URI: "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--",
+	}, "")
+	require.NoError(t, err)
+	return v.Decision
+}
+
+func TestReloadOnConfigMapSwap(t *testing.T) {
+	cm := newConfigMapDir(t, configBlock)
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(cm.path(), &cfg))
+	load := func() (Config, error) {
+		c := defaultConfig()
+		return c, loadConfigFile(cm.path(), &c)
+	}
+	reg := prometheus.NewRegistry()
+	var got applied
+	now := time.Unix(1_800_000_000, 0)
+	rl, err := newReloader(cfg, load, got.apply, reg, slog.New(slog.DiscardHandler), func() time.Time { return now })
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hup := make(chan os.Signal, 1)
+	done := make(chan error, 1)
+	go func() { done <- rl.watch(ctx, hup) }()
+	time.Sleep(100 * time.Millisecond) // let the watch start
+
+	successes := func() float64 { return testutil.ToFloat64(rl.results.WithLabelValues("success")) }
+	failures := func() float64 { return testutil.ToFloat64(rl.results.WithLabelValues("failure")) }
+
+	// A good swap: the detect rules are in force.
+	now = now.Add(time.Minute)
+	cm.update(configDetect)
+	require.Eventually(t, func() bool { _, n := got.get(); return n == 1 }, 10*time.Second, 20*time.Millisecond)
+	insp, _ := got.get()
+	require.Equal(t, inspector.Detect, seedDecision(t, insp))
+	require.Equal(t, 1.0, successes())
+	require.Equal(t, float64(now.Unix()), testutil.ToFloat64(rl.lastOK))
+
+	// A broken file changes nothing and is counted.
+	cm.update(configBroken)
+	require.Eventually(t, func() bool { return failures() == 1 }, 10*time.Second, 20*time.Millisecond)
+	_, n := got.get()
+	require.Equal(t, 1, n, "a broken config is never applied")
+	require.Equal(t, float64(now.Unix()), testutil.ToFloat64(rl.lastOK), "the last success time stays")
+
+	// Good again.
+	cm.update(configBlock)
+	require.Eventually(t, func() bool { _, n := got.get(); return n == 2 }, 10*time.Second, 20*time.Millisecond)
+	insp, _ = got.get()
+	require.Equal(t, inspector.Deny, seedDecision(t, insp))
+
+	// SIGHUP reloads even an unchanged file.
+	hup <- os.Interrupt
+	require.Eventually(t, func() bool { _, n := got.get(); return n == 3 }, 10*time.Second, 20*time.Millisecond)
+	require.Equal(t, 3.0, successes())
+
+	cancel()
+	require.NoError(t, <-done)
+}
+
+func TestReloadUnchangedFileIsSkipped(t *testing.T) {
+	cm := newConfigMapDir(t, configBlock)
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(cm.path(), &cfg))
+	var got applied
+	rl, err := newReloader(cfg, func() (Config, error) {
+		c := defaultConfig()
+		return c, loadConfigFile(cm.path(), &c)
+	}, got.apply, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), time.Now)
+	require.NoError(t, err)
+	require.NoError(t, rl.reload("test", false))
+	_, n := got.get()
+	require.Zero(t, n)
+	require.NoError(t, rl.reload("test", true))
+	_, n = got.get()
+	require.Equal(t, 1, n)
+}
+
+// TestMetricNames lints every metric serve exports with promlint.
+func TestMetricNames(t *testing.T) {
+	reg := newRegistry()
+	rs, err := inspector.Compile(inspector.Profile{})
+	require.NoError(t, err)
+	srv, err := extauthz.NewServer(extauthz.Options{Engine: rs, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	require.NoError(t, err)
+	_, err = newReloader(defaultConfig(), nil, srv.Update, reg, slog.New(slog.DiscardHandler), time.Now)
+	require.NoError(t, err)
+	families, err := reg.Gather()
+	require.NoError(t, err)
+	names := map[string]bool{}
+	for _, mf := range families {
+		names[mf.GetName()] = true
+	}
+	for _, want := range []string{"meshwaf_checks_total", "meshwaf_config_reloads_total",
+		"meshwaf_config_last_reload_success_timestamp_seconds", "meshwaf_build_info", "go_goroutines", "process_resident_memory_bytes"} {
+		require.True(t, names[want], "missing %s", want)
+	}
+	problems, err := promlint.NewWithMetricFamilies(families).Lint()
+	require.NoError(t, err)
+	require.Empty(t, problems)
+}

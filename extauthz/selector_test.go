@@ -1,0 +1,138 @@
+package extauthz
+
+import (
+	"context"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+var testMatches = []ProfileMatch{
+	{Profile: "payments", Match: Match{Namespaces: []string{"payments"}}},
+	{Profile: "payments-api", Match: Match{ServiceAccounts: []string{"payments/api"}}},
+	{Profile: "cms", Match: Match{Hosts: []string{"cms.example.com", "*.cms.svc.cluster.local"}}},
+	{Profile: "internal", Match: Match{Hosts: []string{"*.svc.cluster.local"}}},
+	{Profile: "watch"},
+}
+
+func testSelector(t *testing.T) *Selector {
+	t.Helper()
+	s, err := NewSelector("", []string{"default", "payments", "payments-api", "cms", "internal", "watch"}, testMatches)
+	require.NoError(t, err)
+	return s
+}
+
+// checkTo builds a CheckRequest from the http2 fixture with the given
+// destination principal, host and profile context extension.
+func checkTo(t *testing.T, principal, host, ctxProfile string) *authv3.CheckRequest {
+	t.Helper()
+	cr := loadCheckRequest(t, "http2.json")
+	cr.Attributes.Destination.Principal = principal
+	cr.Attributes.Request.Http.Host = host
+	if ctxProfile != "" {
+		cr.Attributes.ContextExtensions = map[string]string{ContextKeyProfile: ctxProfile}
+	}
+	return cr
+}
+
+func TestSelectProfile(t *testing.T) {
+	tests := []struct {
+		name, principal, host, ctx, want string
+	}{
+		{"context extension wins over everything", "spiffe://cluster.local/ns/payments/sa/api", "cms.example.com", "watch", "watch"},
+		{"unknown context profile falls through", "spiffe://cluster.local/ns/payments/sa/web", "", "nosuch", "payments"},
+		{"service account beats namespace", "spiffe://cluster.local/ns/payments/sa/api", "", "", "payments-api"},
+		{"namespace", "spiffe://cluster.local/ns/payments/sa/web", "", "", "payments"},
+		{"other trust domain, same identity", "spiffe://corp.example/ns/payments/sa/api", "", "", "payments-api"},
+		{"principal beats host", "spiffe://cluster.local/ns/payments/sa/web", "cms.example.com", "", "payments"},
+		{"exact host", "spiffe://cluster.local/ns/shop/sa/www", "cms.example.com", "", "cms"},
+		{"host with port, any case", "", "CMS.Example.com:8080", "", "cms"},
+		{"longest suffix", "", "pages.cms.svc.cluster.local:80", "", "cms"},
+		{"shorter suffix", "", "db.shop.svc.cluster.local", "", "internal"},
+		{"no principal, unmatched host", "", "db:8080", "", ""},
+		{"malformed principal ignored", "spiffe://cluster.local/ns/payments", "", "", ""},
+		{"fallback", "spiffe://cluster.local/ns/shop/sa/www", "", "", ""},
+	}
+	s := testSelector(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			require.Equal(t, tt.want, s.Select(checkTo(t, tt.principal, tt.host, tt.ctx)))
+		})
+	}
+	require.Empty(t, (*Selector)(nil).Select(checkTo(t, "", "", "watch")), "no selector: default")
+}
+
+func TestSelectorErrors(t *testing.T) {
+	known := []string{"default", "a", "b"}
+	tests := []struct {
+		name    string
+		matches []ProfileMatch
+		want    string
+	}{
+		{"unknown profile", []ProfileMatch{{Profile: "c"}}, `profile "c": no such profile`},
+		{"namespace claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}}}, {Profile: "b", Match: Match{Namespaces: []string{"x"}}}},
+			`profile "b": match.namespaces: "x" is already matched by profile "a"`},
+		{"host claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"h.example"}}}, {Profile: "b", Match: Match{Hosts: []string{"H.example"}}}},
+			`profile "b": match.hosts: "h.example" is already matched by profile "a"`},
+		{"suffix claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"*.x.example"}}}, {Profile: "b", Match: Match{Hosts: []string{"*.x.example"}}}},
+			`profile "b": match.hosts: "*.x.example" is already matched by profile "a"`},
+		{"bad service account", []ProfileMatch{{Profile: "a", Match: Match{ServiceAccounts: []string{"no-slash"}}}},
+			`profile "a": match.serviceAccounts: "no-slash" is not <namespace>/<service account>`},
+		{"bad namespace", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"Bad_NS"}}}}, `match.namespaces: "Bad_NS" is not a namespace name`},
+		{"bad host", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"a b"}}}}, `match.hosts: "a b" is not a host name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := NewSelector("", known, tt.matches)
+			require.ErrorContains(t, err, tt.want)
+		})
+	}
+}
+
+// TestUpdateSwapsRulesAndSelection: after Update, checks use the new rule
+// set and the new selection together.
+func TestUpdateSwapsRulesAndSelection(t *testing.T) {
+	ts := newTestServer(t, testEngine(t), nil)
+	ctx := context.Background()
+	sqli := loadCheckRequest(t, "http11.json")
+	resp, err := ts.Check(ctx, sqli)
+	require.NoError(t, err)
+	require.Equal(t, "deny", resp.GetDynamicMetadata().AsMap()[MetaDecision])
+
+	rs, err := inspector.Compile(inspector.Profile{}, inspector.Profile{Name: "relaxed", Exclusions: []inspector.Exclusion{{Tags: []string{"attack-sqli"}}}})
+	require.NoError(t, err)
+	sel, err := NewSelector("", rs.Profiles(), []ProfileMatch{{Profile: "relaxed", Match: Match{Namespaces: []string{"default"}}}})
+	require.NoError(t, err)
+	ts.Update(rs, sel)
+
+	resp, err = ts.Check(ctx, sqli)
+	require.NoError(t, err)
+	meta := resp.GetDynamicMetadata().AsMap()
+	require.Equal(t, "relaxed", meta[MetaProfile])
+	require.Equal(t, "allow", meta[MetaDecision])
+	require.Equal(t, 1.0, testCounter(t, ts, "allow", "relaxed"))
+}
+
+func testCounter(t *testing.T, ts *testServer, decision, profile string) float64 {
+	t.Helper()
+	families, err := ts.reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range families {
+		if mf.GetName() != "meshwaf_checks_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			if labels["decision"] == decision && labels["profile"] == profile {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}

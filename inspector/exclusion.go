@@ -1,0 +1,136 @@
+package inspector
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Exclusion switches rules off for a profile, the structured form of CRS's
+// SecRuleRemoveById / SecRuleRemoveByTag / SecRuleUpdateTargetById. With
+// PathPrefix or Methods it only applies to matching requests (a runtime
+// ctl: exclusion placed before CRS); otherwise it is configure-time.
+type Exclusion struct {
+	// RuleIDs and Tags name the rules; at least one of them is required.
+	RuleIDs []int    `yaml:"ruleIds,omitempty" json:"ruleIds,omitempty"`
+	Tags    []string `yaml:"tags,omitempty" json:"tags,omitempty"`
+	// Targets, when set, remove only these variables from the rules (for
+	// example ARGS:comment) instead of the whole rules.
+	Targets []string `yaml:"targets,omitempty" json:"targets,omitempty"`
+	// PathPrefix limits the exclusion to request paths under it (compared
+	// after URL decoding and path normalisation).
+	PathPrefix string `yaml:"pathPrefix,omitempty" json:"pathPrefix,omitempty"`
+	// Methods limits the exclusion to these HTTP methods.
+	Methods []string `yaml:"methods,omitempty" json:"methods,omitempty"`
+}
+
+var (
+	reTag    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_./-]*$`)
+	reMethod = regexp.MustCompile(`^[A-Z][A-Z0-9_-]*$`)
+	reTarget = regexp.MustCompile(`^[A-Z_]+(?::[A-Za-z0-9_.\-\[\]]+)?$`)
+	rePath   = regexp.MustCompile(`^/[A-Za-z0-9_.~!$&()*+,;=:@%/-]*$`)
+)
+
+// validate reports every invalid field of e; field names are relative to
+// the exclusion.
+func (e Exclusion) validate() error {
+	var errs []error
+	if len(e.RuleIDs) == 0 && len(e.Tags) == 0 {
+		errs = append(errs, errors.New("ruleIds: an exclusion needs ruleIds or tags"))
+	}
+	for _, id := range e.RuleIDs {
+		if id <= 0 {
+			errs = append(errs, fmt.Errorf("ruleIds: %d is not a rule id", id))
+		}
+	}
+	for _, t := range e.Tags {
+		if !reTag.MatchString(t) {
+			errs = append(errs, fmt.Errorf("tags: %q is not a rule tag", t))
+		}
+	}
+	for _, t := range e.Targets {
+		if !reTarget.MatchString(t) {
+			errs = append(errs, fmt.Errorf("targets: %q is not a variable like ARGS:name", t))
+		}
+	}
+	if e.PathPrefix != "" && !rePath.MatchString(e.PathPrefix) {
+		errs = append(errs, fmt.Errorf("pathPrefix: %q must start with / and hold only URL path characters", e.PathPrefix))
+	}
+	for _, m := range e.Methods {
+		if !reMethod.MatchString(m) {
+			errs = append(errs, fmt.Errorf("methods: %q is not an upper-case HTTP method", m))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// exclusionRuleBase is the first id of the runtime exclusion rules meshwaf
+// generates for a profile (ModSecurity's local-use id range).
+const exclusionRuleBase = 99200
+
+// exclusionDirectives compiles exclusions to SecLang: runtime ones (with a
+// path or method condition) go before CRS, configure-time ones after it.
+func exclusionDirectives(exs []Exclusion) (beforeCRS, afterCRS string) {
+	var before, after strings.Builder
+	for i, e := range exs {
+		if e.PathPrefix == "" && len(e.Methods) == 0 {
+			writeStaticExclusion(&after, e)
+			continue
+		}
+		var ctl []string
+		for _, id := range e.RuleIDs {
+			if len(e.Targets) == 0 {
+				ctl = append(ctl, "ctl:ruleRemoveById="+strconv.Itoa(id))
+			}
+			for _, t := range e.Targets {
+				ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetById=%d;%s", id, t))
+			}
+		}
+		for _, tag := range e.Tags {
+			if len(e.Targets) == 0 {
+				ctl = append(ctl, "ctl:ruleRemoveByTag="+tag)
+			}
+			for _, t := range e.Targets {
+				ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetByTag=%s;%s", tag, t))
+			}
+		}
+		id := exclusionRuleBase + i
+		methods := "^(?:" + strings.Join(e.Methods, "|") + ")$"
+		switch {
+		case e.PathPrefix != "" && len(e.Methods) > 0:
+			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@beginsWith %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain\"\n", e.PathPrefix, id)
+			fmt.Fprintf(&before, "  SecRule REQUEST_METHOD \"@rx %s\" \"t:none,%s\"\n", methods, strings.Join(ctl, ","))
+		case e.PathPrefix != "":
+			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@beginsWith %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,%s\"\n", e.PathPrefix, id, strings.Join(ctl, ","))
+		default:
+			fmt.Fprintf(&before, "SecRule REQUEST_METHOD \"@rx %s\" \"id:%d,phase:1,pass,nolog,t:none,%s\"\n", methods, id, strings.Join(ctl, ","))
+		}
+	}
+	return before.String(), after.String()
+}
+
+func writeStaticExclusion(b *strings.Builder, e Exclusion) {
+	if len(e.Targets) == 0 {
+		if len(e.RuleIDs) > 0 {
+			ids := make([]string, len(e.RuleIDs))
+			for i, id := range e.RuleIDs {
+				ids[i] = strconv.Itoa(id)
+			}
+			fmt.Fprintf(b, "SecRuleRemoveById %s\n", strings.Join(ids, " "))
+		}
+		for _, tag := range e.Tags {
+			fmt.Fprintf(b, "SecRuleRemoveByTag %s\n", tag)
+		}
+		return
+	}
+	for _, t := range e.Targets {
+		for _, id := range e.RuleIDs {
+			fmt.Fprintf(b, "SecRuleUpdateTargetById %d \"!%s\"\n", id, t)
+		}
+		for _, tag := range e.Tags {
+			fmt.Fprintf(b, "SecRuleUpdateTargetByTag %s \"!%s\"\n", tag, t)
+		}
+	}
+}

@@ -1,0 +1,113 @@
+package inspector
+
+import (
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+const formCTExcl = "application/x-www-form-urlencoded"
+
+var exclProfiles = []Profile{
+	{Name: "ex-ids", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}}}},
+	{Name: "ex-tag", Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}}}},
+	{Name: "ex-target", Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}, Targets: []string{"ARGS:password"}}}},
+	{Name: "ex-cms", Exclusions: []Exclusion{{Tags: []string{"attack-xss"}, PathPrefix: "/api/cms", Methods: []string{"POST", "PUT"}}}},
+	{Name: "ex-path", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}, PathPrefix: "/legacy"}}},
+	{Name: "ex-method", Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}, Targets: []string{"ARGS:password"}, Methods: []string{"GET"}}}},
+}
+
+var exclOnce struct {
+	sync.Once
+	rs  *RuleSet
+	err error
+}
+
+func exclEngine(t *testing.T) *Engine {
+	t.Helper()
+	exclOnce.Do(func() { exclOnce.rs, exclOnce.err = Compile(Profile{}, exclProfiles...) })
+	require.NoError(t, exclOnce.err)
+	return NewEngine(exclOnce.rs)
+}
+
+func TestStructuredExclusions(t *testing.T) {
+	xss := "comment=" + strings.ReplaceAll("<script>alert(document.cookie)</script>", "<", "%3C")
+	otherSQLi := "/?q=%27+UNION+SELECT+1%2C+version%28%29+limit+1%2C1--"
+	tests := []struct {
+		name    string
+		profile string
+		req     Request
+		want    Decision
+	}{
+		{"default denies the seed", "", get("HTTP/1.1", seedSQLiURI), Deny},
+		{"removed by id", "ex-ids", get("HTTP/1.1", seedSQLiURI), Allow},
+		{"removed by tag", "ex-tag", get("HTTP/1.1", seedSQLiURI), Allow},
+		{"target removed", "ex-target", get("HTTP/1.1", seedSQLiURI), Allow},
+		{"other targets still inspected", "ex-target", get("HTTP/1.1", otherSQLi), Deny},
+		{"path and method match", "ex-cms", send("POST", "HTTP/1.1", "/api/cms/pages", formCTExcl, xss), Allow},
+		{"method does not match", "ex-cms", send("PATCH", "HTTP/1.1", "/api/cms/pages", formCTExcl, xss), Deny},
+		{"path does not match", "ex-cms", send("POST", "HTTP/1.1", "/api/users", formCTExcl, xss), Deny},
+		{"traversal out of the prefix", "ex-cms", send("POST", "HTTP/1.1", "/api/cms/../users", formCTExcl, xss), Deny},
+		{"encoded traversal out of the prefix", "ex-cms", send("POST", "HTTP/1.1", "/api/cms/%2e%2e/users", formCTExcl, xss), Deny},
+		{"other attack classes still inspected", "ex-cms", send("POST", "HTTP/1.1", "/api/cms/pages", formCTExcl, "q=%27+UNION+SELECT+1%2C+version%28%29+limit+1%2C1--"), Deny},
+		{"path only", "ex-path", get("HTTP/1.1", "/legacy"+seedSQLiURI[1:]), Allow},
+		{"path only, elsewhere", "ex-path", get("HTTP/1.1", seedSQLiURI), Deny},
+		{"method only", "ex-method", get("HTTP/1.1", seedSQLiURI), Allow},
+		{"method only, other method", "ex-method", send("POST", "HTTP/1.1", "/", formCTExcl, "password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"), Deny},
+	}
+	e := exclEngine(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := inspect(t, e, tt.profile, tt.req)
+			require.Equal(t, tt.want, v.Decision, "rules %v", v.RuleIDs())
+		})
+	}
+}
+
+func TestExclusionDirectives(t *testing.T) {
+	before, after := exclusionDirectives([]Exclusion{
+		{RuleIDs: []int{942100, 942200}},
+		{Tags: []string{"attack-xss"}, Targets: []string{"ARGS:body"}},
+		{RuleIDs: []int{941100}, PathPrefix: "/cms", Methods: []string{"POST", "PUT"}},
+	})
+	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n", after)
+	require.Equal(t, `SecRule REQUEST_FILENAME "@beginsWith /cms" "id:99202,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain"
+  SecRule REQUEST_METHOD "@rx ^(?:POST|PUT)$" "t:none,ctl:ruleRemoveById=941100"
+`, before, "methods are matched whole, paths after decoding and normalisation")
+}
+
+func TestExclusionErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		ex   Exclusion
+		want []string
+	}{
+		{"unknown rule id", Exclusion{RuleIDs: []int{942190, 123456}}, []string{"exclusions[0].ruleIds: rule 123456 does not exist"}},
+		{"unknown tag", Exclusion{Tags: []string{"attack-nosuch"}}, []string{`exclusions[0].tags: no rule has tag "attack-nosuch"`}},
+		{"nothing named", Exclusion{PathPrefix: "/x"}, []string{"exclusions[0].ruleIds: an exclusion needs ruleIds or tags"}},
+		{"bad fields", Exclusion{RuleIDs: []int{-1}, Tags: []string{"a b"}, Targets: []string{"ARGS:x\""}, PathPrefix: "x\"", Methods: []string{"get"}},
+			[]string{"exclusions[0].ruleIds: -1", `exclusions[0].tags: "a b"`, "exclusions[0].targets:", "exclusions[0].pathPrefix:", `exclusions[0].methods: "get"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Compile(Profile{Name: "p", Exclusions: []Exclusion{tt.ex}})
+			require.Error(t, err)
+			var pe *ProfileError
+			require.True(t, errors.As(err, &pe))
+			require.Equal(t, "p", pe.Profile)
+			for _, w := range tt.want {
+				require.Contains(t, err.Error(), w)
+			}
+		})
+	}
+}
+
+func TestProfileNameValidation(t *testing.T) {
+	for _, name := range []string{"bad name", "a/b", strings.Repeat("x", 64), "-x"} {
+		_, err := Compile(Profile{Name: name})
+		require.ErrorContains(t, err, "name:", name)
+	}
+}
