@@ -40,6 +40,7 @@ const usage = `meshwaf: OWASP CRS inspection for Envoy's ext_authz in an Istio m
 Usage:
   meshwaf serve   [flags]   run the ext_authz gRPC service
   meshwaf inspect [flags]   evaluate one request offline and print the verdict
+  meshwaf config validate FILE...   load and compile a config file as serve would
   meshwaf version           print versions
 
 Run 'meshwaf <command> -h' for the flags of a command.
