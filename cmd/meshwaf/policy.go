@@ -3,10 +3,166 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"strings"
+
+	"github.com/meshwaf/meshwaf/istio"
+	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
-// policyCommand is `meshwaf policy generate|verify` (segmentation issue).
-func policyCommand(_ context.Context, _ []string, _ io.Reader, _, _ io.Writer) error {
-	return usageError{errors.New("policy: not built yet")}
+const policyUsage = `Usage:
+  meshwaf policy generate -f graph.yaml [--format istio|networkpolicy] [--dry-run]
+  meshwaf policy verify --graph graph.yaml -f policies.yaml [-f more.yaml|dir ...]
+
+generate writes the policies of a ServiceGraph as multi-document YAML to stdout.
+verify evaluates AuthorizationPolicies with Istio's semantics against the graph,
+prints the reachability matrix and every missing or extra flow, and exits 1 when
+they differ.
+`
+
+// fileList collects repeated -f flags.
+type fileList []string
+
+func (f *fileList) String() string     { return strings.Join(*f, ", ") }
+func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
+
+// policyCommand is `meshwaf policy generate|verify`.
+func policyCommand(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, policyUsage)
+		return usageError{errors.New("want a subcommand: generate or verify")}
+	}
+	switch args[0] {
+	case "generate":
+		return policyGenerate(args[1:], stdin, stdout, stderr)
+	case "verify":
+		return policyVerify(args[1:], stdin, stdout, stderr)
+	case "-h", "--help", "-help", "help":
+		fmt.Fprint(stdout, policyUsage)
+		return nil
+	}
+	return usageError{fmt.Errorf("unknown subcommand %q: want generate or verify", args[0])}
+}
+
+// loadGraph reads a graph file ('-' for stdin); errors are usage errors.
+func loadGraph(path string, stdin io.Reader) (*meshpolicy.Graph, error) {
+	var (
+		g   *meshpolicy.Graph
+		err error
+	)
+	if path == "-" {
+		data, rerr := io.ReadAll(stdin)
+		if rerr != nil {
+			return nil, rerr
+		}
+		g, err = meshpolicy.Decode("<stdin>", data)
+	} else {
+		g, err = meshpolicy.Load(path)
+	}
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return g, nil
+}
+
+func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy generate", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	graph := fs.String("f", "", "ServiceGraph file ('-' for stdin)")
+	format := fs.String("format", istio.FormatIstio, "output: istio (AuthorizationPolicies) or networkpolicy (Kubernetes NetworkPolicies)")
+	dryRun := fs.Bool("dry-run", false, `annotate the AuthorizationPolicies with istio.io/dry-run: "true" (istio format only)`)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	if *graph == "" {
+		return usageError{errors.New("-f graph.yaml is required")}
+	}
+	if *format != istio.FormatIstio && *format != istio.FormatNetworkPolicy {
+		return usageError{fmt.Errorf("--format %q: want istio or networkpolicy", *format)}
+	}
+	if *dryRun && *format == istio.FormatNetworkPolicy {
+		return usageError{errors.New("--dry-run: NetworkPolicies have no dry-run mode; use --format istio")}
+	}
+	g, err := loadGraph(*graph, stdin)
+	if err != nil {
+		return err
+	}
+	out, err := istio.Generate(meshpolicy.NewPlan(g), istio.RenderOptions{Format: *format, DryRun: *dryRun})
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// matrixLimit is how many sources the matrix shows with --matrix=auto.
+const matrixLimit = 60
+
+func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("policy verify", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	graph := fs.String("graph", "", "ServiceGraph file ('-' for stdin)")
+	var files fileList
+	fs.Var(&files, "f", "AuthorizationPolicy YAML file or directory (repeatable)")
+	root := fs.String("root-namespace", "istio-system", "Istio's root namespace: its policies apply to every namespace")
+	strict := fs.Bool("strict", false, "count conditional flows (decided by attributes verify cannot evaluate) as mismatches")
+	matrix := fs.String("matrix", "auto", fmt.Sprintf("print the reachability matrix: auto (up to %d sources), always or never", matrixLimit))
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	if *graph == "" {
+		return usageError{errors.New("--graph graph.yaml is required")}
+	}
+	if len(files) == 0 {
+		return usageError{errors.New("-f policies.yaml is required (repeatable; files or directories)")}
+	}
+	if *matrix != "auto" && *matrix != "always" && *matrix != "never" {
+		return usageError{fmt.Errorf("--matrix %q: want auto, always or never", *matrix)}
+	}
+	g, err := loadGraph(*graph, stdin)
+	if err != nil {
+		return err
+	}
+	set, err := istio.LoadPolicies(files...)
+	if err != nil {
+		return usageError{err}
+	}
+	plan := meshpolicy.NewPlan(g)
+	got, notes := istio.Evaluate(plan, set.Policies, istio.EvalOptions{RootNamespace: *root})
+	want := plan.Expected()
+	diff := plan.Compare(want, got)
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "graph %s: %d services, %d edges; %d AuthorizationPolicies read\n", g.Name, len(g.Services), len(g.Edges), len(set.Policies))
+	all := append(append([]string(nil), set.Notes...), notes...)
+	for _, n := range all {
+		b.WriteString("note: " + n + "\n")
+	}
+	if _, err := io.WriteString(stdout, b.String()); err != nil {
+		return err
+	}
+	switch {
+	case *matrix == "always" || (*matrix == "auto" && len(plan.Sources) <= matrixLimit):
+		err = plan.WriteMatrix(stdout, want, got)
+	case *matrix == "auto":
+		_, err = fmt.Fprintf(stdout, "reachability matrix omitted: %d sources (use --matrix always)\n", len(plan.Sources))
+	}
+	if err != nil {
+		return err
+	}
+	if err := diff.WriteDiff(stdout, *strict); err != nil {
+		return err
+	}
+	if diff.Mismatch(*strict) {
+		return fmt.Errorf("the policies do not allow exactly the flows of graph %s", g.Name)
+	}
+	return nil
 }
