@@ -70,7 +70,7 @@ func (d *decoder) syntaxError(err error) *Error {
 	msg := err.Error()
 	if s := reSyntaxLine.FindStringSubmatch(msg); s != nil {
 		line, _ := strconv.Atoi(s[1])
-		return &Error{File: d.file, Line: line, Column: 1, Msg: "invalid YAML: " + s[2]}
+		return &Error{File: d.file, Line: line, Msg: "invalid YAML: " + s[2]}
 	}
 	return &Error{File: d.file, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
 }

@@ -178,7 +178,8 @@ func (g *Graph) Service(ref string) (*Service, bool) {
 }
 
 // Error is one problem in a graph file, located by line, column and the
-// field path (e.g. spec.services[1].ports[0].port).
+// field path (e.g. spec.services[1].ports[0].port). YAML syntax errors have
+// no column (0) and no field.
 type Error struct {
 	File   string
 	Line   int
@@ -191,7 +192,10 @@ func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString(e.File)
 	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d:%d", e.Line, e.Column)
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	if e.Column > 0 {
+		fmt.Fprintf(&b, ":%d", e.Column)
 	}
 	if e.Field != "" {
 		b.WriteString(": " + e.Field)
