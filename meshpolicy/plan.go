@@ -242,6 +242,7 @@ func NewPlan(g *Graph) *Plan {
 		}
 	}
 	p.Notes = append(p.Notes, sharedPrincipalNotes(p.Sources)...)
+	p.Notes = append(p.Notes, overlappingSelectorNotes(svcs)...)
 	p.index()
 	return p
 }
@@ -412,4 +413,42 @@ func (p *Plan) Compare(want, got *Reachability) Diff {
 		}
 	}
 	return d
+}
+
+// overlappingSelectorNotes warns when a service's selector also selects the
+// pods of another service of its namespace: its policy applies to both.
+func overlappingSelectorNotes(svcs []Service) []string {
+	byPair := map[string][]int{} // "ns\x00key=value" -> services whose pods carry it
+	for i, s := range svcs {
+		for k, v := range s.Selector {
+			key := s.Namespace + "\x00" + k + "=" + v
+			byPair[key] = append(byPair[key], i)
+		}
+	}
+	var notes []string
+	for i, s := range svcs {
+		var k0 string
+		for k := range s.Selector {
+			if k0 == "" || k < k0 {
+				k0 = k
+			}
+		}
+		for _, j := range byPair[s.Namespace+"\x00"+k0+"="+s.Selector[k0]] {
+			if j != i && selects(s.Selector, svcs[j].Selector) {
+				notes = append(notes, fmt.Sprintf("warning: the selector of %s also selects the pods of %s: the policy of %s applies to both", s.Ref(), svcs[j].Ref(), s.Ref()))
+			}
+		}
+	}
+	sort.Strings(notes)
+	return notes
+}
+
+// selects reports whether selector matches every label of labels it names.
+func selects(selector, labels map[string]string) bool {
+	for k, v := range selector {
+		if lv, ok := labels[k]; !ok || lv != v {
+			return false
+		}
+	}
+	return true
 }

@@ -168,3 +168,17 @@ func TestBits(t *testing.T) {
 	b.Clear()
 	require.True(t, b.Empty())
 }
+
+func TestOverlappingSelectorsAreNoted(t *testing.T) {
+	g, err := Decode("g.yaml", []byte(`apiVersion: meshwaf.io/v1alpha1
+kind: ServiceGraph
+metadata: {name: g}
+spec:
+  services:
+  - {name: web, selector: {app: web}}
+  - {name: web-canary, selector: {app: web, track: canary}}
+  - {name: other, namespace: x, selector: {app: web}}
+`))
+	require.NoError(t, err)
+	require.Equal(t, []string{"warning: the selector of default/web also selects the pods of default/web-canary: the policy of default/web applies to both"}, NewPlan(g).Notes)
+}
