@@ -3,10 +3,163 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
+	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/meshwaf/meshwaf/istio"
 )
 
-// manifestsCommand is `meshwaf manifests --mode mesh|envoyfilter|pod` (install issue).
-func manifestsCommand(_ context.Context, _ []string, _, _ io.Writer) error {
-	return usageError{errors.New("manifests: not built yet")}
+const manifestsUsage = `Usage:
+  meshwaf manifests [--mode mesh|envoyfilter|pod] [--part objects|istio-operator|pod-patch|profile-route] [flags]
+  meshwaf manifests --kustomize DIR [flags]
+
+Writes what installs meshwaf into Istio as multi-document YAML to stdout:
+  --mode mesh         central service + CUSTOM AuthorizationPolicy (--part istio-operator: the
+                      extension provider for istioctl install -f)
+  --mode envoyfilter  central service + EnvoyFilter inserting ext_authz (workloads that already
+                      use another CUSTOM provider)
+  --mode pod          ServiceEntry + CUSTOM policy for a meshwaf container in each pod
+                      (--part pod-patch: that container as a Deployment patch, and its ConfigMap)
+--kustomize DIR writes the kustomize base and the three overlays (what manifests/ holds).
+
+Flags:
+`
+
+// stringsFlag is a repeatable string flag; given at all, it replaces the
+// default, and an empty value clears the list.
+type stringsFlag struct {
+	vals []string
+	set  bool
+}
+
+func (s *stringsFlag) String() string { return strings.Join(s.vals, ",") }
+func (s *stringsFlag) Set(v string) error {
+	if !s.set {
+		s.vals, s.set = nil, true
+	}
+	if v != "" {
+		s.vals = append(s.vals, v)
+	}
+	return nil
+}
+
+// manifestsCommand is `meshwaf manifests`.
+func manifestsCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	o := istio.DefaultInstallOptions()
+	fs := flag.NewFlagSet("manifests", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, manifestsUsage); fs.PrintDefaults() }
+	mode := fs.String("mode", string(istio.ModeMesh), "install mode: mesh, envoyfilter or pod")
+	part := fs.String("part", string(istio.PartObjects), "what to write: objects, istio-operator, pod-patch or profile-route")
+	kustomize := fs.String("kustomize", "", "write the kustomize tree (base/, overlays/) into this directory instead")
+	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of meshwaf's Deployment and Service")
+	fs.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (mesh-wide CUSTOM policy, EnvoyFilter, ServiceEntry)")
+	fs.StringVar(&o.ServiceName, "service-name", o.ServiceName, "name of meshwaf's Service, Deployment and ServiceAccount")
+	fs.StringVar(&o.ProviderName, "provider-name", o.ProviderName, "MeshConfig extension provider name (pod mode adds -local)")
+	fs.StringVar(&o.ClusterDomain, "cluster-domain", o.ClusterDomain, "Kubernetes cluster DNS domain")
+	fs.StringVar(&o.Image, "image", o.Image, "meshwaf container image")
+	replicas := fs.Int("replicas", int(o.Replicas), "replicas, and the autoscaler's minimum (at least 2)")
+	maxReplicas := fs.Int("max-replicas", int(o.MaxReplicas), "the autoscaler's maximum")
+	grpcPort := fs.Int("grpc-port", int(o.GRPCPort), "ext_authz gRPC port")
+	metricsPort := fs.Int("metrics-port", int(o.MetricsPort), "admin port: /metrics, /healthz, /readyz")
+	fs.DurationVar(&o.Timeout, "timeout", o.Timeout, "bound on one check as Envoy sees it (Istio's own default is 600s)")
+	fs.BoolVar(&o.FailOpen, "fail-open", o.FailOpen, "let requests pass when meshwaf cannot answer (default: fail closed)")
+	fs.IntVar(&o.StatusOnError, "status-on-error", o.StatusOnError, "HTTP status Envoy answers when meshwaf cannot")
+	maxBody := fs.Uint("max-request-bytes", uint(o.MaxRequestBytes), "request body Envoy sends with each check (at most --request-body-limit)")
+	fs.BoolVar(&o.AllowPartialMessage, "allow-partial-message", o.AllowPartialMessage, "send the first max-request-bytes of longer bodies instead of Envoy answering 413")
+	fs.BoolVar(&o.PackAsBytes, "pack-as-bytes", o.PackAsBytes, "send the body as raw bytes (raw_body)")
+	fs.IntVar(&o.RequestBodyLimit, "request-body-limit", o.RequestBodyLimit, "meshwaf's defaultProfile.requestBodyLimit in the rendered config")
+	optIn := fs.String("opt-in-label", o.OptInLabel+"="+o.OptInValue, "label KEY=VALUE that opts a workload in")
+	exclude := &stringsFlag{vals: o.ExcludePaths}
+	fs.Var(exclude, "exclude-path", "path the CUSTOM policy never sends to meshwaf (repeatable; empty clears; default "+strings.Join(o.ExcludePaths, ", ")+")")
+	scrapers := &stringsFlag{vals: o.ScraperNamespaces}
+	fs.Var(scrapers, "scraper-namespace", "namespace allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
+	fs.StringVar(&o.LocalHost, "local-host", o.LocalHost, "ServiceEntry host of the pod mode")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
+	key, value, ok := strings.Cut(*optIn, "=")
+	if !ok {
+		return usageError{fmt.Errorf("--opt-in-label %q: want KEY=VALUE", *optIn)}
+	}
+	o.OptInLabel, o.OptInValue = key, value
+	o.ExcludePaths, o.ScraperNamespaces = exclude.vals, scrapers.vals
+	var errs []error
+	for _, n := range []struct {
+		flag string
+		v    int
+		max  int
+		dst  *int32
+	}{
+		{"replicas", *replicas, 1000, &o.Replicas}, {"max-replicas", *maxReplicas, 1000, &o.MaxReplicas},
+		{"grpc-port", *grpcPort, 65535, &o.GRPCPort}, {"metrics-port", *metricsPort, 65535, &o.MetricsPort},
+	} {
+		if n.v < 0 || n.v > n.max {
+			errs = append(errs, fmt.Errorf("--%s %d: not between 0 and %d", n.flag, n.v, n.max))
+			continue
+		}
+		*n.dst = int32(n.v)
+	}
+	if *maxBody > 1<<32-1 {
+		errs = append(errs, fmt.Errorf("--max-request-bytes %d: too large", *maxBody))
+	} else {
+		o.MaxRequestBytes = uint32(*maxBody)
+	}
+	if !slices.Contains(istio.Modes(), istio.Mode(*mode)) {
+		errs = append(errs, fmt.Errorf("--mode %q: want mesh, envoyfilter or pod", *mode))
+	}
+	if !slices.Contains(istio.Parts(), istio.Part(*part)) {
+		errs = append(errs, fmt.Errorf("--part %q: want objects, istio-operator, pod-patch or profile-route", *part))
+	}
+	if len(errs) == 0 {
+		errs = append(errs, o.Validate())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err}
+	}
+	if *kustomize != "" {
+		return writeTree(*kustomize, o)
+	}
+	objs, err := istio.Objects(o, istio.Mode(*mode), istio.Part(*part))
+	if err != nil {
+		return usageError{err}
+	}
+	out, err := istio.MarshalInstall(objs...)
+	if err != nil {
+		return err
+	}
+	_, err = stdout.Write(out)
+	return err
+}
+
+// writeTree writes the kustomize tree under dir, in a stable order.
+func writeTree(dir string, o istio.InstallOptions) error {
+	files, err := istio.KustomizeTree(o)
+	if err != nil {
+		return err
+	}
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		dst := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil { //nolint:gosec // a source tree others read
+			return err
+		}
+		if err := os.WriteFile(dst, files[p], 0o644); err != nil { //nolint:gosec // manifests are meant to be read
+			return err
+		}
+	}
+	return nil
 }
