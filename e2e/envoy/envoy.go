@@ -102,6 +102,10 @@ type Config struct {
 	// mesh's mTLS): the principals of the CheckRequest come from the URI
 	// SAN of the client's certificate and of TLS.Certificates[0].
 	TLS *tls.Config
+	// AcceptHTTP10 is the connection manager's
+	// http_protocol_options.accept_http_10: off by default, when Envoy
+	// answers HTTP/1.0 requests with 426 Upgrade Required.
+	AcceptHTTP10 bool
 	// AccessLog, when set, receives one entry per downstream request.
 	AccessLog func(Entry)
 }
@@ -183,11 +187,21 @@ func Start(cfg Config) (*Proxy, error) {
 		if len(tc.Certificates) > 0 && tc.Certificates[0].Leaf != nil {
 			p.localTLS = principal(tc.Certificates[0].Leaf)
 		}
-		lis = tls.NewListener(lis, tc)
+		p.lis = tls.NewListener(lis, tc) // (no 505 rewriting under TLS)
+	} else {
+		p.lis = codecListener{lis}
 	}
-	p.lis = lis
-	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = p.srv.Serve(lis) }()
+	p.srv = &http.Server{
+		Handler:           p,
+		ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if cc, ok := c.(*codecConn); ok {
+				return context.WithValue(ctx, connKey{}, cc)
+			}
+			return ctx
+		},
+	}
+	go func() { _ = p.srv.Serve(p.lis) }()
 	return p, nil
 }
 
@@ -232,6 +246,40 @@ func principal(c *x509.Certificate) string {
 	return c.Subject.String()
 }
 
+// codecListener wraps accepted connections in codecConn.
+type codecListener struct{ net.Listener }
+
+func (l codecListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &codecConn{Conn: c}, nil
+}
+
+type connKey struct{}
+
+// codecConn turns net/http's own "505 HTTP Version Not Supported", sent
+// before any handler runs, into the 400 that Envoy's HTTP/1 codec sends for
+// every request it cannot parse.
+type codecConn struct {
+	net.Conn
+	served atomic.Bool
+}
+
+var status505 = []byte("HTTP/1.1 505 ")
+
+func (c *codecConn) Write(b []byte) (int, error) {
+	if i := bytes.Index(b, []byte("\r\n")); i > 0 && !c.served.Load() && bytes.HasPrefix(b, status505) {
+		out := append([]byte("HTTP/1.1 400 Bad Request"), b[i:]...)
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
+}
+
 // statusWriter records the status sent downstream.
 type statusWriter struct {
 	http.ResponseWriter
@@ -255,6 +303,9 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // ServeHTTP runs the filter for one request.
 func (p *Proxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	e := Entry{Start: time.Now(), RemoteAddress: r.RemoteAddr, Method: r.Method}
+	if cc, ok := r.Context().Value(connKey{}).(*codecConn); ok {
+		cc.served.Store(true)
+	}
 	w := &statusWriter{ResponseWriter: rw}
 	defer func() {
 		e.Duration = time.Since(e.Start)
@@ -263,6 +314,20 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 			p.cfg.AccessLog(e)
 		}
 	}()
+
+	// The codec and the connection manager refuse some requests before any
+	// filter runs.
+	if strings.Contains(r.RequestURI, "#") {
+		// Envoy 1.16.5/1.17.4/1.19.1 release notes: "reject requests with
+		// #fragment in the URI path" (http_reject_path_with_fragment).
+		e.Authz = ""
+		http.Error(w, "Bad Request", http.StatusBadRequest)
+		return
+	}
+	if r.ProtoMajor == 1 && r.ProtoMinor == 0 && !p.cfg.AcceptHTTP10 {
+		w.WriteHeader(http.StatusUpgradeRequired)
+		return
+	}
 
 	// The connection manager: request id and forwarded proto.
 	if r.Header.Get("X-Request-Id") == "" {
@@ -410,6 +475,11 @@ func (p *Proxy) checkRequest(r *http.Request, path, authority, scheme string, bo
 	headers := make(map[string]string, len(r.Header)+5)
 	for k, vs := range r.Header {
 		headers[strings.ToLower(k)] = sanitize(strings.Join(vs, ","))
+	}
+	if len(r.TransferEncoding) > 0 {
+		// net/http takes Transfer-Encoding out of the header map; Envoy's
+		// HTTP/1 codec leaves it in.
+		headers["transfer-encoding"] = strings.Join(r.TransferEncoding, ",")
 	}
 	headers[":authority"] = sanitize(authority)
 	headers[":method"] = sanitize(r.Method)

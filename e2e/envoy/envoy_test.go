@@ -153,7 +153,7 @@ func rawHTTP(t *testing.T, addr, raw string) (int, string) {
 func TestCheckRequestAttributes(t *testing.T) {
 	f, addr := startAuthz(t, allow)
 	up := startUpstream(t)
-	p, _ := startProxy(t, Config{AuthzAddress: addr, Upstream: up.srv.URL})
+	p, _ := startProxy(t, Config{AuthzAddress: addr, Upstream: up.srv.URL, AcceptHTTP10: true})
 
 	raw := "GET /api/v1/users/42?expand=roles&q=%27a%20b HTTP/1.1\r\n" +
 		"Host: auth.default.svc.cluster.local:8080\r\n" +
@@ -559,4 +559,47 @@ func TestContextExtensions(t *testing.T) {
 	require.NoError(t, err)
 	resp.Body.Close()
 	assert.Equal(t, "strict", f.calls()[0].GetAttributes().GetContextExtensions()["meshwaf-profile"])
+}
+
+// Requests Envoy refuses before any filter: a #fragment in the path (400;
+// release notes of 1.16.5/1.17.4/1.19.1, http_reject_path_with_fragment),
+// an HTTP version its HTTP/1 codec does not speak (400, a codec error), and
+// HTTP/1.0 unless http_protocol_options.accept_http_10 is set (426).
+func TestRefusedBeforeTheFilter(t *testing.T) {
+	f, addr := startAuthz(t, allow)
+	up := startUpstream(t)
+	p, _ := startProxy(t, Config{AuthzAddress: addr, Upstream: up.srv.URL})
+	for _, tc := range []struct {
+		raw  string
+		want int
+	}{
+		{"GET /index.html#tag HTTP/1.1\r\nHost: a\r\n\r\n", 400},
+		{"GET / HTTP/4.0\r\nHost: a\r\n\r\n", 400},
+		{"GET / HTTP/0.9\r\nHost: a\r\n\r\n", 400},
+		{"GET / HTTP/1.0\r\nHost: a\r\n\r\n", 426},
+	} {
+		status, _ := rawHTTP(t, p.Addr(), tc.raw)
+		assert.Equal(t, tc.want, status, "%q", tc.raw)
+	}
+	assert.Empty(t, f.calls(), "the service is never called")
+	assert.Equal(t, 0, up.count())
+
+	p10, _ := startProxy(t, Config{AuthzAddress: addr, Upstream: up.srv.URL, AcceptHTTP10: true})
+	status, _ := rawHTTP(t, p10.Addr(), "GET / HTTP/1.0\r\nHost: a\r\n\r\n")
+	assert.Equal(t, 200, status, "accept_http_10")
+}
+
+// Envoy's HTTP/1 codec keeps transfer-encoding in the header map the
+// filter sees; net/http moves it out, so the stand-in puts it back.
+func TestTransferEncodingHeader(t *testing.T) {
+	f, addr := startAuthz(t, allow)
+	up := startUpstream(t)
+	p, _ := startProxy(t, Config{AuthzAddress: addr, Upstream: up.srv.URL, WithRequestBody: &BufferSettings{MaxRequestBytes: 1024}})
+	status, _ := rawHTTP(t, p.Addr(), "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nHi \r\n3\r\nCRS\r\n0\r\n\r\n")
+	require.Equal(t, 200, status)
+	h := f.calls()[0].GetAttributes().GetRequest().GetHttp()
+	assert.Equal(t, "chunked", h.GetHeaders()["transfer-encoding"])
+	assert.Equal(t, "Hi CRS", h.GetBody())
+	_, body := up.last(t)
+	assert.Equal(t, "Hi CRS", body)
 }
