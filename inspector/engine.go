@@ -82,6 +82,7 @@ func (e *ProfileError) Unwrap() error { return e.Err }
 // extra profiles. Every profile is compiled; the errors of all failing
 // profiles are returned together, each a *ProfileError.
 func Compile(def Profile, extra ...Profile) (*RuleSet, error) {
+	registerOperators() // meshwaf's @rx (rx.go), before any rule is parsed
 	all := append([]Profile{def}, extra...)
 	for i := range all {
 		all[i] = all[i].WithDefaults()

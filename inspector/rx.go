@@ -1,0 +1,197 @@
+package inspector
+
+import (
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"unicode/utf8"
+
+	"github.com/corazawaf/coraza/v3/experimental/plugins"
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"rsc.io/binaryregexp"
+)
+
+// meshwaf's @rx operator. It answers exactly what Coraza's own @rx answers
+// (same pattern flags, same engine choice, same TX.0-TX.8 captures) but puts
+// cheap no-match tests in front of the regular expression:
+//
+//  1. a necessary-literal prefilter derived from the pattern's syntax tree
+//     (rx_literals.go): when none of the literals a match needs is in the
+//     value, the value cannot match;
+//  2. when built with -tags re2_cgo, RE2's DFA (rx_re2_cgo.go) as a
+//     no-match test for valid UTF-8 values.
+//
+// Only a value that passes both is searched with Go's regexp, which fills
+// the captures. A value the tests reject would not have matched, and Coraza
+// captures nothing for a value that does not match, so verdicts cannot change.
+//
+// Registration is process-global (Coraza's plugin registry) and happens on
+// the first Compile: a WAF built by plain coraza.NewWAF before that keeps
+// Coraza's own @rx. Coraza's SecRxPreFilter setting is ignored: this
+// operator's prefilter is exact, Coraza 3.8.1's is not.
+
+var (
+	registerOnce sync.Once
+	rxRegistered atomic.Bool
+)
+
+// registerOperators installs meshwaf's operators in Coraza's registry. Rules
+// parsed afterwards (by any WAF in the process) use them.
+func registerOperators() {
+	registerOnce.Do(func() {
+		plugins.RegisterOperator("rx", newRxOperator)
+		rxRegistered.Store(true)
+	})
+}
+
+// rxOperator is one compiled @rx argument; it is shared by every rule with
+// the same pattern and is safe for concurrent use.
+type rxOperator struct {
+	re    *regexp.Regexp
+	pf    *prefilter // nil: no literal is necessary for a match
+	accel noMatcher  // nil: no accelerator for this pattern or build
+}
+
+// noMatcher is a fast test that a valid UTF-8 value does not match.
+type noMatcher interface {
+	MatchString(s string) bool
+}
+
+// binaryRxOperator is @rx for patterns that match bytes that are not UTF-8;
+// Coraza compiles those, without the default flags, with binaryregexp.
+type binaryRxOperator struct {
+	re *binaryregexp.Regexp
+}
+
+// maxCaptures is the number of capture groups the capture action keeps
+// (TX.0 to TX.8), as in Coraza.
+const maxCaptures = 9
+
+// RxAccelerator names the no-match accelerator compiled into this build of
+// meshwaf's @rx operator: "none" (pure Go, the default) or "re2-cgo".
+func RxAccelerator() string { return rxAccelerator }
+
+func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, error) {
+	expr := rxDefaultFlags + opts.Arguments
+	build := func() (any, error) {
+		if matchesNonUTF8(expr) {
+			re, err := binaryregexp.Compile(opts.Arguments)
+			if err != nil {
+				return nil, err
+			}
+			return &binaryRxOperator{re: re}, nil
+		}
+		re, err := regexp.Compile(expr)
+		if err != nil {
+			return nil, err
+		}
+		op := &rxOperator{re: re, pf: newPrefilter(expr)}
+		op.accel = newAccelerator(expr)
+		return op, nil
+	}
+	var (
+		v   any
+		err error
+	)
+	if opts.Memoizer != nil {
+		v, err = opts.Memoizer.Do("meshwaf-rx:"+expr, build)
+	} else {
+		v, err = build()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.(plugintypes.Operator), nil
+}
+
+// Evaluate reports whether value matches, capturing like Coraza's @rx.
+func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+	if o.pf != nil && !o.pf.mayMatch(value) {
+		return false
+	}
+	if o.accel != nil && utf8.ValidString(value) && !o.accel.MatchString(value) {
+		return false
+	}
+	if !tx.Capturing() {
+		return o.re.MatchString(value)
+	}
+	m := o.re.FindStringSubmatchIndex(value)
+	if m == nil {
+		return false
+	}
+	for i := 0; i < len(m)/2 && i < maxCaptures; i++ {
+		if m[2*i] < 0 {
+			tx.CaptureField(i, "")
+			continue
+		}
+		tx.CaptureField(i, value[m[2*i]:m[2*i+1]])
+	}
+	return true
+}
+
+// Evaluate reports whether value matches, capturing like Coraza's @rx.
+func (o *binaryRxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+	if !tx.Capturing() {
+		return o.re.MatchString(value)
+	}
+	m := o.re.FindStringSubmatch(value)
+	if m == nil {
+		return false
+	}
+	for i := 0; i < len(m) && i < maxCaptures; i++ {
+		tx.CaptureField(i, m[i])
+	}
+	return true
+}
+
+// matchesNonUTF8 reports whether expr, with its \xHH and \x{HH} escapes
+// read as the bytes they name, is not valid UTF-8: Coraza then compiles the
+// pattern with binaryregexp. It reads escapes the way Coraza 3.8.1 does:
+// any backslash directly before "x" starts one, fewer than four characters
+// left end the decoding, and a braced escape keeps its first two digits.
+func matchesNonUTF8(expr string) bool {
+	out := make([]byte, 0, len(expr))
+	for i := 0; i < len(expr); i++ {
+		c := expr[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		if len(expr)-i <= 3 {
+			out = append(out, expr[i:]...)
+			break
+		}
+		if expr[i+1] != 'x' {
+			out = append(out, c)
+			continue
+		}
+		digits, skip := expr[i+2:], 3
+		if len(expr)-i >= 6 && expr[i+2] == '{' {
+			if end := indexByteFrom(expr, i, '}'); end >= 0 {
+				digits, skip = expr[i+3:end], end-i
+			}
+		}
+		if len(digits) < 2 {
+			out = append(out, c)
+			continue
+		}
+		b, err := strconv.ParseUint(digits[:2], 16, 8)
+		if err != nil {
+			out = append(out, c)
+			continue
+		}
+		out = append(out, byte(b))
+		i += skip
+	}
+	return !utf8.Valid(out)
+}
+
+func indexByteFrom(s string, from int, c byte) int {
+	for j := from; j < len(s); j++ {
+		if s[j] == c {
+			return j
+		}
+	}
+	return -1
+}

@@ -1,0 +1,10 @@
+//go:build !re2_cgo
+
+package inspector
+
+// rxAccelerator names the no-match accelerator of this build.
+const rxAccelerator = "none"
+
+// newAccelerator returns nil: the default build is pure Go, with only the
+// literal prefilter in front of Go's regexp.
+func newAccelerator(string) noMatcher { return nil }

@@ -1,0 +1,44 @@
+package inspector
+
+import (
+	"context"
+
+	"github.com/corazawaf/coraza/v3"
+)
+
+// Test hooks for the differential test (package inspector_test), which
+// compares meshwaf's engine with Coraza's own operators.
+
+// RaceEnabled reports whether the race detector is on.
+const RaceEnabled = raceEnabled
+
+// RxRegistered reports whether meshwaf's @rx is in Coraza's registry.
+func RxRegistered() bool { return rxRegistered.Load() }
+
+// InspectWithWAF runs meshwaf's request driver (the one Engine.Inspect
+// uses) with profile p over a WAF the caller built, e.g. plain
+// coraza.NewWAF with Directives(p).
+func InspectWithWAF(waf coraza.WAF, p Profile, req Request) (Verdict, error) {
+	c := &compiled{profile: p.WithDefaults(), waf: waf}
+	return c.inspect(context.Background(), &req)
+}
+
+// DiffCase is one row of the inspector's case table.
+type DiffCase struct {
+	Name    string
+	Profile string
+	Request Request
+}
+
+// DiffCases returns the case table's requests and the extra profiles it
+// names (TestProfiles).
+func DiffCases() []DiffCase {
+	var out []DiffCase
+	for _, c := range cases() {
+		out = append(out, DiffCase{Name: c.name, Profile: c.profile, Request: c.req})
+	}
+	return out
+}
+
+// CaseProfiles returns the extra profiles of the shared test rule set.
+func CaseProfiles() []Profile { return testProfiles() }

@@ -1,0 +1,7 @@
+//go:build coraza.rule.no_regex_multiline
+
+package inspector
+
+// rxDefaultFlags follows Coraza's coraza.rule.no_regex_multiline build tag,
+// which drops the multiline flag.
+const rxDefaultFlags = "(?s)"

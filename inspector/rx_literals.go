@@ -1,0 +1,252 @@
+package inspector
+
+import (
+	"regexp/syntax"
+	"slices"
+	"strings"
+	"unicode/utf8"
+)
+
+// A prefilter is a condition that every value matching a pattern meets: an
+// AND of clauses, each an OR of literals that must occur in the value. It is
+// derived from the pattern's syntax tree, so it never rejects a value the
+// pattern matches:
+//
+//   - a literal run of ASCII characters must occur as those bytes (Go's
+//     regexp reads an invalid UTF-8 byte as U+FFFD, never as ASCII);
+//   - under (?i) an ASCII literal may also match non-ASCII runes (k and the
+//     Kelvin sign, s and the long s), so case-folded literals are compared
+//     ASCII-case-insensitively and only for values that are all ASCII: other
+//     values skip the prefilter and go to the regular expression.
+type prefilter struct {
+	clauses []clause
+	fold    bool // some literal is case-folded
+}
+
+// literal is one string that may be necessary for a match. With fold set, s
+// is lower case and matches ASCII-case-insensitively.
+type literal struct {
+	s    string
+	fold bool
+}
+
+// clause is satisfied when one of its literals occurs in the value.
+type clause []literal
+
+const (
+	maxClassLiterals   = 6 // a character class becomes an OR of up to this many bytes
+	maxPrefilterChecks = 3 // clauses tested per call, strongest first
+)
+
+// newPrefilter derives the prefilter of expr (with its flags), or returns
+// nil when no literal is necessary or expr does not parse.
+func newPrefilter(expr string) *prefilter {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	cs := necessary(re.Simplify())
+	if len(cs) == 0 {
+		return nil
+	}
+	cs = slices.Clone(cs)
+	slices.SortStableFunc(cs, func(a, b clause) int { return strength(b) - strength(a) })
+	if len(cs) > maxPrefilterChecks {
+		cs = cs[:maxPrefilterChecks]
+	}
+	p := &prefilter{clauses: cs}
+	for _, c := range cs {
+		for _, l := range c {
+			p.fold = p.fold || l.fold
+		}
+	}
+	return p
+}
+
+// necessary returns clauses that every match of re satisfies (nil: none).
+func necessary(re *syntax.Regexp) []clause {
+	switch re.Op {
+	case syntax.OpLiteral:
+		return literalClauses(re.Rune, re.Flags&syntax.FoldCase != 0)
+	case syntax.OpCharClass:
+		return classClause(re.Rune)
+	case syntax.OpCapture, syntax.OpPlus:
+		return necessary(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return necessary(re.Sub[0])
+		}
+	case syntax.OpConcat:
+		var out []clause
+		for _, s := range re.Sub {
+			out = append(out, necessary(s)...)
+		}
+		return out
+	case syntax.OpAlternate:
+		var union clause
+		for _, s := range re.Sub {
+			b := best(necessary(s))
+			if b == nil {
+				return nil
+			}
+			for _, l := range b {
+				if !slices.Contains(union, l) {
+					union = append(union, l)
+				}
+			}
+		}
+		return []clause{union}
+	}
+	return nil
+}
+
+// literalClauses turns a literal into one clause per run of ASCII runes.
+func literalClauses(runes []rune, fold bool) []clause {
+	var out []clause
+	var b strings.Builder
+	flush := func() {
+		if b.Len() == 0 {
+			return
+		}
+		s := b.String()
+		b.Reset()
+		l := literal{s: s}
+		if fold && hasASCIILetter(s) {
+			l = literal{s: strings.ToLower(s), fold: true}
+		}
+		out = append(out, clause{l})
+	}
+	for _, r := range runes {
+		if r >= utf8.RuneSelf {
+			flush()
+			continue
+		}
+		b.WriteRune(r)
+	}
+	flush()
+	return out
+}
+
+// classClause turns a small class of ASCII characters into an OR of
+// one-byte literals.
+func classClause(ranges []rune) []clause {
+	var c clause
+	for i := 0; i+1 < len(ranges); i += 2 {
+		lo, hi := ranges[i], ranges[i+1]
+		if hi >= utf8.RuneSelf || int(hi-lo)+1+len(c) > maxClassLiterals {
+			return nil
+		}
+		for r := lo; r <= hi; r++ {
+			c = append(c, literal{s: string(r)})
+		}
+	}
+	if len(c) == 0 {
+		return nil
+	}
+	return []clause{c}
+}
+
+func hasASCIILetter(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i] | 0x20; c >= 'a' && c <= 'z' {
+			return true
+		}
+	}
+	return false
+}
+
+// strength ranks a clause by its shortest literal, then by fewer literals.
+func strength(c clause) int {
+	if len(c) == 0 {
+		return -1 << 30
+	}
+	m := len(c[0].s)
+	for _, l := range c[1:] {
+		m = min(m, len(l.s))
+	}
+	return m*64 - min(len(c), 63)
+}
+
+func best(cs []clause) clause {
+	var b clause
+	for _, c := range cs {
+		if b == nil || strength(c) > strength(b) {
+			b = c
+		}
+	}
+	return b
+}
+
+// mayMatch reports false only when no value with these bytes can match.
+func (p *prefilter) mayMatch(value string) bool {
+	if p.fold && !isASCII(value) {
+		return true
+	}
+	for _, c := range p.clauses {
+		if !c.occursIn(value) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c clause) occursIn(value string) bool {
+	for _, l := range c {
+		if l.fold {
+			if containsFold(value, l.s) {
+				return true
+			}
+		} else if strings.Contains(value, l.s) {
+			return true
+		}
+	}
+	return false
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// containsFold reports whether s contains lower (lower-case ASCII) with
+// ASCII case folding.
+func containsFold(s, lower string) bool {
+	n := len(lower)
+	if n == 0 {
+		return true
+	}
+	c0 := lower[0]
+	c1 := c0
+	if c0 >= 'a' && c0 <= 'z' {
+		c1 = c0 - ('a' - 'A')
+	}
+	for i := 0; i+n <= len(s); i++ {
+		if c := s[i]; c != c0 && c != c1 {
+			continue
+		}
+		if hasPrefixFold(s[i+1:], lower[1:]) {
+			return true
+		}
+	}
+	return false
+}
+
+func hasPrefixFold(s, lower string) bool {
+	if len(s) < len(lower) {
+		return false
+	}
+	for j := 0; j < len(lower); j++ {
+		c := s[j]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[j] {
+			return false
+		}
+	}
+	return true
+}
