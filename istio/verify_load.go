@@ -9,8 +9,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"gopkg.in/yaml.v3"
@@ -92,7 +94,7 @@ func (s *PolicySet) AddDocuments(file string, data []byte) error { return s.add(
 
 func (s *PolicySet) add(file string, data []byte) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	var errs []error
+	var nodes []*yaml.Node
 	for {
 		var n yaml.Node
 		err := dec.Decode(&n)
@@ -102,14 +104,38 @@ func (s *PolicySet) add(file string, data []byte) error {
 		if err != nil {
 			return fmt.Errorf("%s: invalid YAML: %s", file, strings.TrimPrefix(err.Error(), "yaml: "))
 		}
-		if len(n.Content) == 0 {
-			continue
-		}
-		if err := s.addNode(file, n.Content[0]); err != nil {
-			errs = append(errs, err)
+		if len(n.Content) > 0 {
+			nodes = append(nodes, n.Content[0])
 		}
 	}
+	// Decoding the documents dominates; do it on every CPU, keep the order.
+	results := make([]docResult, len(nodes))
+	workers := min(runtime.GOMAXPROCS(0), max(1, len(nodes)/64))
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < len(nodes); i += workers {
+				results[i] = decodeDocument(file, nodes[i])
+			}
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for _, r := range results {
+		s.Policies = append(s.Policies, r.policies...)
+		s.Notes = append(s.Notes, r.notes...)
+		errs = append(errs, r.errs...)
+	}
 	return errors.Join(errs...)
+}
+
+// docResult is what one YAML document held.
+type docResult struct {
+	policies []Policy
+	notes    []string
+	errs     []error
 }
 
 type docHeader struct {
@@ -122,59 +148,64 @@ type docHeader struct {
 	Items []yaml.Node `yaml:"items"`
 }
 
-func (s *PolicySet) addNode(file string, n *yaml.Node) error {
+func decodeDocument(file string, n *yaml.Node) docResult {
+	var r docResult
 	origin := fmt.Sprintf("%s:%d", file, n.Line)
+	fail := func(format string, args ...any) docResult {
+		r.errs = append(r.errs, fmt.Errorf("%s: "+format, append([]any{origin}, args...)...))
+		return r
+	}
 	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("%s: want a Kubernetes object, got a %s", origin, kindName(n))
+		return fail("want a Kubernetes object, got a %s", kindName(n))
 	}
 	var h docHeader
 	if err := n.Decode(&h); err != nil {
-		return fmt.Errorf("%s: %s", origin, strings.TrimPrefix(err.Error(), "yaml: "))
+		return fail("%s", strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	if strings.HasSuffix(h.Kind, "List") && h.Items != nil {
-		var errs []error
 		for i := range h.Items {
-			if err := s.addNode(file, &h.Items[i]); err != nil {
-				errs = append(errs, err)
-			}
+			item := decodeDocument(file, &h.Items[i])
+			r.policies = append(r.policies, item.policies...)
+			r.notes = append(r.notes, item.notes...)
+			r.errs = append(r.errs, item.errs...)
 		}
-		return errors.Join(errs...)
+		return r
 	}
 	group, _, _ := strings.Cut(h.APIVersion, "/")
 	if h.Kind != "AuthorizationPolicy" || group != "security.istio.io" {
-		s.Notes = append(s.Notes, fmt.Sprintf("%s: ignored %s %s (not an AuthorizationPolicy)", origin, describeKind(h.APIVersion, h.Kind), h.Metadata.Name))
-		return nil
+		r.notes = append(r.notes, fmt.Sprintf("%s: ignored %s %s (not an AuthorizationPolicy)", origin, describeKind(h.APIVersion, h.Kind), h.Metadata.Name))
+		return r
 	}
 	id := h.Metadata.Namespace + "/" + h.Metadata.Name
 	var raw map[string]any
 	if err := n.Decode(&raw); err != nil {
-		return fmt.Errorf("%s: AuthorizationPolicy %s: %s", origin, id, strings.TrimPrefix(err.Error(), "yaml: "))
+		return fail("AuthorizationPolicy %s: %s", id, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	spec := raw["spec"]
 	delete(raw, "spec")
 	delete(raw, "status")
 	js, err := json.Marshal(raw)
 	if err != nil {
-		return fmt.Errorf("%s: AuthorizationPolicy %s: %w", origin, id, err)
+		return fail("AuthorizationPolicy %s: %w", id, err)
 	}
 	ap := &securityv1.AuthorizationPolicy{}
 	if err := json.Unmarshal(js, ap); err != nil {
-		return fmt.Errorf("%s: AuthorizationPolicy %s: %w", origin, id, err)
+		return fail("AuthorizationPolicy %s: %w", id, err)
 	}
 	if spec != nil {
 		sj, err := json.Marshal(spec)
 		if err != nil {
-			return fmt.Errorf("%s: AuthorizationPolicy %s: spec: %w", origin, id, err)
+			return fail("AuthorizationPolicy %s: spec: %w", id, err)
 		}
 		if err := protojson.Unmarshal(sj, &ap.Spec); err != nil {
-			return fmt.Errorf("%s: AuthorizationPolicy %s: spec: %s", origin, id, strings.ReplaceAll(err.Error(), "\u00a0", " "))
+			return fail("AuthorizationPolicy %s: spec: %s", id, strings.ReplaceAll(err.Error(), "\u00a0", " "))
 		}
 	}
 	if ap.Name == "" {
-		return fmt.Errorf("%s: AuthorizationPolicy: metadata.name: missing", origin)
+		return fail("AuthorizationPolicy: metadata.name: missing")
 	}
-	s.Policies = append(s.Policies, Policy{Origin: origin, Object: ap})
-	return nil
+	r.policies = append(r.policies, Policy{Origin: origin, Object: ap})
+	return r
 }
 
 func describeKind(apiVersion, kind string) string {
