@@ -38,13 +38,13 @@ func main() {
 const usage = `meshwaf: OWASP CRS inspection for Envoy's ext_authz in an Istio mesh.
 
 Usage:
-  meshwaf serve   [flags]   run the ext_authz gRPC service
-  meshwaf inspect [flags]   evaluate one request offline and print the verdict
-  meshwaf config validate FILE...   load and compile a config file as serve would
-  meshwaf policy generate -f graph.yaml        AuthorizationPolicies (or NetworkPolicies) from a service graph
-  meshwaf policy verify --graph graph.yaml -f policies.yaml   check policies against the graph
-  meshwaf manifests --mode mesh|envoyfilter|pod   install objects for Istio
-  meshwaf version           print versions
+  meshwaf serve [flags]                         run the ext_authz gRPC service
+  meshwaf inspect [flags]                       evaluate one request offline, print the verdict
+  meshwaf config validate FILE...               load and compile config files as serve would
+  meshwaf policy generate -f GRAPH [flags]      AuthorizationPolicies (or NetworkPolicies) from a service graph
+  meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
+  meshwaf manifests --mode mesh|envoyfilter|pod install objects for Istio
+  meshwaf version                               print versions
 
 Run 'meshwaf <command> -h' for the flags of a command.
 `
