@@ -1,0 +1,392 @@
+// Command coraza benchmarks meshwaf's engine against stock Coraza on the
+// same CRS and settings, in process and through gRPC ext_authz on loopback,
+// and prints medians and ratios.
+//
+// Coraza's operator registry is process-global and inspector.Compile puts
+// meshwaf's @rx into it, so the two sides never share a process: the parent
+// runs this binary again as a child per side and round, alternating which
+// side goes first, and the stock child never calls inspector.Compile. Each
+// child first checks every shape's decision, then runs testing.Benchmark
+// per shape and path and prints one JSON line per result.
+//
+//	go run ./bench/coraza -rounds 5 -benchtime 1s -out /tmp/bench
+//	go run -tags re2_cgo ./bench/coraza ...        # the accelerated build
+//	benchstat /tmp/bench/stock.txt /tmp/bench/meshwaf.txt
+//
+// A child can be run by hand, e.g. to profile one shape:
+//
+//	go run ./bench/coraza -child meshwaf -shapes JSON1KiB -paths inprocess -cpuprofile cpu.pprof
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshwaf/meshwaf/extauthz"
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+const (
+	sideStock   = "stock"
+	sideMeshwaf = "meshwaf"
+)
+
+type options struct {
+	child      string
+	rounds     int
+	benchtime  string
+	out        string
+	shapes     string
+	paths      string
+	cpuprofile string
+}
+
+func main() {
+	testing.Init()
+	var o options
+	flag.StringVar(&o.child, "child", "", "run one side (stock or meshwaf) and print results (internal)")
+	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds per side")
+	flag.StringVar(&o.benchtime, "benchtime", "1s", "time per benchmark (go test -benchtime)")
+	flag.StringVar(&o.out, "out", "", "directory for stock.txt and meshwaf.txt in Go benchmark format")
+	flag.StringVar(&o.shapes, "shapes", "", "comma-separated shapes to run (default all)")
+	flag.StringVar(&o.paths, "paths", "inprocess,grpc", "comma-separated paths: inprocess, grpc")
+	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "child only: write a CPU profile")
+	flag.Parse()
+	if err := flag.Set("test.benchtime", o.benchtime); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
+	var err error
+	if o.child != "" {
+		err = runChild(o, os.Stdout)
+	} else {
+		err = runParent(o)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench/coraza:", err)
+		os.Exit(1)
+	}
+}
+
+// profile is the one both sides compile: PL1 block, meshwaf's defaults,
+// enough arguments for the 128 KiB JSON to be inspected whole.
+func profile() inspector.Profile {
+	return inspector.Profile{ArgumentsLimit: 10000}
+}
+
+type result struct {
+	Side        string  `json:"side"`
+	Name        string  `json:"name"`
+	N           int     `json:"n"`
+	NsPerOp     float64 `json:"nsPerOp"`
+	BytesPerOp  int64   `json:"bytesPerOp"`
+	AllocsPerOp int64   `json:"allocsPerOp"`
+	// CPUNsPerOp is the process's user+system CPU time per operation
+	// (GC and, for gRPC, both ends included): on a shared machine it
+	// moves less with other load than the wall time does.
+	CPUNsPerOp float64 `json:"cpuNsPerOp"`
+}
+
+type inspectFunc func(inspector.Request) (denied bool, err error)
+
+func runChild(o options, w io.Writer) error {
+	var (
+		inproc inspectFunc
+		server authv3.AuthorizationServer
+		reg    func(*grpc.Server)
+	)
+	switch o.child {
+	case sideStock:
+		waf, err := stockWAF(profile())
+		if err != nil {
+			return err
+		}
+		inproc = func(r inspector.Request) (bool, error) { return stockInspect(waf, &r) }
+		s := &stockServer{waf: waf}
+		server, reg = s, func(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+	case sideMeshwaf:
+		rs, err := inspector.Compile(profile())
+		if err != nil {
+			return err
+		}
+		e := inspector.NewEngine(rs)
+		inproc = func(r inspector.Request) (bool, error) {
+			v, err := e.Inspect(context.Background(), r, "")
+			return !v.Allowed(), err
+		}
+		s, err := extauthz.NewServer(extauthz.Options{Engine: e, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			return err
+		}
+		server, reg = s, s.Register
+	default:
+		return fmt.Errorf("unknown side %q", o.child)
+	}
+
+	client, stop, err := loopback(reg)
+	if err != nil {
+		return err
+	}
+	defer stop()
+
+	var todo []shape
+	for _, s := range shapes() {
+		if o.shapes == "" || slices.Contains(strings.Split(o.shapes, ","), s.name) {
+			todo = append(todo, s)
+		}
+	}
+	ctx := context.Background()
+	for _, s := range todo {
+		denied, err := inproc(s.req)
+		if err != nil {
+			return fmt.Errorf("%s: %w", s.name, err)
+		}
+		resp, err := server.Check(ctx, checkRequest(s.req))
+		if err != nil {
+			return fmt.Errorf("%s via Check: %w", s.name, err)
+		}
+		if denied != s.deny || (resp.GetDeniedResponse() != nil) != s.deny {
+			return fmt.Errorf("%s: %s side denied=%v (Check denied=%v), want %v", s.name, o.child, denied, resp.GetDeniedResponse() != nil, s.deny)
+		}
+	}
+
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	enc := json.NewEncoder(w)
+	paths := strings.Split(o.paths, ",")
+	for _, s := range todo {
+		cr := checkRequest(s.req)
+		for _, p := range paths {
+			var run func(b *testing.B)
+			switch p {
+			case "inprocess":
+				run = func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						if _, err := inproc(s.req); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			case "grpc":
+				run = func(b *testing.B) {
+					b.ReportAllocs()
+					for b.Loop() {
+						if _, err := client.Check(ctx, cr); err != nil {
+							b.Fatal(err)
+						}
+					}
+				}
+			default:
+				return fmt.Errorf("unknown path %q", p)
+			}
+			ops := 0
+			counted := func(b *testing.B) {
+				run(b)
+				ops += b.N
+			}
+			cpu0 := cpuTime()
+			r := testing.Benchmark(counted)
+			cpu := cpuTime() - cpu0
+			if r.N == 0 || ops == 0 {
+				return fmt.Errorf("%s/%s failed", p, s.name)
+			}
+			if err := enc.Encode(result{Side: o.child, Name: p + "/" + s.name, N: r.N,
+				NsPerOp: float64(r.T.Nanoseconds()) / float64(r.N), BytesPerOp: r.AllocedBytesPerOp(), AllocsPerOp: r.AllocsPerOp(),
+				CPUNsPerOp: float64(cpu.Nanoseconds()) / float64(ops)}); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// loopback serves on 127.0.0.1 and returns a client of it.
+func loopback(register func(*grpc.Server)) (authv3.AuthorizationClient, func(), error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, nil, err
+	}
+	g := grpc.NewServer()
+	register(g)
+	go func() { _ = g.Serve(lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		g.Stop()
+		return nil, nil, err
+	}
+	return authv3.NewAuthorizationClient(conn), func() { _ = conn.Close(); g.Stop() }, nil
+}
+
+// checkRequest builds the CheckRequest Envoy sends for r.
+func checkRequest(r inspector.Request) *authv3.CheckRequest {
+	headers := map[string]string{":authority": r.Host, ":method": r.Method, ":path": r.URI, ":scheme": "http"}
+	for _, h := range r.Headers {
+		if h.Name != "host" {
+			headers[h.Name] = h.Value
+		}
+	}
+	peer := func(p inspector.Peer) *authv3.AttributeContext_Peer {
+		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: p.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p.Port)}}}}}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: peer(r.Source), Destination: peer(r.Destination),
+		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+			Id: r.ID, Method: r.Method, Path: r.URI, Host: r.Host, Scheme: "http", Protocol: r.Protocol,
+			Headers: headers, Body: string(r.Body), Size: int64(len(r.Body)),
+		}},
+	}}
+}
+
+func runParent(o options) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("accelerator: %s  GOMAXPROCS: %d  rounds: %d  benchtime: %s  load: %s\n",
+		inspector.RxAccelerator(), runtime.GOMAXPROCS(0), o.rounds, o.benchtime, loadavg())
+	all := map[string]map[string][]result{sideStock: {}, sideMeshwaf: {}}
+	var names []string
+	for round := range o.rounds {
+		order := []string{sideStock, sideMeshwaf}
+		if round%2 == 1 {
+			slices.Reverse(order)
+		}
+		for _, side := range order {
+			args := []string{"-child", side, "-benchtime", o.benchtime, "-shapes", o.shapes, "-paths", o.paths}
+			cmd := exec.Command(exe, args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("round %d, %s: %w\n%s", round+1, side, err, stderr.String())
+			}
+			sc := bufio.NewScanner(&stdout)
+			for sc.Scan() {
+				var r result
+				if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+					return fmt.Errorf("round %d, %s: %w: %q", round+1, side, err, sc.Text())
+				}
+				if !slices.Contains(names, r.Name) {
+					names = append(names, r.Name)
+				}
+				all[side][r.Name] = append(all[side][r.Name], r)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "round %d/%d done (load %s)\n", round+1, o.rounds, loadavg())
+	}
+	if o.out != "" {
+		if err := writeBenchfmt(o.out, all, names); err != nil {
+			return err
+		}
+	}
+	fmt.Println("medians over rounds; ratio = stock / meshwaf (higher is faster); cpu = process CPU time per op")
+	fmt.Printf("%-22s %10s %10s %7s | %10s %10s %7s | %13s\n", "shape", "stock", "meshwaf", "ratio", "stock cpu", "mwaf cpu", "ratio", "allocs s/m")
+	for _, n := range names {
+		s, m := all[sideStock][n], all[sideMeshwaf][n]
+		if len(s) == 0 || len(m) == 0 {
+			continue
+		}
+		wall := func(r result) float64 { return r.NsPerOp }
+		cpu := func(r result) float64 { return r.CPUNsPerOp }
+		sw, mw, sc, mc := median(s, wall), median(m, wall), median(s, cpu), median(m, cpu)
+		fmt.Printf("%-22s %10s %10s %6.2fx | %10s %10s %6.2fx | %13s\n", n, dur(sw), dur(mw), sw/mw, dur(sc), dur(mc), sc/mc,
+			fmt.Sprintf("%d/%d", s[0].AllocsPerOp, m[0].AllocsPerOp))
+	}
+	fmt.Printf("load at end: %s\n", loadavg())
+	return nil
+}
+
+func writeBenchfmt(dir string, all map[string]map[string][]result, names []string) error {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	var errs []error
+	for side, rs := range all {
+		var b strings.Builder
+		fmt.Fprintf(&b, "goos: %s\ngoarch: %s\npkg: github.com/meshwaf/meshwaf/bench/coraza\n", runtime.GOOS, runtime.GOARCH)
+		for _, n := range names {
+			for _, r := range rs[n] {
+				fmt.Fprintf(&b, "BenchmarkCheck/%s-%d\t%d\t%.0f ns/op\t%d B/op\t%d allocs/op\n",
+					n, runtime.GOMAXPROCS(0), r.N, r.NsPerOp, r.BytesPerOp, r.AllocsPerOp)
+			}
+		}
+		errs = append(errs, os.WriteFile(filepath.Join(dir, side+".txt"), []byte(b.String()), 0o600))
+	}
+	return errors.Join(errs...)
+}
+
+func median(rs []result, f func(result) float64) float64 {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
+
+func dur(ns float64) string {
+	switch {
+	case ns >= 1e6:
+		return fmt.Sprintf("%.2f ms", ns/1e6)
+	default:
+		return fmt.Sprintf("%.1f µs", ns/1e3)
+	}
+}
+
+// cpuTime is the user and system CPU time of this process so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
