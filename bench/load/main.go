@@ -337,6 +337,11 @@ func sampleRSS(pid int, interval time.Duration, done *atomic.Int64, stop <-chan 
 		take := func() {
 			if kib, err := vmRSS(pid); err == nil {
 				s = append(s, rssSample{time.Since(start), done.Load(), kib})
+				// A progress line every ~10 s, so a long soak shows its state.
+				if len(s)%10 == 0 {
+					fmt.Fprintf(os.Stderr, "  ... %v  %d checks  %.0f checks/s  rss %.1f MiB\n", time.Since(start).Round(time.Second),
+						done.Load(), float64(done.Load())/time.Since(start).Seconds(), float64(kib)/1024)
+				}
 			}
 		}
 		take()
