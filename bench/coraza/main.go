@@ -193,7 +193,7 @@ func runChild(o options, w io.Writer) error {
 			var run func(b *testing.B)
 			switch p {
 			case "inprocess":
-				run = func(b *testing.B) {
+				run = func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
 					b.ReportAllocs()
 					for b.Loop() {
 						if _, err := inproc(s.req); err != nil {
@@ -202,7 +202,7 @@ func runChild(o options, w io.Writer) error {
 					}
 				}
 			case "grpc":
-				run = func(b *testing.B) {
+				run = func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
 					b.ReportAllocs()
 					for b.Loop() {
 						if _, err := client.Check(ctx, cr); err != nil {
@@ -214,7 +214,7 @@ func runChild(o options, w io.Writer) error {
 				return fmt.Errorf("unknown path %q", p)
 			}
 			ops := 0
-			counted := func(b *testing.B) {
+			counted := func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
 				run(b)
 				ops += b.N
 			}
@@ -288,7 +288,7 @@ func runParent(o options) error {
 		}
 		for _, side := range order {
 			args := []string{"-child", side, "-benchtime", o.benchtime, "-shapes", o.shapes, "-paths", o.paths}
-			cmd := exec.Command(exe, args...)
+			cmd := exec.Command(exe, args...) //nolint:gosec // this binary itself, as a child
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			if err := cmd.Run(); err != nil {
