@@ -1,0 +1,25 @@
+//go:build re2_cgo
+
+package inspector
+
+import (
+	"github.com/wasilibs/go-re2"
+)
+
+// rxAccelerator names the no-match accelerator of this build.
+const rxAccelerator = "re2-cgo"
+
+// newAccelerator compiles expr with RE2 (github.com/wasilibs/go-re2 over
+// the system's libre2 through cgo, selected by the re2_cgo build tag). RE2
+// runs a DFA, so a value that does not match is rejected in one pass; the
+// operator then searches matches again with Go's regexp for the captures.
+// RE2 and Go's regexp read the same syntax but differ on invalid UTF-8
+// (Go sees U+FFFD, RE2 bytes), so the operator asks RE2 only about valid
+// UTF-8 values. A pattern RE2 does not accept gets no accelerator.
+func newAccelerator(expr string) noMatcher {
+	re, err := re2.Compile(expr)
+	if err != nil {
+		return nil
+	}
+	return re
+}
