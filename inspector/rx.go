@@ -62,6 +62,7 @@ type noMatcher interface {
 // Coraza compiles those, without the default flags, with binaryregexp.
 type binaryRxOperator struct {
 	re *binaryregexp.Regexp
+	pf *prefilter // over bytes; nil: no literal is necessary
 }
 
 // maxCaptures is the number of capture groups the capture action keeps
@@ -80,13 +81,13 @@ func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, erro
 			if err != nil {
 				return nil, err
 			}
-			return &binaryRxOperator{re: re}, nil
+			return &binaryRxOperator{re: re, pf: newPrefilter(opts.Arguments, true)}, nil
 		}
 		re, err := regexp.Compile(expr)
 		if err != nil {
 			return nil, err
 		}
-		op := &rxOperator{re: re, pf: newPrefilter(expr)}
+		op := &rxOperator{re: re, pf: newPrefilter(expr, false)}
 		op.accel = newAccelerator(expr)
 		return op, nil
 	}
@@ -132,6 +133,9 @@ func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) boo
 
 // Evaluate reports whether value matches, capturing like Coraza's @rx.
 func (o *binaryRxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+	if o.pf != nil && !o.pf.mayMatch(value) {
+		return false
+	}
 	if !tx.Capturing() {
 		return o.re.MatchString(value)
 	}

@@ -39,13 +39,21 @@ const (
 )
 
 // newPrefilter derives the prefilter of expr (with its flags), or returns
-// nil when no literal is necessary or expr does not parse.
-func newPrefilter(expr string) *prefilter {
+// nil when no literal is necessary or expr does not parse. With byteMode,
+// expr is a binaryregexp pattern: runes up to 0xFF stand for single bytes,
+// so case-sensitive literals and classes may hold bytes 0x80-0xFF too.
+func newPrefilter(expr string, byteMode bool) *prefilter {
 	re, err := syntax.Parse(expr, syntax.Perl)
 	if err != nil {
 		return nil
 	}
-	cs := necessary(re.Simplify())
+	limit := rune(utf8.RuneSelf)
+	if byteMode && isASCII(expr) {
+		// Only escapes (\xHH, \x{HH}) name bytes above 0x7F: raw
+		// non-ASCII pattern text is left to the regular expression.
+		limit = 0x100
+	}
+	cs := necessary(re.Simplify(), limit)
 	if len(cs) == 0 {
 		return nil
 	}
@@ -64,28 +72,30 @@ func newPrefilter(expr string) *prefilter {
 }
 
 // necessary returns clauses that every match of re satisfies (nil: none).
-func necessary(re *syntax.Regexp) []clause {
+// Runes from limit up are never literals (limit is 0x80 for UTF-8
+// patterns, 0x100 for byte patterns).
+func necessary(re *syntax.Regexp, limit rune) []clause {
 	switch re.Op {
 	case syntax.OpLiteral:
-		return literalClauses(re.Rune, re.Flags&syntax.FoldCase != 0)
+		return literalClauses(re.Rune, re.Flags&syntax.FoldCase != 0, limit)
 	case syntax.OpCharClass:
-		return classClause(re.Rune)
+		return classClause(re.Rune, limit)
 	case syntax.OpCapture, syntax.OpPlus:
-		return necessary(re.Sub[0])
+		return necessary(re.Sub[0], limit)
 	case syntax.OpRepeat:
 		if re.Min >= 1 {
-			return necessary(re.Sub[0])
+			return necessary(re.Sub[0], limit)
 		}
 	case syntax.OpConcat:
 		var out []clause
 		for _, s := range re.Sub {
-			out = append(out, necessary(s)...)
+			out = append(out, necessary(s, limit)...)
 		}
 		return out
 	case syntax.OpAlternate:
 		var union clause
 		for _, s := range re.Sub {
-			b := best(necessary(s))
+			b := best(necessary(s, limit))
 			if b == nil {
 				return nil
 			}
@@ -100,8 +110,12 @@ func necessary(re *syntax.Regexp) []clause {
 	return nil
 }
 
-// literalClauses turns a literal into one clause per run of ASCII runes.
-func literalClauses(runes []rune, fold bool) []clause {
+// literalClauses turns a literal into one clause per run of runes below
+// limit (below 0x80 when case-folded).
+func literalClauses(runes []rune, fold bool, limit rune) []clause {
+	if fold {
+		limit = utf8.RuneSelf
+	}
 	var out []clause
 	var b strings.Builder
 	flush := func() {
@@ -117,27 +131,27 @@ func literalClauses(runes []rune, fold bool) []clause {
 		out = append(out, clause{l})
 	}
 	for _, r := range runes {
-		if r >= utf8.RuneSelf {
+		if r >= limit {
 			flush()
 			continue
 		}
-		b.WriteRune(r)
+		b.WriteByte(byte(r))
 	}
 	flush()
 	return out
 }
 
-// classClause turns a small class of ASCII characters into an OR of
+// classClause turns a small class of runes below limit into an OR of
 // one-byte literals.
-func classClause(ranges []rune) []clause {
+func classClause(ranges []rune, limit rune) []clause {
 	var c clause
 	for i := 0; i+1 < len(ranges); i += 2 {
 		lo, hi := ranges[i], ranges[i+1]
-		if hi >= utf8.RuneSelf || int(hi-lo)+1+len(c) > maxClassLiterals {
+		if hi >= limit || int(hi-lo)+1+len(c) > maxClassLiterals {
 			return nil
 		}
 		for r := lo; r <= hi; r++ {
-			c = append(c, literal{s: string(r)})
+			c = append(c, literal{s: string([]byte{byte(r)})})
 		}
 	}
 	if len(c) == 0 {
