@@ -60,8 +60,15 @@ func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
 	if out.URI == "" {
 		out.URI = pseudo[":path"]
 	}
+	authority, hasAuthority := pseudo[":authority"]
 	if out.Host == "" {
-		out.Host = pseudo[":authority"]
+		out.Host = authority
+	}
+	// HTTP/2 has no Host header and Envoy turns HTTP/1's Host into
+	// :authority; CRS expects Host, so give it one, empty when the request
+	// had an empty authority (CRS tells missing from empty: 920280, 920290).
+	if !hasHeader(out.Headers, "host") && (out.Host != "" || hasAuthority) {
+		out.Headers = append(out.Headers, inspector.Header{Name: "host", Value: out.Host})
 	}
 	if out.Protocol == "" {
 		out.Protocol = "HTTP/1.1"
@@ -114,6 +121,15 @@ func addHeader(out []inspector.Header, pseudo map[string]string, name, value str
 		return out, pseudo
 	}
 	return append(out, inspector.Header{Name: name, Value: value}), pseudo
+}
+
+func hasHeader(hs []inspector.Header, name string) bool {
+	for _, h := range hs {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
 }
 
 func peerFrom(p *authv3.AttributeContext_Peer) inspector.Peer {

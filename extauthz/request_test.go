@@ -27,6 +27,7 @@ func TestRequestFrom(t *testing.T) {
 					{Name: "user-agent", Value: "curl/8.5.0"},
 					{Name: "x-forwarded-proto", Value: "http"},
 					{Name: "x-request-id", Value: "8f1c2e8a-1111-4a5b-9c3d-000000000001"},
+					{Name: "host", Value: "db.default.svc.cluster.local:8080"},
 				},
 				Source:      inspector.Peer{Address: "10.0.0.5", Port: 41234, Principal: "spiffe://cluster.local/ns/default/sa/www"},
 				Destination: inspector.Peer{Address: "10.0.0.9", Port: 8080, Principal: "spiffe://cluster.local/ns/default/sa/db"},
@@ -43,6 +44,7 @@ func TestRequestFrom(t *testing.T) {
 					{Name: "content-type", Value: "application/json"},
 					{Name: "cookie", Value: "a=1; b=2"},
 					{Name: "x-envoy-auth-partial-body", Value: "false"},
+					{Name: "host", Value: "auth:8080"},
 				},
 				Body:        []byte(`{"user":"joe","pin":"1234"}`),
 				Source:      inspector.Peer{Address: "10.0.0.5", Port: 50000},
@@ -60,6 +62,7 @@ func TestRequestFrom(t *testing.T) {
 					{Name: "x-tag", Value: "one"},
 					{Name: "x-tag", Value: "two"},
 					{Name: "x-request-id", Value: "req-raw"},
+					{Name: "host", Value: "www:8080"},
 				},
 			},
 		},
@@ -72,6 +75,7 @@ func TestRequestFrom(t *testing.T) {
 				Headers: []inspector.Header{
 					{Name: "content-type", Value: "application/octet-stream"},
 					{Name: "x-envoy-auth-partial-body", Value: "false"},
+					{Name: "host", Value: "db:8080"},
 				},
 				Body: []byte{0x00, 0x01, 0xfe, 0xff},
 			},
@@ -84,9 +88,20 @@ func TestRequestFrom(t *testing.T) {
 				Headers: []inspector.Header{
 					{Name: "content-type", Value: "application/x-www-form-urlencoded"},
 					{Name: "x-envoy-auth-partial-body", Value: "true"},
+					{Name: "host", Value: "db:8080"},
 				},
 				Body:          []byte("a=1&b=2"),
 				BodyTruncated: true,
+			},
+		},
+		{
+			// An empty :authority stays an empty Host header (CRS 920290),
+			// not a missing one.
+			fixture:  "empty_authority.json",
+			wantHTTP: true,
+			want: inspector.Request{
+				ID: "req-empty-host", Method: "GET", URI: "/", Protocol: "HTTP/1.1",
+				Headers: []inspector.Header{{Name: "accept", Value: "*/*"}, {Name: "x-request-id", Value: "req-empty-host"}, {Name: "host", Value: ""}},
 			},
 		},
 		{fixture: "tcp.json", wantHTTP: false},
