@@ -1,0 +1,148 @@
+package istiotest
+
+import (
+	"testing"
+	"time"
+
+	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"k8s.io/apimachinery/pkg/runtime"
+
+	"istio.io/istio/pkg/config"
+)
+
+// The install settings the test renders with: not the defaults, so a
+// setting that does not reach Envoy shows.
+const (
+	checkTimeout    = 250 * time.Millisecond
+	maxRequestBytes = 65536
+	meshwafCluster  = "outbound|9000||meshwaf.meshwaf-system.svc.cluster.local"
+)
+
+var installFlags = []string{"--timeout", checkTimeout.String(), "--max-request-bytes", "65536"}
+
+// TestExtAuthzFilter renders the mesh-mode install (MeshConfig extension
+// provider from the IstioOperator overlay, plus the CUSTOM policy) and,
+// separately, the EnvoyFilter install, feeds each to Istio's discovery
+// server with the seed workloads (which carry the opt-in label) and one
+// workload without it, and checks the HTTP filters Istio builds for each
+// sidecar's inbound chains: one ext_authz filter, before the router,
+// calling meshwaf's cluster with the configured timeout and body settings,
+// on every HTTP chain of an opted-in workload; none on the other.
+func TestExtAuthzFilter(t *testing.T) {
+	g := readGraph(t, shopGraph)
+	ws := graphWorkloads(g)
+	for _, w := range ws {
+		if !w.inspect {
+			t.Fatalf("the seed graph no longer opts %s in", w.name)
+		}
+	}
+	plain := workload{
+		name: "plain", namespace: "default", serviceAccount: "plain",
+		labels: map[string]string{"app": "plain"}, ip: "10.10.1.10", ports: []int32{8080},
+	}
+	ws = append(ws, plain)
+
+	for _, mode := range []string{"mesh", "envoyfilter"} {
+		t.Run(mode, func(t *testing.T) {
+			args := append([]string{"manifests", "--mode", mode}, installFlags...)
+			out := meshwaf(t, args...)
+			cfgs, others := istioConfigs(t, "manifests --mode "+mode, out)
+			objs := append(kubeObjects(ws), serviceObjects(t, others)...)
+			var mc *meshConfig
+			if mode == "mesh" {
+				op := meshwaf(t, append(args, "--part", "istio-operator")...)
+				_, opOthers := istioConfigs(t, "manifests --mode mesh --part istio-operator", op)
+				mc = meshConfigFrom(t, opOthers)
+			}
+			checkExtAuthz(t, cfgs, objs, mc, ws)
+		})
+	}
+}
+
+func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc *meshConfig, ws []workload) {
+	t.Helper()
+	s := newServer(t, cfgs, objs, mc)
+	for _, w := range ws {
+		t.Run(w.name, func(t *testing.T) {
+			optedIn := w.labels[optInLabel] == optInValue
+			httpChains := 0
+			for _, fc := range inboundChains(t, s.Listeners(proxy(s, w))) {
+				filters := httpFilters(t, fc)
+				if filters == nil {
+					continue
+				}
+				httpChains++
+				var found []*extauthz.ExtAuthz
+				authzAt, routerAt := -1, -1
+				for i, hf := range filters {
+					switch hf.GetName() {
+					case httpExtAuthz:
+						m := &extauthz.ExtAuthz{}
+						unmarshal(t, hf.GetTypedConfig(), m)
+						found = append(found, m)
+						authzAt = i
+					case httpRouter:
+						routerAt = i
+					}
+				}
+				if !optedIn {
+					if len(found) > 0 {
+						t.Errorf("%s: ext_authz on a workload without %s=%s: %v", chainName(fc), optInLabel, optInValue, found)
+					}
+					continue
+				}
+				if len(found) != 1 {
+					t.Errorf("%s: %d ext_authz filters, want 1 (filters: %v)", chainName(fc), len(found), filterNames(filters))
+					continue
+				}
+				if authzAt > routerAt {
+					t.Errorf("%s: ext_authz after the router: %v", chainName(fc), filterNames(filters))
+				}
+				checkExtAuthzConfig(t, chainName(fc), found[0])
+			}
+			if httpChains == 0 {
+				t.Fatal("no HTTP inbound chains")
+			}
+		})
+	}
+}
+
+func checkExtAuthzConfig(t *testing.T, chain string, m *extauthz.ExtAuthz) {
+	t.Helper()
+	gs := m.GetGrpcService()
+	if gs == nil {
+		t.Errorf("%s: ext_authz is not a gRPC service: %v", chain, m)
+		return
+	}
+	if got := gs.GetEnvoyGrpc().GetClusterName(); got != meshwafCluster {
+		t.Errorf("%s: ext_authz cluster %q, want %q", chain, got, meshwafCluster)
+	}
+	if got := gs.GetTimeout().AsDuration(); got != checkTimeout {
+		t.Errorf("%s: ext_authz timeout %s, want %s", chain, got, checkTimeout)
+	}
+	body := m.GetWithRequestBody()
+	if got := body.GetMaxRequestBytes(); got != maxRequestBytes {
+		t.Errorf("%s: with_request_body.max_request_bytes %d, want %d", chain, got, maxRequestBytes)
+	}
+	// The install defaults: bodies as raw bytes, fail closed with 403.
+	if !body.GetPackAsBytes() {
+		t.Errorf("%s: with_request_body.pack_as_bytes is off", chain)
+	}
+	if m.GetFailureModeAllow() {
+		t.Errorf("%s: failure_mode_allow is on: fail open", chain)
+	}
+	if got := m.GetStatusOnError().GetCode(); got != 403 {
+		t.Errorf("%s: status_on_error %d, want 403", chain, got)
+	}
+	if got := m.GetTransportApiVersion().String(); got != "V3" {
+		t.Errorf("%s: transport_api_version %s, want V3", chain, got)
+	}
+}
+
+func filterNames[T interface{ GetName() string }](fs []T) []string {
+	names := make([]string, len(fs))
+	for i, f := range fs {
+		names[i] = f.GetName()
+	}
+	return names
+}
