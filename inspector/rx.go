@@ -49,8 +49,13 @@ func registerOperators() {
 // the same pattern and is safe for concurrent use.
 type rxOperator struct {
 	re    *regexp.Regexp
-	pf    *prefilter // nil: no literal is necessary for a match
-	accel noMatcher  // nil: no accelerator for this pattern or build
+	pf    literalFilter // nil: no literal is necessary for a match
+	accel noMatcher     // nil: no accelerator for this pattern or build
+}
+
+// literalFilter is a prefilter's test: false only when value cannot match.
+type literalFilter interface {
+	mayMatch(value string) bool
 }
 
 // noMatcher is a fast test that a valid UTF-8 value does not match.
@@ -62,16 +67,17 @@ type noMatcher interface {
 // Coraza compiles those, without the default flags, with binaryregexp.
 type binaryRxOperator struct {
 	re *binaryregexp.Regexp
-	pf *prefilter // over bytes; nil: no literal is necessary
+	pf literalFilter // over bytes; nil: no literal is necessary
 }
 
 // maxCaptures is the number of capture groups the capture action keeps
 // (TX.0 to TX.8), as in Coraza.
 const maxCaptures = 9
 
-// RxAccelerator names the no-match accelerator compiled into this build of
-// meshwaf's @rx operator: "none" (pure Go, the default) or "re2-cgo".
-func RxAccelerator() string { return rxAccelerator }
+// RxAccelerator names the no-match tests compiled into this build of
+// meshwaf's @rx operator: the accelerator, "none" (pure Go, the default) or
+// "re2-cgo", and how literals are looked up, "memo" (default) or "per-rule".
+func RxAccelerator() string { return rxAccelerator + ", literals: " + rxLiteralMode }
 
 func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, error) {
 	expr := rxDefaultFlags + opts.Arguments
@@ -81,13 +87,13 @@ func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, erro
 			if err != nil {
 				return nil, err
 			}
-			return &binaryRxOperator{re: re, pf: newPrefilter(opts.Arguments, true)}, nil
+			return &binaryRxOperator{re: re, pf: newLiteralFilter(newPrefilter(opts.Arguments, true))}, nil
 		}
 		re, err := regexp.Compile(expr)
 		if err != nil {
 			return nil, err
 		}
-		op := &rxOperator{re: re, pf: newPrefilter(expr, false)}
+		op := &rxOperator{re: re, pf: newLiteralFilter(newPrefilter(expr, false))}
 		op.accel = newAccelerator(expr)
 		return op, nil
 	}

@@ -126,7 +126,7 @@ func literalClauses(runes []rune, fold bool, limit rune) []clause {
 		b.Reset()
 		l := literal{s: s}
 		if fold && hasASCIILetter(s) {
-			l = literal{s: strings.ToLower(s), fold: true}
+			l = literal{s: asciiLower(s), fold: true}
 		}
 		out = append(out, clause{l})
 	}
