@@ -264,3 +264,15 @@ func hasPrefixFold(s, lower string) bool {
 	}
 	return true
 }
+
+// asciiLower lower-cases A-Z only and keeps every other byte, valid UTF-8
+// or not (strings.ToLower would turn invalid bytes into U+FFFD).
+func asciiLower(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + ('a' - 'A')
+		}
+	}
+	return string(b)
+}

@@ -1,3 +1,5 @@
+//go:build !rx_nomemo
+
 package inspector
 
 import (
@@ -88,18 +90,6 @@ func rebuild() {
 		return
 	}
 	current.Store(buildAutomaton(lits))
-}
-
-// asciiLower lower-cases A-Z only and keeps every other byte, valid UTF-8
-// or not (strings.ToLower would turn invalid bytes into U+FFFD).
-func asciiLower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + ('a' - 'A')
-		}
-	}
-	return string(b)
 }
 
 func buildAutomaton(lits []string) *automaton {

@@ -1,3 +1,5 @@
+//go:build !rx_nomemo
+
 package inspector
 
 import (
