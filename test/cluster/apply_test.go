@@ -2,7 +2,10 @@ package cluster
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,7 +14,9 @@ import (
 
 	"istio.io/api/annotation"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/yaml"
 )
 
@@ -121,7 +126,6 @@ func TestPolicyGenerateAccepted(t *testing.T) {
 		{"istio", nil, []string{"AuthorizationPolicy"}},
 		{"istio-dry-run", []string{"--dry-run"}, []string{"AuthorizationPolicy"}},
 		{"networkpolicy", []string{"--format", "networkpolicy"}, []string{"NetworkPolicy"}},
-		{"networkpolicy-dry-run", []string{"--format", "networkpolicy", "--dry-run"}, []string{"NetworkPolicy"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := append([]string{"policy", "generate", "-f", shopGraph}, tc.args...)
@@ -153,32 +157,217 @@ func TestPolicyGenerateAccepted(t *testing.T) {
 	}
 }
 
+// NetworkPolicies have no dry-run mode: the CLI refuses the combination
+// as a usage error (exit code 2) rather than emit objects that would be
+// enforced at once.
+func TestPolicyGenerateNetworkPolicyDryRunRefused(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, stderr, err := run(ctx, env.repo, env.meshwaf, "policy", "generate", "-f", shopGraph, "--format", "networkpolicy", "--dry-run")
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 {
+		t.Fatalf("want exit code 2, got %v\nstdout:\n%s", err, out)
+	}
+	if len(out) > 0 {
+		t.Errorf("objects written despite the refusal:\n%s", out)
+	}
+	t.Logf("refused: %s", strings.TrimSpace(string(stderr)))
+}
+
+// TestStrictValidation checks the harness itself: an object with a field
+// the schema does not know is rejected, so "accepted" above means the
+// server read every field.
+func TestStrictValidation(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	objs, err := decodeObjects([]byte(`apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: strict-check, namespace: default}
+spec:
+  action: ALLOW
+  rules: [{from: [{source: {principal: [cluster.local/ns/default/sa/www]}}]}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.cluster.ensureNamespace(ctx, "default"); err != nil {
+		t.Fatal(err)
+	}
+	_, err = env.cluster.create(ctx, objs[0], true)
+	if err == nil || !strings.Contains(err.Error(), "principal") {
+		t.Fatalf("a misspelt field (principal for principals) was not rejected: %v", err)
+	}
+	t.Logf("rejected as it should be: %v", err)
+}
+
 var modes = []string{"mesh", "envoyfilter", "pod"}
 
+// TestManifestsAccepted checks every part of every install mode:
+// the objects, the per-route profile EnvoyFilter and, for the pod mode, the
+// ConfigMap. The IstioOperator overlay and the pod patch have tests of
+// their own below.
 func TestManifestsAccepted(t *testing.T) {
 	for _, mode := range modes {
-		t.Run(mode, func(t *testing.T) {
-			data := meshwaf(t, "manifests", "--mode", mode)
-			objs, err := decodeObjects(data)
-			if err != nil {
-				t.Fatalf("meshwaf manifests --mode %s: output is not YAML objects: %v", mode, err)
-			}
-			if len(objs) == 0 {
-				t.Fatalf("meshwaf manifests --mode %s: no objects", mode)
-			}
-			accept(t, "manifests --mode "+mode, objs, false)
-			istioctlValidate(t, "manifests --mode "+mode, data)
-		})
+		for _, part := range []string{"objects", "profile-route"} {
+			name := "manifests --mode " + mode + " --part " + part
+			t.Run(mode+"/"+part, func(t *testing.T) {
+				data := meshwaf(t, "manifests", "--mode", mode, "--part", part)
+				objs, err := decodeObjects(data)
+				if err != nil {
+					t.Fatalf("meshwaf %s: output is not YAML objects: %v", name, err)
+				}
+				if len(objs) == 0 {
+					t.Fatalf("meshwaf %s: no objects", name)
+				}
+				accept(t, name, objs, false)
+				istioctlValidate(t, name, data)
+				t.Logf("%s: %d objects accepted", name, len(objs))
+			})
+		}
 	}
 }
 
-// TestManifestsDirAccepted applies the plain files under manifests/: for a
-// directory with a kustomization.yaml, the files it lists as resources
-// (patches are partial objects and are built by the kustomize test); for
-// any other directory, every YAML file.
+// TestIstioOperatorOverlay checks the mesh mode's IstioOperator overlay
+// with the istioctl that `istioctl install -f` would be: validate, and
+// render the install with it, whose mesh config must then carry meshwaf's
+// extension provider.
+func TestIstioOperatorOverlay(t *testing.T) {
+	data := meshwaf(t, "manifests", "--mode", "mesh", "--part", "istio-operator")
+	istioctlValidate(t, "istio-operator", data)
+	f := filepath.Join(t.TempDir(), "overlay.yaml")
+	if err := os.WriteFile(f, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	objs := manifestGenerate(t, ctx, f)
+	for _, u := range objs {
+		if u.GetKind() != "ConfigMap" || u.GetName() != "istio" {
+			continue
+		}
+		mesh, _, _ := unstructured.NestedString(u.Object, "data", "mesh")
+		var mc struct {
+			ExtensionProviders []struct {
+				Name              string         `json:"name"`
+				EnvoyExtAuthzGrpc map[string]any `json:"envoyExtAuthzGrpc"`
+			} `json:"extensionProviders"`
+		}
+		if err := yaml.Unmarshal([]byte(mesh), &mc); err != nil {
+			t.Fatalf("ConfigMap istio: mesh: %v", err)
+		}
+		for _, p := range mc.ExtensionProviders {
+			if p.Name == "meshwaf" && p.EnvoyExtAuthzGrpc["service"] == "meshwaf.meshwaf-system.svc.cluster.local" {
+				t.Logf("rendered install's mesh config has provider meshwaf: %v", p.EnvoyExtAuthzGrpc)
+				return
+			}
+		}
+		t.Fatalf("the rendered install's mesh config has no meshwaf provider:\n%s", mesh)
+	}
+	t.Fatalf("istioctl manifest generate rendered no ConfigMap istio (%d objects)", len(objs))
+}
+
+// manifestGenerate renders the Istio install for an IstioOperator file,
+// as `istioctl install -f` would before applying it.
+func manifestGenerate(t *testing.T, ctx context.Context, file string) []*unstructured.Unstructured {
+	t.Helper()
+	out, stderr, err := run(ctx, env.repo, env.tools.istioctl, "manifest", "generate", "-f", file)
+	if err != nil {
+		t.Fatalf("istioctl manifest generate -f %s: %v", file, err)
+	}
+	if len(stderr) > 0 {
+		t.Logf("istioctl manifest generate: %s", stderr)
+	}
+	objs, err := decodeObjects(out)
+	if err != nil {
+		t.Fatalf("istioctl manifest generate: %v", err)
+	}
+	return objs
+}
+
+// TestPodPatchAccepted stores a Deployment carrying an application
+// container, then sends the pod mode's patch as a strategic merge patch in
+// a dry run, the way kustomize or kubectl patch would apply it; the
+// ConfigMap beside it gets a dry-run create.
+func TestPodPatchAccepted(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	data := meshwaf(t, "manifests", "--mode", "pod", "--part", "pod-patch")
+	objs, err := decodeObjects(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patches, rest []*unstructured.Unstructured
+	for _, u := range objs {
+		if u.GetKind() == "Deployment" {
+			patches = append(patches, u)
+		} else {
+			rest = append(rest, u)
+		}
+	}
+	if len(patches) != 1 {
+		t.Fatalf("want one Deployment patch, got %d", len(patches))
+	}
+	accept(t, "pod-patch", rest, false)
+	istioctlValidate(t, "pod-patch", data)
+
+	patch := patches[0]
+	ns := patch.GetNamespace()
+	if ns == "" {
+		ns = "default"
+	}
+	app, err := decodeObjects(fmt.Appendf(nil, `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: %s, namespace: %s}
+spec:
+  selector: {matchLabels: {app: shop}}
+  template:
+    metadata: {labels: {app: shop}}
+    spec:
+      containers: [{name: app, image: shop:v1, ports: [{containerPort: 8080}]}]
+`, patch.GetName(), ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.cluster.ensureNamespace(ctx, ns); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := env.cluster.create(ctx, app[0], false); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	body, err := patch.MarshalJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ri, err := env.cluster.resource(app[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pctx, w := withWarnings(ctx)
+	got, err := ri.Patch(pctx, patch.GetName(), types.StrategicMergePatchType, body, metav1.PatchOptions{
+		DryRun: []string{metav1.DryRunAll}, FieldValidation: "Strict", FieldManager: "meshwaf-test",
+	})
+	report(t, "pod-patch", patch, w.get(), err)
+	if err != nil {
+		return
+	}
+	containers, _, _ := unstructured.NestedSlice(got.Object, "spec", "template", "spec", "containers")
+	var names []string
+	for _, c := range containers {
+		names = append(names, fmt.Sprint(c.(map[string]any)["name"]))
+	}
+	if !slices.Contains(names, "app") || len(names) < 2 {
+		t.Errorf("patched Deployment has containers %v: want the app's and meshwaf's", names)
+	}
+	t.Logf("patched Deployment: containers %v, labels %v", names, got.GetLabels())
+}
+
+// TestManifestsDirAccepted checks every object file under manifests/:
+// every YAML file but kustomization.yaml and the patches a kustomization
+// names (partial objects, built by the kustomize test; the pod patch is
+// checked above).
 func TestManifestsDirAccepted(t *testing.T) {
 	root := filepath.Join(env.repo, "manifests")
-	files, err := manifestFiles(root)
+	files, err := objectFiles(root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,40 +391,51 @@ func TestManifestsDirAccepted(t *testing.T) {
 	}
 }
 
-// manifestFiles lists the object files under root (see
-// TestManifestsDirAccepted).
-func manifestFiles(root string) ([]string, error) {
+// kustomization is the part of a kustomization.yaml the tests read.
+type kustomization struct {
+	Resources []string `json:"resources"`
+	Patches   []struct {
+		Path string `json:"path"`
+	} `json:"patches"`
+	PatchesStrategicMerge []string `json:"patchesStrategicMerge"`
+}
+
+func readKustomization(dir string) (*kustomization, error) {
+	data, err := os.ReadFile(filepath.Join(dir, "kustomization.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	k := &kustomization{}
+	return k, yaml.Unmarshal(data, k)
+}
+
+// objectFiles lists the YAML files under root that hold whole objects.
+func objectFiles(root string) ([]string, error) {
 	var files []string
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil || !d.IsDir() {
 			return err
 		}
-		k, err := os.ReadFile(filepath.Join(p, "kustomization.yaml"))
-		if os.IsNotExist(err) {
-			entries, err := os.ReadDir(p)
-			if err != nil {
-				return err
+		skip := map[string]bool{"kustomization.yaml": true}
+		k, err := readKustomization(p)
+		switch {
+		case err == nil:
+			for _, patch := range k.Patches {
+				skip[filepath.Clean(patch.Path)] = true
 			}
-			for _, e := range entries {
-				if !e.IsDir() && isYAML(e.Name()) {
-					files = append(files, filepath.Join(p, e.Name()))
-				}
+			for _, patch := range k.PatchesStrategicMerge {
+				skip[filepath.Clean(patch)] = true
 			}
-			return nil
+		case !os.IsNotExist(err):
+			return fmt.Errorf("%s: %w", p, err)
 		}
+		entries, err := os.ReadDir(p)
 		if err != nil {
 			return err
 		}
-		var kust struct {
-			Resources []string `json:"resources"`
-		}
-		if err := yaml.Unmarshal(k, &kust); err != nil {
-			return err
-		}
-		for _, r := range kust.Resources {
-			f := filepath.Join(p, r)
-			if st, err := os.Stat(f); err == nil && !st.IsDir() && isYAML(f) {
-				files = append(files, f)
+		for _, e := range entries {
+			if !e.IsDir() && isYAML(e.Name()) && !skip[e.Name()] {
+				files = append(files, filepath.Join(p, e.Name()))
 			}
 		}
 		return nil
@@ -243,8 +443,35 @@ func manifestFiles(root string) ([]string, error) {
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
-	slices.Sort(files)
-	return slices.Compact(files), err
+	return files, err
+}
+
+// kustomizeResources lists the files `kubectl apply -k dir` takes as whole
+// objects: the file resources of dir's kustomization, following directory
+// resources into their kustomizations.
+func kustomizeResources(dir string) ([]string, error) {
+	k, err := readKustomization(dir)
+	if err != nil {
+		return nil, err
+	}
+	var files []string
+	for _, r := range k.Resources {
+		p := filepath.Join(dir, r)
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: resource %s: %w", dir, r, err)
+		}
+		if st.IsDir() {
+			sub, err := kustomizeResources(p)
+			if err != nil {
+				return nil, err
+			}
+			files = append(files, sub...)
+		} else {
+			files = append(files, p)
+		}
+	}
+	return files, nil
 }
 
 func isYAML(name string) bool {
