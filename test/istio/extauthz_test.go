@@ -1,10 +1,14 @@
 package istiotest
 
 import (
+	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"google.golang.org/protobuf/encoding/prototext"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	"istio.io/istio/pkg/config"
@@ -16,7 +20,11 @@ const (
 	checkTimeout    = 250 * time.Millisecond
 	maxRequestBytes = 65536
 	meshwafCluster  = "outbound|9000||meshwaf.meshwaf-system.svc.cluster.local"
+	localCluster    = "outbound|9000||meshwaf.local"
 )
+
+// healthPaths are the install's default exclusions from inspection.
+var healthPaths = []string{"/healthz", "/readyz", "/livez"}
 
 var installFlags = []string{"--timeout", checkTimeout.String(), "--max-request-bytes", "65536"}
 
@@ -42,31 +50,55 @@ func TestExtAuthzFilter(t *testing.T) {
 	}
 	ws = append(ws, plain)
 
-	for _, mode := range []string{"mesh", "envoyfilter"} {
-		t.Run(mode, func(t *testing.T) {
-			args := append([]string{"manifests", "--mode", mode}, installFlags...)
+	for _, tc := range []struct {
+		mode, cluster string
+		provider      bool // the mode has an IstioOperator overlay
+	}{
+		{"mesh", meshwafCluster, true},
+		{"envoyfilter", meshwafCluster, false},
+		// The per-pod mode: meshwaf on the pod's loopback, through a
+		// ServiceEntry (not asked for by the check; cheap to add).
+		{"pod", localCluster, true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			args := append([]string{"manifests", "--mode", tc.mode}, installFlags...)
 			out := meshwaf(t, args...)
-			cfgs, others := istioConfigs(t, "manifests --mode "+mode, out)
+			cfgs, others := istioConfigs(t, "manifests --mode "+tc.mode, out)
 			objs := append(kubeObjects(ws), serviceObjects(t, others)...)
 			var mc *meshConfig
-			if mode == "mesh" {
+			if tc.provider {
 				op := meshwaf(t, append(args, "--part", "istio-operator")...)
-				_, opOthers := istioConfigs(t, "manifests --mode mesh --part istio-operator", op)
+				_, opOthers := istioConfigs(t, "manifests --mode "+tc.mode+" --part istio-operator", op)
 				mc = meshConfigFrom(t, opOthers)
 			}
-			checkExtAuthz(t, cfgs, objs, mc, ws)
+			checkExtAuthz(t, cfgs, objs, mc, ws, tc.cluster, tc.provider)
 		})
 	}
 }
 
-func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc *meshConfig, ws []workload) {
+// With custom set (a CUSTOM policy selects the workloads), the shadow RBAC
+// rules that decide which requests go to ext_authz must name the
+// health-check paths the install excludes.
+func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc *meshConfig, ws []workload, cluster string, custom bool) {
 	t.Helper()
 	s := newServer(t, cfgs, objs, mc)
 	for _, w := range ws {
 		t.Run(w.name, func(t *testing.T) {
 			optedIn := w.labels[optInLabel] == optInValue
+			p := proxy(s, w)
+			if optedIn {
+				// The filter's cluster must exist in the sidecar's CDS, or
+				// every check fails at run time.
+				var names []string
+				for _, c := range s.Clusters(p) {
+					names = append(names, c.GetName())
+				}
+				if !slices.Contains(names, cluster) {
+					t.Errorf("the sidecar has no cluster %s (clusters: %v)", cluster, names)
+				}
+			}
 			httpChains := 0
-			for _, fc := range inboundChains(t, s.Listeners(proxy(s, w))) {
+			for _, fc := range inboundChains(t, s.Listeners(p)) {
 				filters := httpFilters(t, fc)
 				if filters == nil {
 					continue
@@ -98,7 +130,18 @@ func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc
 				if authzAt > routerAt {
 					t.Errorf("%s: ext_authz after the router: %v", chainName(fc), filterNames(filters))
 				}
-				checkExtAuthzConfig(t, chainName(fc), found[0])
+				checkExtAuthzConfig(t, chainName(fc), found[0], cluster)
+				if custom {
+					var shadow strings.Builder
+					for _, r := range chainRBAC(t, fc).shadow {
+						shadow.WriteString(prototext.Format(r))
+					}
+					for _, path := range healthPaths {
+						if !strings.Contains(shadow.String(), strconv.Quote(path)) {
+							t.Errorf("%s: health-check path %s is not excluded from ext_authz in the CUSTOM shadow rules:\n%s", chainName(fc), path, shadow.String())
+						}
+					}
+				}
 			}
 			if httpChains == 0 {
 				t.Fatal("no HTTP inbound chains")
@@ -107,15 +150,15 @@ func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc
 	}
 }
 
-func checkExtAuthzConfig(t *testing.T, chain string, m *extauthz.ExtAuthz) {
+func checkExtAuthzConfig(t *testing.T, chain string, m *extauthz.ExtAuthz, cluster string) {
 	t.Helper()
 	gs := m.GetGrpcService()
 	if gs == nil {
 		t.Errorf("%s: ext_authz is not a gRPC service: %v", chain, m)
 		return
 	}
-	if got := gs.GetEnvoyGrpc().GetClusterName(); got != meshwafCluster {
-		t.Errorf("%s: ext_authz cluster %q, want %q", chain, got, meshwafCluster)
+	if got := gs.GetEnvoyGrpc().GetClusterName(); got != cluster {
+		t.Errorf("%s: ext_authz cluster %q, want %q", chain, got, cluster)
 	}
 	if got := gs.GetTimeout().AsDuration(); got != checkTimeout {
 		t.Errorf("%s: ext_authz timeout %s, want %s", chain, got, checkTimeout)
