@@ -1,4 +1,14 @@
 // Package cluster holds no code: its tests start etcd and kube-apiserver on
-// 127.0.0.1 (binaries from .ci/tools.sh), install Istio's CRDs, and check that
-// the API server and istioctl accept every object meshwaf renders.
+// 127.0.0.1 (binaries from .ci/tools.sh), install Istio's CRDs from the
+// istio.io/api module, and check that the API server (server-side create,
+// strict field validation, mostly dry runs) and istioctl (validate, manifest
+// generate, analyze over the demo) accept every object meshwaf renders and
+// every file under manifests/.
+//
+// Run from the repo root:
+//
+//	eval "$(.ci/tools.sh)" && (cd test/cluster && go test -count=1 ./...)
+//
+// Without the tool variables the tests are skipped, except under CI=true,
+// where that is an error.
 package cluster
