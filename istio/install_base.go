@@ -1,6 +1,8 @@
 package istio
 
 import (
+	"strings"
+
 	"bytes"
 	"fmt"
 	"strconv"
@@ -172,6 +174,18 @@ func configMapVolume(name string) corev1.Volume {
 	}}
 }
 
+// imageTag is the tag of an image reference ("latest" when it has none).
+func imageTag(image string) string {
+	name := image
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		name = name[:i]
+	}
+	if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		return name[i+1:]
+	}
+	return "latest"
+}
+
 func (o InstallOptions) deployment() *appsv1.Deployment {
 	spread := func(key string) corev1.TopologySpreadConstraint {
 		return corev1.TopologySpreadConstraint{
@@ -180,7 +194,8 @@ func (o InstallOptions) deployment() *appsv1.Deployment {
 		}
 	}
 	podLabels := o.labels()
-	podLabels["app"] = o.ServiceName // Istio's telemetry and Kiali key on app
+	podLabels["app"] = o.ServiceName // Istio's telemetry and Kiali key on app and version
+	podLabels["version"] = imageTag(o.Image)
 	drain := (drainDelay + shutdownTimeout).String()
 	return &appsv1.Deployment{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},

@@ -44,7 +44,7 @@ func TestDemo(t *testing.T) {
 		count[k]++
 	}
 	require.Equal(t, map[string]int{
-		"Namespace": 1, "ServiceAccount": 4, "ConfigMap": 1, "Deployment": 4, "Service": 4,
+		"Namespace": 2, "ServiceAccount": 4, "ConfigMap": 1, "Deployment": 4, "Service": 4,
 		"PodDisruptionBudget": 1, "HorizontalPodAutoscaler": 1, "PeerAuthentication": 1,
 		"AuthorizationPolicy": 2 + 5, // meshwaf's own two + the generated five
 	}, count)

@@ -142,10 +142,7 @@ func TestIstioctlAnalyzeDemo(t *testing.T) {
 // reported and are waiting for a fix, keyed by code, origin and message
 // exactly, so any other error (or a changed one) still fails. Delete an
 // entry when its fix lands; the list should be empty.
-var knownAnalyzeErrors = map[string]string{
-	`IST0101 AuthorizationPolicy meshwaf-system/meshwaf-callers: Referenced namespace not found: "monitoring"`: "the install's default scraper namespace (monitoring) " +
-		"is not created by the demo, so following manifests/demo/README.md on a fresh cluster gives this error",
-}
+var knownAnalyzeErrors = map[string]string{}
 
 // meshConfigOf returns spec.meshConfig of the IstioOperator among objs, as
 // MeshConfig YAML.
