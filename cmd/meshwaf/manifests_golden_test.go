@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -76,8 +77,10 @@ func readTree(t *testing.T, root string) map[string]string {
 const kustomizeInstall = "go install sigs.k8s.io/kustomize/kustomize/v5@v5.8.2"
 
 // kustomizeBinary is $MESHWAF_KUSTOMIZE, else kustomize on PATH, else the
-// one .ci/run installs into its cache; the test fails, never skips,
-// without one.
+// one in the user cache (where .ci/run puts it). When none is there it
+// installs it into that cache from the Go module proxy, once, so that the
+// README's test command works on a fresh machine; it fails, never skips,
+// when that is impossible.
 func kustomizeBinary(t *testing.T) string {
 	t.Helper()
 	if p := os.Getenv("MESHWAF_KUSTOMIZE"); p != "" {
@@ -92,11 +95,27 @@ func kustomizeBinary(t *testing.T) string {
 		cache = filepath.Join(home, ".cache")
 	}
 	p := filepath.Join(cache, "meshwaf-ci", "bin", "kustomize")
+	if _, err := os.Stat(p); err != nil {
+		installKustomize.Do(func() {
+			t.Logf("kustomize not found; installing it: GOBIN=%s %s", filepath.Dir(p), kustomizeInstall)
+			cmd := exec.Command("go", strings.Fields(kustomizeInstall)[1:]...) //nolint:gosec // fixed command
+			cmd.Env = append(os.Environ(), "GOBIN="+filepath.Dir(p), "GOFLAGS=")
+			installOut, installErr = cmd.CombinedOutput()
+		})
+		require.NoError(t, installErr, "installing kustomize (%s) failed; set MESHWAF_KUSTOMIZE or put kustomize on PATH:\n%s",
+			kustomizeInstall, installOut)
+	}
 	_, err := os.Stat(p)
 	require.NoError(t, err, "kustomize not found: set MESHWAF_KUSTOMIZE, put kustomize on PATH, or run .ci/run (GOBIN=%s %s)",
 		filepath.Dir(p), kustomizeInstall)
 	return p
 }
+
+var (
+	installKustomize sync.Once
+	installOut       []byte
+	installErr       error
+)
 
 func kustomizeBuild(t *testing.T, dir string) string {
 	t.Helper()
