@@ -119,6 +119,10 @@ type InstallOptions struct {
 	ExcludePaths []string
 	// ScraperNamespaces may scrape the metrics port over mTLS.
 	ScraperNamespaces []string
+	// CallerNamespaces, when set, are the only namespaces whose sidecars
+	// may call meshwaf's gRPC port; empty lets any mesh identity (mTLS)
+	// call it, which every opted-in workload needs unless it is listed.
+	CallerNamespaces []string
 	// LocalHost is the ServiceEntry host of pod mode.
 	LocalHost string
 }
@@ -227,6 +231,11 @@ func (o InstallOptions) Validate() error {
 	for _, ns := range o.ScraperNamespaces {
 		for _, m := range validation.IsDNS1123Label(ns) {
 			bad("scraper namespace %q: %s", ns, m)
+		}
+	}
+	for _, ns := range o.CallerNamespaces {
+		for _, m := range validation.IsDNS1123Label(ns) {
+			bad("caller namespace %q: %s", ns, m)
 		}
 	}
 	return errors.Join(errs...)

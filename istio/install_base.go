@@ -297,12 +297,16 @@ func (o InstallOptions) peerAuthentication() *securityv1.PeerAuthentication {
 	}
 }
 
-// allowPolicy lets every mesh identity (the sidecars that call ext_authz)
-// reach the gRPC port and the scraper namespaces GET /metrics; with it,
-// everything else to meshwaf is denied.
+// allowPolicy lets the callers (every mesh identity, or the sidecars of
+// CallerNamespaces) reach the gRPC port and the scraper namespaces GET
+// /metrics; with it, everything else to meshwaf is denied.
 func (o InstallOptions) allowPolicy() *securityv1.AuthorizationPolicy {
+	callers := &securityv1beta1.Source{Principals: []string{"*"}}
+	if len(o.CallerNamespaces) > 0 {
+		callers = &securityv1beta1.Source{Namespaces: o.CallerNamespaces}
+	}
 	rules := []*securityv1beta1.Rule{{
-		From: []*securityv1beta1.Rule_From{{Source: &securityv1beta1.Source{Principals: []string{"*"}}}},
+		From: []*securityv1beta1.Rule_From{{Source: callers}},
 		To:   []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{Ports: []string{strconv.Itoa(int(o.GRPCPort))}}}},
 	}}
 	if len(o.ScraperNamespaces) > 0 {

@@ -79,6 +79,8 @@ func manifestsCommand(_ context.Context, args []string, stdout, stderr io.Writer
 	exclude := &stringsFlag{vals: o.ExcludePaths}
 	fs.Var(exclude, "exclude-path", "path the CUSTOM policy never sends to meshwaf (repeatable; empty clears; default "+strings.Join(o.ExcludePaths, ", ")+")")
 	scrapers := &stringsFlag{vals: o.ScraperNamespaces}
+	callers := &stringsFlag{vals: o.CallerNamespaces}
+	fs.Var(callers, "caller-namespace", "only sidecars in this namespace may call meshwaf's gRPC port (repeatable; default: any mesh identity over mTLS)")
 	fs.Var(scrapers, "scraper-namespace", "namespace allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
 	fs.StringVar(&o.LocalHost, "local-host", o.LocalHost, "ServiceEntry host of the pod mode")
 	if err := fs.Parse(args); err != nil {
@@ -92,7 +94,7 @@ func manifestsCommand(_ context.Context, args []string, stdout, stderr io.Writer
 		return usageError{fmt.Errorf("--opt-in-label %q: want KEY=VALUE", *optIn)}
 	}
 	o.OptInLabel, o.OptInValue = key, value
-	o.ExcludePaths, o.ScraperNamespaces = exclude.vals, scrapers.vals
+	o.ExcludePaths, o.ScraperNamespaces, o.CallerNamespaces = exclude.vals, scrapers.vals, callers.vals
 	var errs []error
 	for _, n := range []struct {
 		flag string
