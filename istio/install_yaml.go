@@ -1,32 +1,14 @@
 package istio
 
-import (
-	"encoding/json"
-	"fmt"
-)
-
 // MarshalInstall renders install objects like MarshalDocuments, after
 // dropping what none of them needs and client types add anyway: status,
 // null fields and empty objects.
 func MarshalInstall(objs ...any) ([]byte, error) {
-	clean := make([]any, len(objs))
-	for i, o := range objs {
-		raw, err := json.Marshal(o)
-		if err != nil {
-			return nil, fmt.Errorf("object %d: %w", i, err)
-		}
-		var m map[string]any
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("object %d: %w", i, err)
-		}
+	return marshalDocuments(objs, func(m map[string]any) {
 		delete(m, "status")
-		prune := pruneEmpty(m)
-		if prune == nil {
-			prune = map[string]any{}
-		}
-		clean[i] = prune
-	}
-	return MarshalDocuments(clean...)
+		pruneEmpty(m)
+		prune(m)
+	})
 }
 
 // pruneEmpty returns v without null values and empty objects, nil when

@@ -13,6 +13,12 @@ import (
 // creationTimestamp fields that client types carry. The same input always
 // gives the same bytes.
 func MarshalDocuments(objs ...any) ([]byte, error) {
+	return marshalDocuments(objs, prune)
+}
+
+// marshalDocuments writes each object, as a JSON map trimmed by clean, as
+// one YAML document.
+func marshalDocuments(objs []any, clean func(map[string]any)) ([]byte, error) {
 	var out bytes.Buffer
 	for i, o := range objs {
 		raw, err := json.Marshal(o)
@@ -23,7 +29,7 @@ func MarshalDocuments(objs ...any) ([]byte, error) {
 		if err := json.Unmarshal(raw, &m); err != nil {
 			return nil, fmt.Errorf("object %d: %w", i, err)
 		}
-		prune(m)
+		clean(m)
 		doc, err := yaml.Marshal(m)
 		if err != nil {
 			return nil, fmt.Errorf("object %d: %w", i, err)
