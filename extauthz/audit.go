@@ -3,7 +3,6 @@ package extauthz
 import (
 	"context"
 	"log/slog"
-	"unicode/utf8"
 
 	"github.com/meshwaf/meshwaf/inspector"
 )
@@ -26,7 +25,7 @@ func audit(ctx context.Context, l *slog.Logger, all bool, req *inspector.Request
 		slog.Group("destination", slog.String("principal", req.Destination.Principal), slog.String("address", req.Destination.Address), slog.Int("port", req.Destination.Port)),
 		slog.String("method", req.Method),
 		slog.String("host", req.Host),
-		slog.String("path", capString(req.URI, MaxAuditPath)),
+		slog.String("path", inspector.Truncate(req.URI, MaxAuditPath)),
 		slog.String("decision", string(v.Decision)),
 		slog.Int("status", v.Status),
 		slog.Int("anomaly_score", v.AnomalyScore),
@@ -50,14 +49,4 @@ func auditRules(ms []inspector.Match) []auditRule {
 		out[i] = auditRule(m)
 	}
 	return out
-}
-
-func capString(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…"
 }

@@ -340,7 +340,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 		v.Matches = append(v.Matches, Match{
 			ID:       r.ID(),
 			Msg:      mr.Message(),
-			Data:     truncate(mr.Data(), MaxMatchData),
+			Data:     Truncate(mr.Data(), MaxMatchData),
 			Severity: severity(r.Severity()),
 			Tags:     r.Tags(),
 		})
@@ -402,8 +402,9 @@ func atoi(s string) int {
 	return n
 }
 
-// truncate cuts s to at most n bytes on a UTF-8 boundary.
-func truncate(s string, n int) string {
+// Truncate cuts s to at most n bytes on a UTF-8 boundary and marks the cut
+// with "…".
+func Truncate(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
