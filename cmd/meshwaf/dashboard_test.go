@@ -19,9 +19,10 @@ import (
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
-// exportedSeries returns every series name serve exports, with the
-// _bucket/_sum/_count names of histograms.
-func exportedSeries(t *testing.T) map[string]bool {
+// servedFamilies registers everything serve exports on a registry, as run
+// does, answers one denied check so the labelled series exist, and
+// gathers them.
+func servedFamilies(t *testing.T) []*dto.MetricFamily {
 	t.Helper()
 	reg := newRegistry()
 	rs, err := inspector.Compile(inspector.Profile{})
@@ -40,8 +41,15 @@ func exportedSeries(t *testing.T) map[string]bool {
 	require.NoError(t, err)
 	families, err := reg.Gather()
 	require.NoError(t, err)
+	return families
+}
+
+// exportedSeries returns every series name serve exports, with the
+// _bucket/_sum/_count names of histograms.
+func exportedSeries(t *testing.T) map[string]bool {
+	t.Helper()
 	names := map[string]bool{}
-	for _, mf := range families {
+	for _, mf := range servedFamilies(t) {
 		names[mf.GetName()] = true
 		if mf.GetType() == dto.MetricType_HISTOGRAM {
 			for _, s := range []string{"_bucket", "_sum", "_count"} {

@@ -158,15 +158,7 @@ func TestReloadUnchangedFileIsSkipped(t *testing.T) {
 
 // TestMetricNames lints every metric serve exports with promlint.
 func TestMetricNames(t *testing.T) {
-	reg := newRegistry()
-	rs, err := inspector.Compile(inspector.Profile{})
-	require.NoError(t, err)
-	srv, err := extauthz.NewServer(extauthz.Options{Engine: rs, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
-	require.NoError(t, err)
-	_, err = newReloader(defaultConfig(), nil, srv.Update, reg, slog.New(slog.DiscardHandler), time.Now)
-	require.NoError(t, err)
-	families, err := reg.Gather()
-	require.NoError(t, err)
+	families := servedFamilies(t)
 	names := map[string]bool{}
 	for _, mf := range families {
 		names[mf.GetName()] = true
