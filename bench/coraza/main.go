@@ -6,16 +6,22 @@
 // meshwaf's @rx into it, so the two sides never share a process: the parent
 // runs this binary again as a child per side and round, alternating which
 // side goes first, and the stock child never calls inspector.Compile. Each
-// child first checks every shape's decision, then runs testing.Benchmark
-// per shape and path and prints one JSON line per result.
+// child first checks every shape's decision, then warms up every shape and
+// path for -warmup, then runs testing.Benchmark per shape and path and
+// prints one JSON line per result.
 //
-//	go run ./bench/coraza -rounds 5 -benchtime 1s -out /tmp/bench
-//	go run -tags re2_cgo ./bench/coraza ...        # the accelerated build
+// Build it as the product is built (scripts/build.sh), with -tags
+// no_fs_access: without it Coraza writes multipart file parts to temporary
+// files and removes them, which the product never does, so the harness
+// refuses to run unless -allow-fs-access is given.
+//
+//	go run -tags no_fs_access ./bench/coraza -rounds 5 -benchtime 1s -out /tmp/bench
+//	go run -tags no_fs_access,re2_cgo ./bench/coraza ...        # the accelerated build
 //	benchstat /tmp/bench/stock.txt /tmp/bench/meshwaf.txt
 //
 // A child can be run by hand, e.g. to profile one shape:
 //
-//	go run ./bench/coraza -child meshwaf -shapes JSON1KiB -paths inprocess -cpuprofile cpu.pprof
+//	go run -tags no_fs_access ./bench/coraza -child meshwaf -shapes JSON1KiB -paths inprocess -cpuprofile cpu.pprof
 package main
 
 import (
@@ -56,13 +62,15 @@ const (
 )
 
 type options struct {
-	child      string
-	rounds     int
-	benchtime  string
-	out        string
-	shapes     string
-	paths      string
-	cpuprofile string
+	child         string
+	rounds        int
+	benchtime     string
+	warmup        time.Duration
+	out           string
+	shapes        string
+	paths         string
+	cpuprofile    string
+	allowFSAccess bool
 }
 
 func main() {
@@ -71,11 +79,19 @@ func main() {
 	flag.StringVar(&o.child, "child", "", "run one side (stock or meshwaf) and print results (internal)")
 	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds per side")
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "time per benchmark (go test -benchtime)")
+	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond,
+		"warm-up per shape and path before measuring: the op runs until this much time is spent, at least once")
 	flag.StringVar(&o.out, "out", "", "directory for stock.txt and meshwaf.txt in Go benchmark format")
 	flag.StringVar(&o.shapes, "shapes", "", "comma-separated shapes to run (default all)")
 	flag.StringVar(&o.paths, "paths", "inprocess,grpc", "comma-separated paths: inprocess, grpc")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "child only: write a CPU profile")
+	flag.BoolVar(&o.allowFSAccess, "allow-fs-access", false,
+		"run even if built without -tags no_fs_access (Coraza then writes multipart uploads to temporary files)")
 	flag.Parse()
+	if err := checkBuild(builtNoFSAccess, o.allowFSAccess); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/coraza:", err)
+		os.Exit(2)
+	}
 	if err := flag.Set("test.benchtime", o.benchtime); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
@@ -90,6 +106,27 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench/coraza:", err)
 		os.Exit(1)
 	}
+}
+
+// checkBuild refuses a build without the no_fs_access tag unless allowed:
+// Coraza would then spend part of the multipart shape writing and removing
+// temporary upload files, which the product (built with the tag) never does.
+func checkBuild(noFSAccess, allow bool) error {
+	if noFSAccess || allow {
+		return nil
+	}
+	return errors.New("built without -tags no_fs_access, unlike the product (scripts/build.sh): " +
+		"Coraza would write multipart uploads to temporary files and skew the comparison; " +
+		"run go run -tags no_fs_access ./bench/coraza ... (-tags no_fs_access,re2_cgo for the accelerated build), " +
+		"or pass -allow-fs-access to measure this build anyway")
+}
+
+// buildState describes the no_fs_access tag for the parent's header.
+func buildState(noFSAccess bool) string {
+	if noFSAccess {
+		return "no_fs_access"
+	}
+	return "WITHOUT no_fs_access (-allow-fs-access: temp files for uploads)"
 }
 
 // profile is the one both sides compile: PL1 block, meshwaf's defaults,
@@ -174,6 +211,34 @@ func runChild(o options, w io.Writer) error {
 		}
 	}
 
+	paths := strings.Split(o.paths, ",")
+	opFor := func(s shape, p string) (func() error, error) {
+		switch p {
+		case "inprocess":
+			return func() error { _, err := inproc(s.req); return err }, nil
+		case "grpc":
+			cr := checkRequest(s.req)
+			return func() error { _, err := client.Check(ctx, cr); return err }, nil
+		}
+		return nil, fmt.Errorf("unknown path %q", p)
+	}
+
+	// Warm up every shape and path before measuring any, so that the first
+	// shape measured does not pay for the runtime, heap and caches settling
+	// (its ratio swung between runs), then collect the warm-up's garbage.
+	for _, s := range todo {
+		for _, p := range paths {
+			op, err := opFor(s, p)
+			if err != nil {
+				return err
+			}
+			if _, err := warmUp(op, o.warmup, time.Now); err != nil {
+				return fmt.Errorf("warm-up %s/%s: %w", p, s.name, err)
+			}
+		}
+	}
+	runtime.GC()
+
 	if o.cpuprofile != "" {
 		f, err := os.Create(o.cpuprofile)
 		if err != nil {
@@ -186,18 +251,11 @@ func runChild(o options, w io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 	enc := json.NewEncoder(w)
-	paths := strings.Split(o.paths, ",")
 	for _, s := range todo {
-		cr := checkRequest(s.req)
 		for _, p := range paths {
-			var op func() error
-			switch p {
-			case "inprocess":
-				op = func() error { _, err := inproc(s.req); return err }
-			case "grpc":
-				op = func() error { _, err := client.Check(ctx, cr); return err }
-			default:
-				return fmt.Errorf("unknown path %q", p)
+			op, err := opFor(s, p)
+			if err != nil {
+				return err
 			}
 			run := func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
 				b.ReportAllocs()
@@ -207,13 +265,13 @@ func runChild(o options, w io.Writer) error {
 					}
 				}
 			}
-			// Settle the heap the previous shape (or the CRS compile)
-			// left, and warm caches, so no shape pays for another.
+			// Settle the heap the previous benchmark left and touch this
+			// shape's data once more, so no shape pays for another (the
+			// warm-up above did the rest; one op, because the 128 KiB
+			// shape takes seconds per op).
 			runtime.GC()
-			for range 3 {
-				if err := op(); err != nil {
-					return fmt.Errorf("%s/%s: %w", p, s.name, err)
-				}
+			if err := op(); err != nil {
+				return fmt.Errorf("%s/%s: %w", p, s.name, err)
 			}
 			ops := 0
 			counted := func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
@@ -234,6 +292,21 @@ func runChild(o options, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// warmUp runs op until d has passed on now's clock, at least once, and
+// returns how often it ran. Fast shapes run thousands of times; a shape
+// whose op takes longer than d (the 128 KiB JSON takes seconds) runs once.
+func warmUp(op func() error, d time.Duration, now func() time.Time) (int, error) {
+	start := now()
+	n := 0
+	for n == 0 || now().Sub(start) < d {
+		if err := op(); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
 }
 
 // loopback serves on 127.0.0.1 and returns a client of it.
@@ -279,8 +352,8 @@ func runParent(o options) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("accelerator: %s  GOMAXPROCS: %d  rounds: %d  benchtime: %s  load: %s\n",
-		inspector.RxAccelerator(), runtime.GOMAXPROCS(0), o.rounds, o.benchtime, loadavg())
+	fmt.Printf("accelerator: %s  build: %s  GOMAXPROCS: %d  rounds: %d  benchtime: %s  warmup: %s  load: %s\n",
+		inspector.RxAccelerator(), buildState(builtNoFSAccess), runtime.GOMAXPROCS(0), o.rounds, o.benchtime, o.warmup, loadavg())
 	all := map[string]map[string][]result{sideStock: {}, sideMeshwaf: {}}
 	var names []string
 	for round := range o.rounds {
@@ -289,7 +362,10 @@ func runParent(o options) error {
 			slices.Reverse(order)
 		}
 		for _, side := range order {
-			args := []string{"-child", side, "-benchtime", o.benchtime, "-shapes", o.shapes, "-paths", o.paths}
+			args := []string{"-child", side, "-benchtime", o.benchtime, "-warmup", o.warmup.String(), "-shapes", o.shapes, "-paths", o.paths}
+			if o.allowFSAccess {
+				args = append(args, "-allow-fs-access")
+			}
 			cmd := exec.Command(exe, args...) //nolint:gosec // this binary itself, as a child
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -317,6 +393,30 @@ func runParent(o options) error {
 	}
 	fmt.Println("medians over rounds; ratio = stock / meshwaf (higher is faster); cpu = process CPU time per op")
 	fmt.Printf("%-22s %10s %10s %7s | %10s %10s %7s | %13s\n", "shape", "stock", "meshwaf", "ratio", "stock cpu", "mwaf cpu", "ratio", "allocs s/m")
+	for _, r := range summarize(all, names) {
+		fmt.Printf("%-22s %10s %10s %6.2fx | %10s %10s %6.2fx | %13s\n", r.name, dur(r.stockWall), dur(r.meshwafWall), r.wallRatio(),
+			dur(r.stockCPU), dur(r.meshwafCPU), r.cpuRatio(), fmt.Sprintf("%d/%d", r.stockAllocs, r.meshwafAllocs))
+	}
+	fmt.Printf("load at end: %s\n", loadavg())
+	return nil
+}
+
+// summaryRow is one line of the parent's table: medians over rounds.
+type summaryRow struct {
+	name                       string
+	stockWall, meshwafWall     float64 // ns/op
+	stockCPU, meshwafCPU       float64 // CPU ns/op
+	stockAllocs, meshwafAllocs int64   // allocs/op of the first round
+}
+
+// wallRatio and cpuRatio are stock / meshwaf: above 1, meshwaf is faster.
+func (r summaryRow) wallRatio() float64 { return r.stockWall / r.meshwafWall }
+func (r summaryRow) cpuRatio() float64  { return r.stockCPU / r.meshwafCPU }
+
+// summarize takes the medians per name, in names' order, of the names both
+// sides have results for.
+func summarize(all map[string]map[string][]result, names []string) []summaryRow {
+	var rows []summaryRow
 	for _, n := range names {
 		s, m := all[sideStock][n], all[sideMeshwaf][n]
 		if len(s) == 0 || len(m) == 0 {
@@ -324,12 +424,12 @@ func runParent(o options) error {
 		}
 		wall := func(r result) float64 { return r.NsPerOp }
 		cpu := func(r result) float64 { return r.CPUNsPerOp }
-		sw, mw, sc, mc := median(s, wall), median(m, wall), median(s, cpu), median(m, cpu)
-		fmt.Printf("%-22s %10s %10s %6.2fx | %10s %10s %6.2fx | %13s\n", n, dur(sw), dur(mw), sw/mw, dur(sc), dur(mc), sc/mc,
-			fmt.Sprintf("%d/%d", s[0].AllocsPerOp, m[0].AllocsPerOp))
+		rows = append(rows, summaryRow{name: n,
+			stockWall: median(s, wall), meshwafWall: median(m, wall),
+			stockCPU: median(s, cpu), meshwafCPU: median(m, cpu),
+			stockAllocs: s[0].AllocsPerOp, meshwafAllocs: m[0].AllocsPerOp})
 	}
-	fmt.Printf("load at end: %s\n", loadavg())
-	return nil
+	return rows
 }
 
 func writeBenchfmt(dir string, all map[string]map[string][]result, names []string) error {
