@@ -19,12 +19,15 @@ import (
 //  1. a necessary-literal prefilter derived from the pattern's syntax tree
 //     (rx_literals.go): when none of the literals a match needs is in the
 //     value, the value cannot match;
-//  2. when built with -tags re2_cgo, RE2's DFA (rx_re2_cgo.go) as a
-//     no-match test for valid UTF-8 values.
+//  2. a lazy DFA over the pattern's own program (rx_dfa.go) that answers
+//     match or no match for ASCII values in one pass;
+//  3. for the values the DFA leaves open, when built with -tags re2_cgo,
+//     RE2's DFA (rx_accel_re2.go) as a no-match test for valid UTF-8 values.
 //
-// Only a value that passes both is searched with Go's regexp, which fills
-// the captures. A value the tests reject would not have matched, and Coraza
-// captures nothing for a value that does not match, so verdicts cannot change.
+// Go's regexp runs only when the answer is still open, or when the rule
+// captures and the value matches (it fills the captures). A value the tests
+// reject would not have matched, and Coraza captures nothing for a value
+// that does not match, so verdicts cannot change.
 //
 // Registration is process-global (Coraza's plugin registry) and happens on
 // the first Compile: a WAF built by plain coraza.NewWAF before that keeps
@@ -50,6 +53,7 @@ func registerOperators() {
 type rxOperator struct {
 	re    *regexp.Regexp
 	pf    literalFilter // nil: no literal is necessary for a match
+	dfa   *dfa          // nil: the DFA is off in this build
 	accel noMatcher     // nil: no accelerator for this pattern or build
 }
 
@@ -77,7 +81,9 @@ const maxCaptures = 9
 // RxAccelerator names the no-match tests compiled into this build of
 // meshwaf's @rx operator: the accelerator, "none" (pure Go, the default) or
 // "re2-cgo", and how literals are looked up, "memo" (default) or "per-rule".
-func RxAccelerator() string { return rxAccelerator + ", literals: " + rxLiteralMode }
+func RxAccelerator() string {
+	return rxAccelerator + ", literals: " + rxLiteralMode + ", dfa: " + rxDFAMode
+}
 
 func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, error) {
 	expr := rxDefaultFlags + opts.Arguments
@@ -94,6 +100,9 @@ func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, erro
 			return nil, err
 		}
 		op := &rxOperator{re: re, pf: newLiteralFilter(newPrefilter(expr, false))}
+		if rxDFAMode == "on" {
+			op.dfa = newDFA(expr)
+		}
 		op.accel = newAccelerator(expr)
 		return op, nil
 	}
@@ -117,11 +126,24 @@ func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) boo
 	if o.pf != nil && !o.pf.mayMatch(value) {
 		return false
 	}
-	if o.accel != nil && utf8.ValidString(value) && !o.accel.MatchString(value) {
-		return false
+	answer := dfaUnknown
+	if o.dfa != nil {
+		answer = o.dfa.Match(value)
 	}
-	if !tx.Capturing() {
-		return o.re.MatchString(value)
+	switch answer {
+	case dfaNoMatch:
+		return false
+	case dfaMatch:
+		if !tx.Capturing() {
+			return true
+		}
+	default:
+		if o.accel != nil && utf8.ValidString(value) && !o.accel.MatchString(value) {
+			return false
+		}
+		if !tx.Capturing() {
+			return o.re.MatchString(value)
+		}
 	}
 	m := o.re.FindStringSubmatchIndex(value)
 	if m == nil {
