@@ -123,12 +123,19 @@ func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, erro
 
 // Evaluate reports whether value matches, capturing like Coraza's @rx.
 func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
-	if o.pf != nil && !o.pf.mayMatch(value) {
-		return false
-	}
 	answer := dfaUnknown
-	if o.dfa != nil {
+	short := o.dfa != nil && len(value) <= dfaFirstMax
+	if short {
+		// A few table steps cost less than the literal memo's lookup.
 		answer = o.dfa.Match(value)
+	}
+	if answer == dfaUnknown {
+		if o.pf != nil && !o.pf.mayMatch(value) {
+			return false
+		}
+		if o.dfa != nil && !short {
+			answer = o.dfa.Match(value)
+		}
 	}
 	switch answer {
 	case dfaNoMatch:

@@ -41,6 +41,12 @@ const (
 // dfaBudget bounds the memory of one DFA's states.
 const dfaBudget = 512 << 10
 
+// dfaFirstMax is the longest value @rx asks the DFA before the literal
+// prefilter: a few table steps cost less than hashing the value for the
+// literal memo (10% off a 128 KiB JSON body, most of whose values are
+// short; longer values keep the memo's one scan for all rules).
+const dfaFirstMax = 64
+
 // Kinds of the byte before a position.
 const (
 	kindStart = iota
