@@ -101,7 +101,7 @@ func newDFA(expr string) *dfa {
 	if err != nil {
 		return nil
 	}
-	d := &dfa{prog: prog, budget: dfaBudget, seen: make([]uint32, len(prog.Inst))}
+	d := &dfa{prog: prog, budget: dfaBudget}
 	// Classes: bytes with the same kind that every rune instruction
 	// accepts or refuses alike.
 	sig := make(map[string]uint8)
@@ -234,6 +234,9 @@ func (d *dfa) Match(value string) dfaResult {
 // reports whether a match was reached. Called with mu held.
 func (d *dfa) closure(s *dstate, next rune) bool {
 	flags := syntax.EmptyOpContext(kindRune[s.kind], next)
+	if d.seen == nil {
+		d.seen = make([]uint32, len(d.prog.Inst))
+	}
 	d.gen++
 	if d.gen == 0 {
 		clear(d.seen)
