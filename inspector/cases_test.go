@@ -1,6 +1,8 @@
 package inspector
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -286,6 +288,27 @@ func grpcWeb() Request {
 	}
 }
 
+// grpcCall is a unary gRPC call carrying msg, compressed when encoding is
+// set (gzip; any other name sends msg as it is, flagged compressed).
+func grpcCall(msg []byte, encoding string) Request {
+	r := withHeader(withHeader(grpcWeb(), "Content-Type", "application/grpc"), "TE", "trailers")
+	flag := byte(0)
+	if encoding != "" {
+		flag = 1
+		r = withHeader(r, "Grpc-Encoding", encoding)
+		if encoding == "gzip" {
+			var out bytes.Buffer
+			zw := gzip.NewWriter(&out)
+			_, _ = zw.Write(msg)
+			_ = zw.Close()
+			msg = out.Bytes()
+		}
+	}
+	r.Body = grpcFrame(flag, msg)
+	r = withHeader(r, "Content-Length", strconv.Itoa(len(r.Body)))
+	return r
+}
+
 // Prometheus 2.53's default scrape Accept header.
 const promAccept = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
 
@@ -360,13 +383,19 @@ func cases() []inspectCase {
 		}},
 
 		// meshwaf's defaults admit what East/West API traffic needs: PUT,
-		// PATCH, DELETE, JSON patch types and gRPC(-web), whose binary
-		// bodies are read raw instead of as a form.
+		// PATCH, DELETE, JSON patch types and gRPC(-web), whose protobuf
+		// bodies go to the GRPC body processor instead of the form parser.
 		{name: "allow/crud/update", req: send("PUT", "HTTP/1.1", "/api/v1/users/42", "application/json; charset=utf-8", `{"name":"Ada King","email":"ada.king@example.com","address":{"city":"London","zip":"W1"}}`), want: Allow},
 		{name: "allow/crud/patch", req: send("PATCH", "HTTP/2", "/api/v1/users/42", "application/merge-patch+json", `{"email":"ada.king@example.com"}`), want: Allow},
 		{name: "allow/crud/delete", req: withMethod(get("HTTP/2", "/api/v1/users/42"), "DELETE"), want: Allow},
 		{name: "allow/grpc-web", req: grpcWeb(), want: Allow},
 		{name: "allow/grpc", req: withHeader(withHeader(grpcWeb(), "Content-Type", "application/grpc"), "TE", "trailers"), want: Allow},
+		// gRPC messages' string fields are ARGS (grpcbody.go): an injection
+		// in a nested field is found, and so is one in a gzip-compressed call.
+		{name: "allow/grpc/order", req: grpcCall(pbMessage(pbString(1, "orders/7"), pbString(2, string(pbMessage(pbString(1, "Ada Lovelace"), pbVarint(2, 3), pbString(3, "12 St James's Square, London"))))), ""), want: Allow},
+		{name: "deny/grpc/sqli-nested", req: grpcCall(pbMessage(pbString(1, "orders"), pbString(2, string(pbMessage(pbString(1, "1' UNION SELECT password FROM users--"), pbVarint(2, 256))))), ""), want: Deny, wantRuleIDs: []int{942100, 949110}},
+		{name: "deny/grpc/rce-gzip", req: grpcCall(pbString(1, "; cat /etc/passwd"), "gzip"), want: Deny, wantRuleIDs: []int{930120, 932160, 949110}},
+		{name: "deny/grpc/unreadable-compression", req: grpcCall(pbString(1, "hello"), "snappy"), want: Deny, wantRuleIDs: []int{200002}},
 
 		// CRS's own policy, restored by a profile: tx.allowed_methods is
 		// "GET HEAD POST OPTIONS" (911100) and gRPC-web is not an allowed

@@ -158,8 +158,9 @@ func compile(p Profile) (*compiled, error) {
 
 // Mesh defaults that differ from CRS's: East/West traffic is mostly APIs,
 // so PUT, PATCH and DELETE and the API and gRPC content types are normal.
-// gRPC bodies are binary protobuf and are read raw (REQUEST_BODY only), not
-// as a form. A profile's beforeCRS may set these tx variables again.
+// gRPC bodies are protobuf: the GRPC body processor (grpcbody.go) makes
+// their string fields ARGS. A profile's beforeCRS may set these tx
+// variables again.
 const (
 	meshAllowedMethods      = "GET HEAD POST PUT PATCH DELETE OPTIONS"
 	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |multipart/related| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
@@ -191,7 +192,7 @@ SecAction "id:99100,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=
 SecAction "id:99101,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[7]d"
 SecAction "id:99102,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=%[8]s'"
 SecAction "id:99103,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content_type=%[9]s'"
-SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=RAW"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=GRPC"
 `, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold,
 		meshAllowedMethods, meshAllowedContentTypes)
 	exBefore, exAfter := exclusionDirectives(p.Exclusions)

@@ -1,0 +1,263 @@
+package inspector
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/corazawaf/coraza/v3/collection"
+	"github.com/corazawaf/coraza/v3/experimental/plugins"
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The GRPC body processor makes the string fields of gRPC messages ARGS,
+// so that CRS inspects them as it inspects JSON or form values.
+//
+// Envoy hands ext_authz the body of a gRPC (or binary gRPC-web) call as
+// length-prefixed messages: a flag byte (1: compressed with grpc-encoding),
+// a big-endian uint32 length, the message. Messages are protobuf, decoded
+// without a schema. Each length-delimited field becomes ARGS_POST
+// "grpc.<field>.<field>..." (field numbers from the top message):
+//
+//   - a string as it is;
+//   - a nested message as the text of its fields joined by spaces, and each
+//     of its fields in turn: without the schema a string and a message look
+//     alike, and an attack split over fields is whole again in the text;
+//   - bytes that are not UTF-8 with those bytes and control characters
+//     turned to spaces (dropped when nothing else is left).
+//
+// Numbers are not arguments. A message that is not protobuf (another codec,
+// e.g. JSON over gRPC) is one argument, "grpc".
+//
+// The body itself stays in REQUEST_BODY, as with RAW. A message compressed
+// with gzip is inflated (bounded); any other encoding, a bad flag or a
+// broken gzip stream is a request body error, which rule 200002 denies:
+// what cannot be read is not let through unread. A message cut short by
+// the end of the body (Envoy's partial body) is read as far as it goes;
+// meshwaf's partial-body guard decides about the rest.
+
+// GRPCBodyProcessor is the name of the body processor, for
+// ctl:requestBodyProcessor. It is registered with Coraza when this package
+// is loaded.
+const GRPCBodyProcessor = "GRPC"
+
+const (
+	grpcMaxDepth    = 32      // nested messages walked
+	grpcMaxInflated = 4 << 20 // bytes a compressed message may inflate to
+)
+
+func init() {
+	plugins.RegisterBodyProcessor(strings.ToLower(GRPCBodyProcessor), func() plugintypes.BodyProcessor {
+		return grpcBody{}
+	})
+}
+
+type grpcBody struct{}
+
+// setter is what Coraza's single-value variables implement besides
+// collection.Single.
+type setter interface{ Set(string) }
+
+func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, o plugintypes.BodyProcessorOptions) error {
+	var sb strings.Builder
+	if _, err := io.Copy(&sb, r); err != nil {
+		return err
+	}
+	body := sb.String()
+	set(v.RequestBody(), body)
+	set(v.RequestBodyLength(), strconv.Itoa(len(body)))
+
+	enc := "identity"
+	if h := v.RequestHeaders().Get("grpc-encoding"); len(h) > 0 {
+		enc = strings.ToLower(strings.TrimSpace(h[0]))
+	}
+	d := grpcDecoder{args: v.ArgsPost(), limit: o.ArgumentLimit}
+	err := d.frames([]byte(body), enc)
+	if d.overLimit {
+		set(v.ArgumentsLimitReached(), "1")
+	}
+	return err
+}
+
+func (grpcBody) ProcessResponse(io.Reader, plugintypes.TransactionVariables, plugintypes.BodyProcessorOptions) error {
+	return nil
+}
+
+func set(c collection.Single, value string) {
+	if s, ok := c.(setter); ok {
+		s.Set(value)
+	}
+}
+
+// grpcDecoder adds the string fields of messages to args, up to limit
+// values (0: no limit).
+type grpcDecoder struct {
+	args      collection.Map
+	limit     int
+	added     int
+	overLimit bool
+}
+
+func (d *grpcDecoder) frames(body []byte, enc string) error {
+	for len(body) >= 5 {
+		flag, n := body[0], binary.BigEndian.Uint32(body[1:5])
+		body = body[5:]
+		msg, cut := body, false
+		if uint64(n) <= uint64(len(body)) {
+			msg, body = body[:n], body[n:]
+		} else {
+			body, cut = nil, true // cut short: read what there is
+		}
+		switch flag {
+		case 0:
+		case 1:
+			var err error
+			if msg, err = inflate(msg, enc); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("gRPC message with flag 0x%02x: not a request data frame", flag)
+		}
+		if cut {
+			if _, fields := d.message("grpc", msg, 0); fields == 0 {
+				d.addText("grpc", msg)
+			}
+		} else {
+			d.value("grpc", msg, 0)
+		}
+	}
+	return nil
+}
+
+// inflate decompresses a message compressed with enc.
+func inflate(msg []byte, enc string) ([]byte, error) {
+	if enc != "gzip" {
+		return nil, fmt.Errorf("gRPC message compressed with %q: meshwaf reads gzip only", enc)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(msg))
+	if err != nil {
+		return nil, fmt.Errorf("gRPC message: gzip: %w", err)
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, grpcMaxInflated+1))
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("gRPC message: gzip: %w", err)
+	}
+	if len(out) > grpcMaxInflated {
+		return nil, fmt.Errorf("gRPC message inflates to over %d bytes", grpcMaxInflated)
+	}
+	return out, nil
+}
+
+// value adds the arguments of b, found under key, and returns its text.
+// At depth 0 b is a whole gRPC message, whose text is not an argument.
+func (d *grpcDecoder) value(key string, b []byte, depth int) string {
+	if len(b) == 0 {
+		return ""
+	}
+	if depth < grpcMaxDepth && isMessage(b) {
+		t, fields := d.message(key, b, depth)
+		if fields == 0 {
+			// Numbers only, or a string that happens to parse ("hi" is
+			// field 13 = 'i').
+			return d.addText(key, b)
+		}
+		if depth > 0 && t != "" {
+			d.add(key, t)
+		}
+		return t
+	}
+	if utf8.Valid(b) {
+		d.add(key, string(b))
+		return string(b)
+	}
+	return d.addText(key, b)
+}
+
+// message adds the arguments of b's fields under key and returns their
+// texts joined by spaces and how many length-delimited fields it read. It
+// stops at the first field that is not whole.
+func (d *grpcDecoder) message(key string, b []byte, depth int) (string, int) {
+	var texts []string
+	fields := 0
+	for len(b) > 0 && !d.overLimit {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		if typ != protowire.BytesType {
+			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+				break
+			}
+			b = b[n:]
+			continue
+		}
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			break
+		}
+		b = b[n:]
+		fields++
+		if t := d.value(key+"."+strconv.Itoa(int(num)), v, depth+1); t != "" {
+			texts = append(texts, t)
+		}
+	}
+	return strings.Join(texts, " "), fields
+}
+
+// addText adds b with bytes that are not UTF-8 and control characters
+// other than tab, CR and LF turned to spaces, unless only spaces are left,
+// and returns it.
+func (d *grpcDecoder) addText(key string, b []byte) string {
+	out := make([]byte, 0, len(b))
+	blank := true
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && n == 1, r < 0x20 && r != '\t' && r != '\n' && r != '\r', r == 0x7f:
+			out = append(out, ' ')
+		default:
+			out = append(out, b[:n]...)
+			blank = blank && (r == ' ' || r == '\t' || r == '\n' || r == '\r')
+		}
+		b = b[n:]
+	}
+	if blank {
+		return ""
+	}
+	d.add(key, string(out))
+	return string(out)
+}
+
+func (d *grpcDecoder) add(key, value string) {
+	if d.limit > 0 && d.added >= d.limit {
+		d.overLimit = true
+		return
+	}
+	d.args.Add(key, value)
+	d.added++
+}
+
+// isMessage reports whether b is a whole protobuf message: tags with field
+// numbers in range, no groups, every value complete.
+func isMessage(b []byte) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 || typ == protowire.StartGroupType || typ == protowire.EndGroupType {
+			return false
+		}
+		b = b[n:]
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}

@@ -1,0 +1,228 @@
+package inspector
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/corazawaf/coraza/v3"
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// pbString is a length-delimited protobuf field.
+func pbString(num protowire.Number, v string) []byte {
+	b := protowire.AppendTag(nil, num, protowire.BytesType)
+	return protowire.AppendString(b, v)
+}
+
+func pbVarint(num protowire.Number, v uint64) []byte {
+	b := protowire.AppendTag(nil, num, protowire.VarintType)
+	return protowire.AppendVarint(b, v)
+}
+
+func pbMessage(fields ...[]byte) []byte { return bytes.Join(fields, nil) }
+
+// grpcFrame is one length-prefixed gRPC message.
+func grpcFrame(flag byte, msg []byte) []byte {
+	b := []byte{flag, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
+	return append(b, msg...)
+}
+
+func gzipped(t testing.TB, b []byte) []byte {
+	t.Helper()
+	var out bytes.Buffer
+	zw := gzip.NewWriter(&out)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
+}
+
+type grpcBodyCase struct {
+	name     string
+	body     []byte
+	encoding string
+	limit    int
+	want     map[string][]string // ARGS_POST
+	wantErr  string              // in REQBODY_ERROR_MSG
+	overArgs bool
+}
+
+func grpcBodyCases(t testing.TB) []grpcBodyCase {
+	t.Helper()
+	user := pbMessage(pbString(1, "users/42"), pbVarint(2, 7), pbString(3, "Ada"))
+	nested := pbMessage(pbString(1, "orders"), pbString(2, string(pbMessage(pbString(1, "1' UNION SELECT password FROM users--"), pbVarint(2, 256)))))
+	return []grpcBodyCase{
+		{name: "strings, numbers left out", body: grpcFrame(0, user),
+			want: map[string][]string{"grpc.1": {"users/42"}, "grpc.3": {"Ada"}}},
+		{name: "nested message: its text and its fields", body: grpcFrame(0, nested),
+			want: map[string][]string{"grpc.1": {"orders"}, "grpc.2": {"1' UNION SELECT password FROM users--"}, "grpc.2.1": {"1' UNION SELECT password FROM users--"}}},
+		{name: "nested message text joins its fields, NUL and tags left out",
+			body: grpcFrame(0, pbString(2, string(pbMessage(pbString(1, "' /*"), pbVarint(3, 0), pbString(4, "*/ OR 1=1--"))))),
+			want: map[string][]string{"grpc.2": {"' /* */ OR 1=1--"}, "grpc.2.1": {"' /*"}, "grpc.2.4": {"*/ OR 1=1--"}}},
+		{name: "a string that parses as numbers stays a string", body: grpcFrame(0, pbString(1, "hi")),
+			want: map[string][]string{"grpc.1": {"hi"}}},
+		{name: "a nested message of numbers only is no argument", body: grpcFrame(0, pbString(2, string(pbVarint(1, 5)))),
+			want: map[string][]string{}},
+		{name: "repeated field and two messages (client stream)", body: slices.Concat(grpcFrame(0, pbMessage(pbString(4, "a"), pbString(4, "b"))), grpcFrame(0, pbString(4, "c"))),
+			want: map[string][]string{"grpc.4": {"a", "b", "c"}}},
+		{name: "not protobuf: one string", body: grpcFrame(0, []byte(`{"q":"<script>alert(1)</script>"}`)),
+			want: map[string][]string{"grpc": {`{"q":"<script>alert(1)</script>"}`}}},
+		{name: "binary bytes: text where there is some", body: grpcFrame(0, pbMessage(pbString(5, "\xff\xfe\x00\x01"), pbString(6, "\xffcat /etc/passwd\x00"))),
+			want: map[string][]string{"grpc.6": {" cat /etc/passwd "}}},
+		{name: "gzip", encoding: "gzip", body: grpcFrame(1, gzipped(t, user)),
+			want: map[string][]string{"grpc.1": {"users/42"}, "grpc.3": {"Ada"}}},
+		{name: "message cut by the end of the body", body: grpcFrame(0, user)[:5+len(user)-3],
+			want: map[string][]string{"grpc.1": {"users/42"}}},
+		{name: "non-protobuf message cut by the end of the body", body: grpcFrame(0, []byte("{\"q\":\"' or 1=1--\"}"))[:14],
+			want: map[string][]string{"grpc": {"{\"q\":\"' o"}}},
+		{name: "frame header cut", body: []byte{0, 0, 0},
+			want: map[string][]string{}},
+		{name: "argument limit", limit: 2, body: grpcFrame(0, pbMessage(pbString(1, "a"), pbString(1, "b"), pbString(1, "c"))),
+			want: map[string][]string{"grpc.1": {"a", "b"}}, overArgs: true},
+		{name: "unknown compression is an error", encoding: "snappy", body: grpcFrame(1, user),
+			wantErr: `compressed with "snappy"`},
+		{name: "compressed without grpc-encoding is an error", body: grpcFrame(1, gzipped(t, user)),
+			wantErr: `compressed with "identity"`},
+		{name: "broken gzip is an error", encoding: "gzip", body: grpcFrame(1, []byte("not gzip")),
+			wantErr: "gzip"},
+		{name: "trailer flag is an error", body: grpcFrame(0x80, user),
+			wantErr: "flag 0x80"},
+		{name: "gzip bomb is an error", encoding: "gzip", body: grpcFrame(1, gzipped(t, make([]byte, grpcMaxInflated+1))),
+			wantErr: "inflates to over"},
+	}
+}
+
+// runGRPCBody runs body through a Coraza transaction whose body processor
+// is GRPC and returns its ARGS_POST and request body error.
+func runGRPCBody(t testing.TB, tc grpcBodyCase) (args map[string][]string, errMsg string, overArgs bool) {
+	t.Helper()
+	limit := tc.limit
+	if limit == 0 {
+		limit = 1000
+	}
+	waf, err := coraza.NewWAF(coraza.NewWAFConfig().WithDirectives(strings.Join([]string{
+		"SecRuleEngine On", "SecRequestBodyAccess On", "SecArgumentsLimit " + strconv.Itoa(limit),
+		`SecRule REQUEST_HEADERS:Content-Type "^application/grpc" "id:1,phase:1,pass,nolog,ctl:requestBodyProcessor=GRPC"`,
+	}, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := waf.NewTransaction()
+	defer tx.Close()
+	tx.ProcessURI("/pkg.Svc/Method", "POST", "HTTP/2")
+	tx.AddRequestHeader("Content-Type", "application/grpc")
+	if tc.encoding != "" {
+		tx.AddRequestHeader("Grpc-Encoding", tc.encoding)
+	}
+	tx.ProcessRequestHeaders()
+	if _, _, err := tx.WriteRequestBody(tc.body); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ProcessRequestBody(); err != nil {
+		t.Fatal(err)
+	}
+	vars := tx.(plugintypes.TransactionState).Variables()
+	args = map[string][]string{}
+	for _, md := range vars.ArgsPost().FindAll() {
+		args[md.Key()] = append(args[md.Key()], md.Value())
+	}
+	if vars.RequestBodyError().Get() != "0" {
+		errMsg = vars.RequestBodyErrorMsg().Get()
+		if errMsg == "" {
+			errMsg = "request body error"
+		}
+	}
+	if got := vars.RequestBody().Get(); got != string(tc.body) {
+		t.Errorf("REQUEST_BODY is %d bytes, want the %d-byte body", len(got), len(tc.body))
+	}
+	return args, errMsg, vars.ArgumentsLimitReached().Get() == "1"
+}
+
+func TestGRPCBodyProcessor(t *testing.T) {
+	for _, tc := range grpcBodyCases(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			args, errMsg, over := runGRPCBody(t, tc)
+			if tc.wantErr != "" {
+				if !strings.Contains(errMsg, tc.wantErr) {
+					t.Fatalf("body error %q, want one containing %q", errMsg, tc.wantErr)
+				}
+				return
+			}
+			if errMsg != "" {
+				t.Fatalf("unexpected body error %q", errMsg)
+			}
+			if over != tc.overArgs {
+				t.Fatalf("arguments limit reached = %v, want %v", over, tc.overArgs)
+			}
+			for k, want := range tc.want {
+				if got := args[k]; !slices.Equal(got, want) {
+					t.Errorf("ARGS_POST:%s = %q, want %q", k, got, want)
+				}
+			}
+			for k := range args {
+				if _, ok := tc.want[k]; !ok {
+					t.Errorf("unexpected ARGS_POST:%s = %q", k, args[k])
+				}
+			}
+		})
+	}
+}
+
+// FuzzGRPCBody feeds arbitrary bodies to the processor: it must not panic
+// and must keep to the argument limit.
+func FuzzGRPCBody(f *testing.F) {
+	for _, tc := range grpcBodyCases(f) {
+		f.Add(tc.body)
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		args, _, _ := runGRPCBody(t, grpcBodyCase{body: body, limit: 50, encoding: "gzip"})
+		n := 0
+		for _, v := range args {
+			n += len(v)
+		}
+		if n > 50 {
+			t.Fatalf("%d arguments, limit 50", n)
+		}
+	})
+}
+
+// TestGRPCExclusionTarget checks that gRPC fields are named in exclusions
+// like any argument. A nested field's text is also in the text of the
+// message holding it, so an exclusion names both.
+func TestGRPCExclusionTarget(t *testing.T) {
+	sqli := "1' UNION SELECT password FROM users--"
+	inField := func(num protowire.Number) Request {
+		return grpcCall(pbMessage(pbString(1, "orders"), pbString(2, string(pbMessage(pbString(num, sqli), pbVarint(2, 256))))), "")
+	}
+	for _, tc := range []struct {
+		targets []string
+		req     Request
+		want    Decision
+	}{
+		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, inField(1), Allow},
+		{[]string{"ARGS:grpc.2.1"}, inField(1), Deny},
+		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, grpcCall(pbString(3, sqli), ""), Deny},
+	} {
+		rs, err := Compile(Profile{Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}, Targets: tc.targets}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := rs.Inspect(t.Context(), tc.req, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Decision != tc.want {
+			t.Errorf("targets %v, body %q: %v (rules %v), want %v", tc.targets, tc.req.Body, v.Decision, v.RuleIDs(), tc.want)
+		}
+	}
+}
