@@ -24,24 +24,30 @@ import (
 // length-prefixed messages: a flag byte (1: compressed with grpc-encoding),
 // a big-endian uint32 length, the message. Messages are protobuf, decoded
 // without a schema. Each length-delimited field becomes ARGS_POST
-// "grpc.<field>.<field>..." (field numbers from the top message):
+// "grpc.<field>.<field>..." (field numbers from the top message; a field
+// that occurs more than once in a message gets its index, "grpc.4_0", and
+// so does each message of a stream, "grpc_1.4": repeated fields are not
+// parameter pollution, and names hold no character CRS counts as special):
 //
 //   - a string as it is;
 //   - a nested message as the text of its fields joined by spaces, and each
 //     of its fields in turn: without the schema a string and a message look
 //     alike, and an attack split over fields is whole again in the text;
-//   - bytes that are not UTF-8 with those bytes and control characters
-//     turned to spaces (dropped when nothing else is left).
+//   - bytes that are not UTF-8 but mostly printable with the other bytes
+//     turned to spaces (other binary data is no argument).
 //
-// Numbers are not arguments. A message that is not protobuf (another codec,
-// e.g. JSON over gRPC) is one argument, "grpc".
+// Numbers are not arguments, and neither is a message of numbers only,
+// unless it reads as plain text ("hi" parses as field 13 = 'i'). A message
+// that is not protobuf (another codec, e.g. JSON over gRPC) is one argument.
 //
-// The body itself stays in REQUEST_BODY, as with RAW. A message compressed
-// with gzip is inflated (bounded); any other encoding, a bad flag or a
-// broken gzip stream is a request body error, which rule 200002 denies:
-// what cannot be read is not let through unread. A message cut short by
-// the end of the body (Envoy's partial body) is read as far as it goes;
-// meshwaf's partial-body guard decides about the rest.
+// Like the JSON body processor, it leaves REQUEST_BODY empty: the framing
+// and binary numbers are not text, and CRS's byte-range rules would flag
+// every call at paranoia level 3. A message compressed with gzip is
+// inflated (bounded); any other encoding, a bad flag or a broken gzip stream
+// is a request body error, which rule 200002 denies: what cannot be read is
+// not let through unread. A message cut short by the end of the body
+// (Envoy's partial body) is read as far as it goes; meshwaf's partial-body
+// guard decides about the rest.
 
 // GRPCBodyProcessor is the name of the body processor, for
 // ctl:requestBodyProcessor. It is registered with Coraza when this package
@@ -71,7 +77,6 @@ func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, 
 		return err
 	}
 	body := sb.String()
-	set(v.RequestBody(), body)
 	set(v.RequestBodyLength(), strconv.Itoa(len(body)))
 
 	enc := "identity"
@@ -106,31 +111,41 @@ type grpcDecoder struct {
 }
 
 func (d *grpcDecoder) frames(body []byte, enc string) error {
+	type frame struct {
+		msg []byte
+		cut bool
+	}
+	var frames []frame
 	for len(body) >= 5 {
 		flag, n := body[0], binary.BigEndian.Uint32(body[1:5])
 		body = body[5:]
-		msg, cut := body, false
+		f := frame{msg: body}
 		if uint64(n) <= uint64(len(body)) {
-			msg, body = body[:n], body[n:]
+			f.msg, body = body[:n], body[n:]
 		} else {
-			body, cut = nil, true // cut short: read what there is
+			body, f.cut = nil, true // cut short: read what there is
 		}
 		switch flag {
 		case 0:
 		case 1:
 			var err error
-			if msg, err = inflate(msg, enc); err != nil {
+			if f.msg, err = inflate(f.msg, enc); err != nil {
 				return err
 			}
 		default:
 			return fmt.Errorf("gRPC message with flag 0x%02x: not a request data frame", flag)
 		}
-		if cut {
-			if _, fields := d.message("grpc", msg, 0); fields == 0 {
-				d.addText("grpc", msg)
-			}
-		} else {
-			d.value("grpc", msg, 0)
+		frames = append(frames, f)
+	}
+	for i, f := range frames {
+		key := "grpc"
+		if len(frames) > 1 {
+			key = "grpc_" + strconv.Itoa(i)
+		}
+		if !f.cut {
+			d.value(key, f.msg, 0)
+		} else if _, fields := d.message(key, f.msg, 0); fields == 0 {
+			d.addText(key, f.msg)
 		}
 	}
 	return nil
@@ -158,35 +173,41 @@ func inflate(msg []byte, enc string) ([]byte, error) {
 // value adds the arguments of b, found under key, and returns its text.
 // At depth 0 b is a whole gRPC message, whose text is not an argument.
 func (d *grpcDecoder) value(key string, b []byte, depth int) string {
-	if len(b) == 0 {
+	switch {
+	case len(b) == 0:
 		return ""
-	}
-	if depth < grpcMaxDepth && isMessage(b) {
+	case depth < grpcMaxDepth && isMessage(b):
 		t, fields := d.message(key, b, depth)
 		if fields == 0 {
-			// Numbers only, or a string that happens to parse ("hi" is
-			// field 13 = 'i').
-			return d.addText(key, b)
+			if isText(b) {
+				d.add(key, string(b))
+				return string(b)
+			}
+			return ""
 		}
 		if depth > 0 && t != "" {
 			d.add(key, t)
 		}
 		return t
-	}
-	if utf8.Valid(b) {
+	case utf8.Valid(b):
 		d.add(key, string(b))
 		return string(b)
+	default:
+		return d.addText(key, b)
 	}
-	return d.addText(key, b)
 }
 
 // message adds the arguments of b's fields under key and returns their
 // texts joined by spaces and how many length-delimited fields it read. It
 // stops at the first field that is not whole.
 func (d *grpcDecoder) message(key string, b []byte, depth int) (string, int) {
-	var texts []string
-	fields := 0
-	for len(b) > 0 && !d.overLimit {
+	type field struct {
+		num protowire.Number
+		v   []byte
+	}
+	var fields []field
+	count := map[protowire.Number]int{}
+	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
 		if n < 0 {
 			break
@@ -204,32 +225,63 @@ func (d *grpcDecoder) message(key string, b []byte, depth int) (string, int) {
 			break
 		}
 		b = b[n:]
-		fields++
-		if t := d.value(key+"."+strconv.Itoa(int(num)), v, depth+1); t != "" {
+		fields = append(fields, field{num, v})
+		count[num]++
+	}
+	var texts []string
+	seen := map[protowire.Number]int{}
+	for _, f := range fields {
+		if d.overLimit {
+			break
+		}
+		k := key + "." + strconv.Itoa(int(f.num))
+		if count[f.num] > 1 {
+			k += "_" + strconv.Itoa(seen[f.num])
+			seen[f.num]++
+		}
+		if t := d.value(k, f.v, depth+1); t != "" {
 			texts = append(texts, t)
 		}
 	}
-	return strings.Join(texts, " "), fields
+	return strings.Join(texts, " "), len(fields)
 }
 
-// addText adds b with bytes that are not UTF-8 and control characters
-// other than tab, CR and LF turned to spaces, unless only spaces are left,
-// and returns it.
-func (d *grpcDecoder) addText(key string, b []byte) string {
-	out := make([]byte, 0, len(b))
-	blank := true
-	for len(b) > 0 {
-		r, n := utf8.DecodeRune(b)
-		switch {
-		case r == utf8.RuneError && n == 1, r < 0x20 && r != '\t' && r != '\n' && r != '\r', r == 0x7f:
-			out = append(out, ' ')
-		default:
-			out = append(out, b[:n]...)
-			blank = blank && (r == ' ' || r == '\t' || r == '\n' || r == '\r')
-		}
-		b = b[n:]
+// isText reports whether b reads as text: UTF-8 without control
+// characters other than tab, CR and LF, and not only blanks.
+func isText(b []byte) bool {
+	if !utf8.Valid(b) {
+		return false
 	}
-	if blank {
+	blank := true
+	for _, c := range b {
+		switch {
+		case c == '\t' || c == '\n' || c == '\r' || c == ' ':
+		case c < 0x20 || c == 0x7f:
+			return false
+		default:
+			blank = false
+		}
+	}
+	return !blank
+}
+
+// addText adds b, bytes that are not UTF-8 and mostly printable ASCII,
+// with the other bytes turned to spaces, and returns it; other binary data
+// is no argument.
+func (d *grpcDecoder) addText(key string, b []byte) string {
+	out := make([]byte, len(b))
+	printable := 0
+	for i, c := range b {
+		if c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' {
+			out[i] = c
+			if c != ' ' {
+				printable++
+			}
+		} else {
+			out[i] = ' '
+		}
+	}
+	if printable == 0 || 4*printable < 3*len(b) {
 		return ""
 	}
 	d.add(key, string(out))
