@@ -250,6 +250,22 @@ func (rs *RuleSet) Inspect(ctx context.Context, req Request, profile string) (Ve
 	return c.inspect(ctx, &req)
 }
 
+// Close releases what the rule set's WAFs hold in Coraza's process-wide
+// cache of compiled operators (patterns no other rule set uses). Call it
+// once rs is replaced: checks still running on rs finish unaffected.
+func (rs *RuleSet) Close() error {
+	var errs []error
+	for _, c := range rs.profiles {
+		if cl, ok := c.waf.(experimental.WAFCloser); ok {
+			errs = append(errs, cl.Close())
+		}
+	}
+	if cl, ok := rs.def.waf.(experimental.WAFCloser); ok {
+		errs = append(errs, cl.Close())
+	}
+	return errors.Join(errs...)
+}
+
 // Has reports whether rs has a profile of that name.
 func (rs *RuleSet) Has(profile string) bool {
 	_, ok := rs.profiles[profile]

@@ -3,6 +3,7 @@ package inspector
 import (
 	"encoding/binary"
 	"regexp/syntax"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,8 +39,22 @@ const (
 	dfaMatch
 )
 
-// dfaBudget bounds the memory of one DFA's states.
-const dfaBudget = 512 << 10
+// dfaBudget bounds the memory of one DFA's states, dfaTotalBudget that of
+// all DFAs in the process: a DFA over either drops its states.
+const (
+	dfaBudget      = 1 << 20
+	dfaTotalBudget = 32 << 20
+)
+
+// Bytes of states held and caches dropped, by all DFAs in the process.
+var (
+	dfaBytes  atomic.Int64
+	dfaResets atomic.Int64
+)
+
+// RxDFAStats reports the memory the @rx DFAs hold and how many times one
+// dropped its states for lack of budget, in this process.
+func RxDFAStats() (bytes, resets int64) { return dfaBytes.Load(), dfaResets.Load() }
 
 // dfaFirstMax is the longest value @rx asks the DFA before the literal
 // prefilter: a few table steps cost less than hashing the value for the
@@ -61,8 +76,9 @@ type dfa struct {
 	classes [utf8.RuneSelf]uint8 // ASCII byte -> class
 	rep     []rune               // a byte of each class
 	nclass  int
-	match   *dstate // the state after a match: final
-	budget  int     // bytes of states per cache generation
+	match   *dstate       // the state after a match: final
+	budget  int           // bytes of states per cache generation
+	held    *atomic.Int64 // bytes of the current generation in dfaBytes
 
 	mu    sync.Mutex
 	cache atomic.Pointer[dcache]
@@ -79,6 +95,7 @@ type dcache struct {
 	states map[string]*dstate
 	bytes  int
 	start  *dstate
+	live   bool // current: its bytes are counted in d.held and dfaBytes
 }
 
 // dstate is immutable but for its lazily filled transitions.
@@ -135,6 +152,10 @@ func newDFA(expr string) *dfa {
 	d.nclass = len(d.rep)
 	d.match = &dstate{}
 	d.match.final.Store(2)
+	// The states a collected DFA held are no longer held (Coraza drops
+	// operators when the last WAF using them is closed).
+	d.held = new(atomic.Int64)
+	runtime.AddCleanup(d, func(h *atomic.Int64) { dfaBytes.Add(-h.Load()) }, d.held)
 	d.cache.Store(d.newCache())
 	return d
 }
@@ -174,8 +195,10 @@ func byteKind(c rune) int {
 // kindRune is a rune of each kind, for syntax.EmptyOpContext.
 var kindRune = [nkinds]rune{kindStart: -1, kindNewline: '\n', kindWord: 'a', kindOther: ' '}
 
+// newCache makes the next generation of states, counted in dfaBytes as
+// long as it is current. Called with mu held, or before d is shared.
 func (d *dfa) newCache() *dcache {
-	c := &dcache{states: make(map[string]*dstate)}
+	c := &dcache{states: make(map[string]*dstate), live: true}
 	c.start = d.intern(c, kindStart, nil)
 	return c
 }
@@ -192,7 +215,12 @@ func (d *dfa) intern(c *dcache, kind uint8, pcs []uint32) *dstate {
 	}
 	s := &dstate{kind: kind, pcs: slices.Clone(pcs), next: make([]atomic.Pointer[dstate], d.nclass), owner: c}
 	c.states[string(d.key)] = s
-	c.bytes += 2*len(d.key) + 16*d.nclass + 128
+	size := 2*len(d.key) + 16*d.nclass + 128
+	c.bytes += size
+	if c.live {
+		d.held.Add(int64(size))
+		dfaBytes.Add(int64(size))
+	}
 	return s
 }
 
@@ -282,8 +310,11 @@ func (d *dfa) step(s *dstate, k uint8) *dstate {
 		return n
 	}
 	c := s.owner
-	if c.bytes > d.budget {
+	if c.bytes > d.budget || dfaBytes.Load() > dfaTotalBudget {
 		if d.cache.Load() == c {
+			c.live = false
+			dfaBytes.Add(-d.held.Swap(0))
+			dfaResets.Add(1)
 			d.cache.Store(d.newCache())
 		}
 		return nil

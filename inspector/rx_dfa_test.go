@@ -3,9 +3,12 @@ package inspector
 import (
 	"math/rand/v2"
 	"regexp"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3"
@@ -260,4 +263,45 @@ func FuzzDFA(f *testing.F) {
 			checkDFA(t, p.d, p.re, []string{v})
 		}
 	})
+}
+
+// TestDFAMemoryReleasedWithRuleSet: a rule set that is closed and dropped
+// gives back what its DFAs held, and still answers while it is in use.
+func TestDFAMemoryReleasedWithRuleSet(t *testing.T) {
+	rule := `SecRule ARGS "@rx (?i)meshwaf[_-]?only[0-9]+(?:alpha|beta|gamma)\b" "id:99990,phase:2,deny,log,msg:'test'"`
+	rs, err := Compile(Profile{AfterCRS: rule})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, _ := RxDFAStats()
+	req := Request{Method: "GET", URI: "/?q=" + strings.Repeat("meshwafonly1alph+", 40), Protocol: "HTTP/1.1", Host: "a.example"}
+	for i := range 20 {
+		req.URI += strconv.Itoa(i)
+		if _, err := rs.Inspect(t.Context(), req, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	grown, _ := RxDFAStats()
+	if grown <= before {
+		t.Fatalf("DFA bytes %d -> %d: the pattern built no states", before, grown)
+	}
+	if err := rs.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rs.Inspect(t.Context(), req, ""); err != nil {
+		t.Fatalf("inspecting after Close: %v", err)
+	}
+	rs = nil
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		runtime.GC()
+		if now, _ := RxDFAStats(); now < grown {
+			return
+		}
+		if time.Now().After(deadline) {
+			now, _ := RxDFAStats()
+			t.Fatalf("DFA bytes still %d (grown %d) after the rule set was dropped", now, grown)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

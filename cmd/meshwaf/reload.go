@@ -36,6 +36,7 @@ type reloader struct {
 
 	mu      sync.Mutex // serialises reloads
 	running Config
+	inForce *inspector.RuleSet // closed when a reload replaces it
 	sum     [sha256.Size]byte
 }
 
@@ -91,6 +92,12 @@ func (r *reloader) reload(trigger string, force bool) error {
 		return r.fail(trigger, err)
 	}
 	r.apply(c.rules, c.selector)
+	if r.inForce != nil {
+		if err := r.inForce.Close(); err != nil {
+			r.logger.Warn("releasing the replaced rules", "error", err)
+		}
+	}
+	r.inForce = c.rules
 	r.sum = sum
 	r.warnRestartOnly(cfg)
 	r.running = cfg

@@ -108,6 +108,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 	if err != nil {
 		return err
 	}
+	rl.inForce = c.rules
 	if cfg.file != "" {
 		hup := make(chan os.Signal, 1)
 		signal.Notify(hup, syscall.SIGHUP)
