@@ -111,6 +111,11 @@ func Compile(def Profile, extra ...Profile) (*RuleSet, error) {
 	}
 	wg.Wait()
 	if err := errors.Join(perr...); err != nil {
+		for _, c := range out {
+			if c != nil {
+				_ = c.close() // only releases cached operators
+			}
+		}
 		return nil, err
 	}
 	rs := &RuleSet{def: out[0], profiles: make(map[string]*compiled, len(out))}
@@ -151,9 +156,18 @@ func compile(p Profile) (*compiled, error) {
 		}
 	}
 	if len(errs) > 0 {
+		_ = c.close() // only releases cached operators
 		return nil, &ProfileError{Profile: p.Name, Err: errors.Join(errs...)}
 	}
 	return c, nil
+}
+
+// close releases the WAF's share of Coraza's operator cache.
+func (c *compiled) close() error {
+	if cl, ok := c.waf.(experimental.WAFCloser); ok {
+		return cl.Close()
+	}
+	return nil
 }
 
 // Mesh defaults that differ from CRS's: East/West traffic is mostly APIs,
@@ -254,14 +268,9 @@ func (rs *RuleSet) Inspect(ctx context.Context, req Request, profile string) (Ve
 // cache of compiled operators (patterns no other rule set uses). Call it
 // once rs is replaced: checks still running on rs finish unaffected.
 func (rs *RuleSet) Close() error {
-	var errs []error
+	errs := []error{rs.def.close()}
 	for _, c := range rs.profiles {
-		if cl, ok := c.waf.(experimental.WAFCloser); ok {
-			errs = append(errs, cl.Close())
-		}
-	}
-	if cl, ok := rs.def.waf.(experimental.WAFCloser); ok {
-		errs = append(errs, cl.Close())
+		errs = append(errs, c.close())
 	}
 	return errors.Join(errs...)
 }
