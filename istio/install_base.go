@@ -201,7 +201,9 @@ func (o InstallOptions) deployment() *appsv1.Deployment {
 		TypeMeta:   metav1.TypeMeta{APIVersion: "apps/v1", Kind: "Deployment"},
 		ObjectMeta: o.meta(o.ServiceName),
 		Spec: appsv1.DeploymentSpec{
-			Replicas: ptr.To(o.Replicas),
+			// No replicas: the HorizontalPodAutoscaler owns the scale
+			// (minReplicas = o.Replicas). A replicas field would reset it
+			// on every kubectl apply, scaling a busy meshwaf down.
 			Selector: &metav1.LabelSelector{MatchLabels: o.selectorLabels()},
 			Strategy: appsv1.DeploymentStrategy{
 				Type: appsv1.RollingUpdateDeploymentStrategyType,

@@ -18,6 +18,7 @@ import (
 	networkingv1alpha3 "istio.io/client-go/pkg/apis/networking/v1alpha3"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -331,6 +332,7 @@ func TestDeploymentHardening(t *testing.T) {
 	var cm corev1.ConfigMap
 	var svc corev1.Service
 	var ns corev1.Namespace
+	var hpa autoscalingv2.HorizontalPodAutoscaler
 	for _, d := range docs(t, out) {
 		switch k := kinds(t, d)[0]; k {
 		case "Deployment":
@@ -341,10 +343,15 @@ func TestDeploymentHardening(t *testing.T) {
 			require.NoError(t, yaml.UnmarshalStrict(d, &svc))
 		case "Namespace":
 			require.NoError(t, yaml.UnmarshalStrict(d, &ns))
+		case "HorizontalPodAutoscaler":
+			require.NoError(t, yaml.UnmarshalStrict(d, &hpa))
 		}
 	}
 	require.Equal(t, "enabled", ns.Labels["istio-injection"])
-	require.GreaterOrEqual(t, *dep.Spec.Replicas, int32(2))
+	require.Nil(t, dep.Spec.Replicas, "the autoscaler owns the scale")
+	require.GreaterOrEqual(t, *hpa.Spec.MinReplicas, int32(2))
+	require.Equal(t, "Deployment", hpa.Spec.ScaleTargetRef.Kind)
+	require.Equal(t, dep.Name, hpa.Spec.ScaleTargetRef.Name)
 	pod := dep.Spec.Template.Spec
 	require.Greater(t, time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second, drainDelay+shutdownTimeout)
 	require.Len(t, pod.TopologySpreadConstraints, 2)
