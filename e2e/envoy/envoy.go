@@ -108,6 +108,11 @@ type Config struct {
 	AcceptHTTP10 bool
 	// AccessLog, when set, receives one entry per downstream request.
 	AccessLog func(Entry)
+	// HTTP2 makes the listener accept HTTP/2 without TLS too (prior
+	// knowledge, as a sidecar's inbound listener takes gRPC) and the
+	// upstream cluster speak HTTP/2 (http2_protocol_options), as gRPC
+	// needs.
+	HTTP2 bool
 }
 
 // Entry is one access log line: what Envoy's access log can print with
@@ -175,7 +180,7 @@ func Start(cfg Config) (*Proxy, error) {
 		conn:     conn,
 		upstream: up,
 		client: &http.Client{
-			Transport: &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second},
+			Transport: upstreamTransport(cfg.HTTP2),
 			Timeout:   30 * time.Second,
 			// Envoy's router does not follow redirects by default.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
@@ -201,8 +206,22 @@ func Start(cfg Config) (*Proxy, error) {
 			return ctx
 		},
 	}
+	if cfg.HTTP2 {
+		p.srv.Protocols = new(http.Protocols)
+		p.srv.Protocols.SetHTTP1(true)
+		p.srv.Protocols.SetUnencryptedHTTP2(true)
+	}
 	go func() { _ = p.srv.Serve(p.lis) }()
 	return p, nil
+}
+
+func upstreamTransport(http2 bool) *http.Transport {
+	t := &http.Transport{MaxIdleConnsPerHost: 64, IdleConnTimeout: 30 * time.Second}
+	if http2 {
+		t.Protocols = new(http.Protocols)
+		t.Protocols.SetUnencryptedHTTP2(true)
+	}
+	return t
 }
 
 // Addr is the listener's address (127.0.0.1:port).
@@ -393,6 +412,10 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		if status == 0 {
 			status = http.StatusForbidden
 		}
+		if isGRPC(r) {
+			grpcLocalReply(w, status, "")
+			return
+		}
 		w.WriteHeader(status)
 		return
 	}
@@ -400,7 +423,7 @@ func (p *Proxy) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if codes.Code(resp.GetStatus().GetCode()) != codes.OK {
 		p.denied.Add(1)
 		e.Authz, e.ResponseFlags = "denied", "UAEX"
-		deny(w, resp.GetDeniedResponse())
+		deny(w, r, resp.GetDeniedResponse())
 		return
 	}
 	p.ok.Add(1)
@@ -552,10 +575,14 @@ func (p *Proxy) check(ctx context.Context, req *authv3.CheckRequest) (*authv3.Ch
 }
 
 // deny writes the DeniedHttpResponse as the local reply.
-func deny(w http.ResponseWriter, d *authv3.DeniedHttpResponse) {
+func deny(w http.ResponseWriter, r *http.Request, d *authv3.DeniedHttpResponse) {
 	status := int(d.GetStatus().GetCode())
 	if status == 0 {
 		status = http.StatusForbidden
+	}
+	if isGRPC(r) {
+		grpcLocalReply(w, status, d.GetBody())
+		return
 	}
 	for _, h := range d.GetHeaders() {
 		// Envoy replaces a header of the local reply: append defaults to
@@ -699,6 +726,43 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, path string, buf
 	}
 	w.WriteHeader(resp.StatusCode)
 	_, _ = io.Copy(w, resp.Body)
+	for k, vs := range resp.Trailer { // gRPC's status travels in trailers
+		w.Header()[http.TrailerPrefix+k] = vs
+	}
+}
+
+// isGRPC is Envoy's Grpc::Common::isGrpcRequestHeaders: a content type of
+// application/grpc, alone or with a +suffix or parameters.
+func isGRPC(r *http.Request) bool {
+	ct := r.Header.Get("Content-Type")
+	rest, ok := strings.CutPrefix(ct, "application/grpc")
+	return ok && (rest == "" || rest[0] == '+' || rest[0] == ';')
+}
+
+// grpcLocalReply answers a gRPC request as Envoy's sendLocalReply does
+// (source/common/http/utility.cc): HTTP 200, trailers only, grpc-status
+// mapped from the HTTP status by Grpc::Utility::httpToGrpcStatus and the
+// reply body as grpc-message.
+func grpcLocalReply(w http.ResponseWriter, status int, body string) {
+	code := codes.Unknown
+	switch status {
+	case http.StatusBadRequest:
+		code = codes.Internal
+	case http.StatusUnauthorized:
+		code = codes.Unauthenticated
+	case http.StatusForbidden:
+		code = codes.PermissionDenied
+	case http.StatusNotFound:
+		code = codes.Unimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		code = codes.Unavailable
+	}
+	w.Header().Set("Content-Type", "application/grpc")
+	w.Header().Set("Grpc-Status", strconv.Itoa(int(code)))
+	if body != "" {
+		w.Header().Set("Grpc-Message", url.PathEscape(body))
+	}
+	w.WriteHeader(http.StatusOK)
 }
 
 // newUUID returns a random (version 4) UUID, the form of Envoy's request ids.

@@ -603,3 +603,35 @@ func TestTransferEncodingHeader(t *testing.T) {
 	_, body := up.last(t)
 	assert.Equal(t, "Hi CRS", body)
 }
+
+// A gRPC request refused by the filter gets a gRPC answer, as from Envoy's
+// sendLocalReply (source/common/http/utility.cc) with is_grpc: HTTP 200,
+// grpc-status from Grpc::Utility::httpToGrpcStatus, the body as
+// grpc-message. Other requests keep the HTTP status.
+func TestGRPCLocalReply(t *testing.T) {
+	for _, tc := range []struct {
+		contentType string
+		status      int
+		wantHTTP    int
+		wantGRPC    string
+	}{
+		{"application/grpc", http.StatusForbidden, http.StatusOK, "7"},
+		{"application/grpc+proto", http.StatusUnauthorized, http.StatusOK, "16"},
+		{"application/grpc; charset=utf-8", http.StatusServiceUnavailable, http.StatusOK, "14"},
+		{"application/grpc", http.StatusBadRequest, http.StatusOK, "13"},
+		{"application/grpc", http.StatusTeapot, http.StatusOK, "2"},
+		{"application/grpc-web", http.StatusForbidden, http.StatusForbidden, ""},
+		{"application/json", http.StatusForbidden, http.StatusForbidden, ""},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/pkg.Svc/Call", nil)
+		r.Header.Set("Content-Type", tc.contentType)
+		w := httptest.NewRecorder()
+		deny(w, r, &authv3.DeniedHttpResponse{Status: &typev3.HttpStatus{Code: typev3.StatusCode(tc.status)}, Body: "denied by meshwaf"})
+		assert.Equal(t, tc.wantHTTP, w.Code, tc.contentType)
+		assert.Equal(t, tc.wantGRPC, w.Header().Get("Grpc-Status"), tc.contentType)
+		if tc.wantGRPC != "" {
+			assert.Equal(t, "denied%20by%20meshwaf", w.Header().Get("Grpc-Message"))
+			assert.Empty(t, w.Body.String(), "trailers only")
+		}
+	}
+}
