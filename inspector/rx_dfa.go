@@ -56,6 +56,9 @@ var (
 // dropped its states for lack of budget, in this process.
 func RxDFAStats() (bytes, resets int64) { return dfaBytes.Load(), dfaResets.Load() }
 
+// dfaMaxBuild is the most transitions one value may add to a DFA.
+const dfaMaxBuild = 64
+
 // dfaFirstMax is the longest value @rx asks the DFA before the literal
 // prefilter: a few table steps cost less than hashing the value for the
 // literal memo (10% off a 128 KiB JSON body, most of whose values are
@@ -229,6 +232,7 @@ func (d *dfa) intern(c *dcache, kind uint8, pcs []uint32) *dstate {
 // for concurrent use.
 func (d *dfa) Match(value string) dfaResult {
 	s := d.cache.Load().start
+	built := 0
 	for i := 0; i < len(value); i++ {
 		c := value[i]
 		if c >= utf8.RuneSelf {
@@ -237,6 +241,14 @@ func (d *dfa) Match(value string) dfaResult {
 		k := d.classes[c]
 		n := s.next[k].Load()
 		if n == nil {
+			// A value that needs many new transitions is left to the
+			// regexp: building one costs a pass over the program, and
+			// crafted input could otherwise make the DFA slower than
+			// the NFA it replaces. Later values build on what this
+			// one added.
+			if built++; built > dfaMaxBuild {
+				return dfaUnknown
+			}
 			if n = d.step(s, k); n == nil {
 				return dfaUnknown
 			}

@@ -328,3 +328,34 @@ func settledDFABytes() int64 {
 	}
 	return last
 }
+
+// TestDFABuildBoundPerValue: a value that would make a state at nearly
+// every byte (a pattern whose DFA is exponential) is left to the regexp
+// after dfaMaxBuild new transitions, and the states it leaves are reused:
+// asking again makes progress until the DFA answers.
+func TestDFABuildBoundPerValue(t *testing.T) {
+	expr := `(?s)a.{24}c`
+	d := newDFA(expr)
+	re := regexp.MustCompile(expr)
+	rng := rand.New(rand.NewPCG(1, 2))
+	v := make([]byte, 2000)
+	for i := range v {
+		v[i] = "ab"[rng.IntN(2)]
+	}
+	if got := d.Match(string(v)); got != dfaUnknown {
+		t.Fatalf("first call answered %v; want the value left to the regexp", got)
+	}
+	if n := len(d.cache.Load().states); n > dfaMaxBuild+2 {
+		t.Fatalf("%d states after one value, bound %d", n, dfaMaxBuild)
+	}
+	short := string(v[:40])
+	for range 10 {
+		if got := d.Match(short); got != dfaUnknown {
+			if (got == dfaMatch) != re.MatchString(short) {
+				t.Fatalf("DFA %v, regexp %v", got, re.MatchString(short))
+			}
+			return
+		}
+	}
+	t.Fatal("a 40-byte value was never answered")
+}
