@@ -30,11 +30,16 @@ import (
 // parameter pollution, and names hold no character CRS counts as special):
 //
 //   - a string as it is;
-//   - a nested message as the text of its fields joined by spaces, and each
-//     of its fields in turn: without the schema a string and a message look
-//     alike, and an attack split over fields is whole again in the text;
+//   - a nested message as the text of its fields joined by spaces (when it
+//     has more than one), and each of its fields in turn: without the
+//     schema a string and a message look alike, and an attack split over
+//     fields is whole again in the text;
 //   - bytes that are not UTF-8 but mostly printable with the other bytes
 //     turned to spaces (other binary data is no argument).
+//
+// The arguments of a body hold at most 8 times its bytes (64 KiB at least);
+// past that, and past SecArgumentsLimit, the rest is not added and
+// ARGUMENTS_LIMIT_REACHED is set, which meshwaf's guard denies.
 //
 // Numbers are not arguments, and neither is a message of numbers only,
 // unless it reads as plain text ("hi" parses as field 13 = 'i'). A message
@@ -43,7 +48,7 @@ import (
 // Like the JSON body processor, it leaves REQUEST_BODY empty: the framing
 // and binary numbers are not text, and CRS's byte-range rules would flag
 // every call at paranoia level 3. A message compressed with gzip is
-// inflated (bounded); any other encoding, a bad flag or a broken gzip stream
+// inflated (4 MiB in all per body); any other encoding, a bad flag or a broken gzip stream
 // is a request body error, which rule 200002 denies: what cannot be read is
 // not let through unread. A message cut short by the end of the body
 // (Envoy's partial body) is read as far as it goes; meshwaf's partial-body
@@ -55,8 +60,10 @@ import (
 const GRPCBodyProcessor = "GRPC"
 
 const (
-	grpcMaxDepth    = 32      // nested messages walked
-	grpcMaxInflated = 4 << 20 // bytes a compressed message may inflate to
+	grpcMaxDepth    = 32 // nested messages walked
+	grpcTextFactor  = 8  // argument bytes per byte of message, at most
+	grpcMinText     = 64 << 10
+	grpcMaxInflated = 4 << 20 // bytes the compressed messages of a body may inflate to, in all
 )
 
 func init() {
@@ -108,14 +115,20 @@ type grpcDecoder struct {
 	limit     int
 	added     int
 	overLimit bool
+	// textLeft bounds the bytes of all arguments: nested texts repeat
+	// their fields, so a deep message could otherwise make a small body
+	// cost many times its size to inspect.
+	textLeft int
 }
 
 func (d *grpcDecoder) frames(body []byte, enc string) error {
+	size := len(body)
 	type frame struct {
 		msg []byte
 		cut bool
 	}
 	var frames []frame
+	inflated := 0
 	for len(body) >= 5 {
 		flag, n := body[0], binary.BigEndian.Uint32(body[1:5])
 		body = body[5:]
@@ -129,14 +142,16 @@ func (d *grpcDecoder) frames(body []byte, enc string) error {
 		case 0:
 		case 1:
 			var err error
-			if f.msg, err = inflate(f.msg, enc); err != nil {
+			if f.msg, err = inflate(f.msg, enc, grpcMaxInflated-inflated); err != nil {
 				return err
 			}
+			inflated += len(f.msg)
 		default:
 			return fmt.Errorf("gRPC message with flag 0x%02x: not a request data frame", flag)
 		}
 		frames = append(frames, f)
 	}
+	d.textLeft = max(grpcMinText, grpcTextFactor*(size+inflated))
 	for i, f := range frames {
 		key := "grpc"
 		if len(frames) > 1 {
@@ -144,15 +159,16 @@ func (d *grpcDecoder) frames(body []byte, enc string) error {
 		}
 		if !f.cut {
 			d.value(key, f.msg, 0)
-		} else if _, fields := d.message(key, f.msg, 0); fields == 0 {
+		} else if _, fields, _ := d.message(key, f.msg, 0); fields == 0 {
 			d.addText(key, f.msg)
 		}
 	}
 	return nil
 }
 
-// inflate decompresses a message compressed with enc.
-func inflate(msg []byte, enc string) ([]byte, error) {
+// inflate decompresses a message compressed with enc, to at most limit
+// bytes.
+func inflate(msg []byte, enc string, limit int) ([]byte, error) {
 	if enc != "gzip" {
 		return nil, fmt.Errorf("gRPC message compressed with %q: meshwaf reads gzip only", enc)
 	}
@@ -160,12 +176,12 @@ func inflate(msg []byte, enc string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gRPC message: gzip: %w", err)
 	}
-	out, err := io.ReadAll(io.LimitReader(zr, grpcMaxInflated+1))
+	out, err := io.ReadAll(io.LimitReader(zr, int64(limit)+1))
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return nil, fmt.Errorf("gRPC message: gzip: %w", err)
 	}
-	if len(out) > grpcMaxInflated {
-		return nil, fmt.Errorf("gRPC message inflates to over %d bytes", grpcMaxInflated)
+	if len(out) > limit {
+		return nil, fmt.Errorf("gRPC messages inflate to over %d bytes", grpcMaxInflated)
 	}
 	return out, nil
 }
@@ -177,7 +193,7 @@ func (d *grpcDecoder) value(key string, b []byte, depth int) string {
 	case len(b) == 0:
 		return ""
 	case depth < grpcMaxDepth && isMessage(b):
-		t, fields := d.message(key, b, depth)
+		t, fields, parts := d.message(key, b, depth)
 		if fields == 0 {
 			if isText(b) {
 				d.add(key, string(b))
@@ -185,7 +201,7 @@ func (d *grpcDecoder) value(key string, b []byte, depth int) string {
 			}
 			return ""
 		}
-		if depth > 0 && t != "" {
+		if depth > 0 && parts > 1 { // one part: the text is that field's
 			d.add(key, t)
 		}
 		return t
@@ -198,9 +214,9 @@ func (d *grpcDecoder) value(key string, b []byte, depth int) string {
 }
 
 // message adds the arguments of b's fields under key and returns their
-// texts joined by spaces and how many length-delimited fields it read. It
-// stops at the first field that is not whole.
-func (d *grpcDecoder) message(key string, b []byte, depth int) (string, int) {
+// texts joined by spaces, how many length-delimited fields it read and how
+// many texts it joined. It stops at the first field that is not whole.
+func (d *grpcDecoder) message(key string, b []byte, depth int) (text string, nfields, parts int) {
 	type field struct {
 		num protowire.Number
 		v   []byte
@@ -243,7 +259,7 @@ func (d *grpcDecoder) message(key string, b []byte, depth int) (string, int) {
 			texts = append(texts, t)
 		}
 	}
-	return strings.Join(texts, " "), len(fields)
+	return strings.Join(texts, " "), len(fields), len(texts)
 }
 
 // isText reports whether b reads as text: UTF-8 without control
@@ -289,12 +305,13 @@ func (d *grpcDecoder) addText(key string, b []byte) string {
 }
 
 func (d *grpcDecoder) add(key, value string) {
-	if d.limit > 0 && d.added >= d.limit {
+	if d.limit > 0 && d.added >= d.limit || len(value) > d.textLeft {
 		d.overLimit = true
 		return
 	}
 	d.args.Add(key, value)
 	d.added++
+	d.textLeft -= len(value)
 }
 
 // isMessage reports whether b is a whole protobuf message: tags with field
