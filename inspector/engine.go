@@ -202,7 +202,7 @@ SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:20000
 SecRule REQBODY_ERROR "!@eq 0" "id:200002,phase:2,t:none,log,deny,status:%[5]d,msg:'Failed to parse request body.',logdata:'%%{reqbody_error_msg}',severity:2"
 SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:200003,phase:2,t:none,log,deny,status:%[5]d,msg:'Multipart request body failed strict validation.'"
 Include @crs-setup.conf.example
-SecAction "id:99100,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[6]d,setvar:tx.detection_paranoia_level=%[6]d"
+SecAction "id:99100,phase:1,pass,t:none,nolog,setvar:tx.blocking_paranoia_level=%[6]d,setvar:tx.detection_paranoia_level=%[6]d,setvar:tx.meshwaf_request_body_limit=%[2]d"
 SecAction "id:99101,phase:1,pass,t:none,nolog,setvar:tx.inbound_anomaly_score_threshold=%[7]d"
 SecAction "id:99102,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=%[8]s'"
 SecAction "id:99103,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content_type=%[9]s'"

@@ -48,7 +48,8 @@ import (
 // Like the JSON body processor, it leaves REQUEST_BODY empty: the framing
 // and binary numbers are not text, and CRS's byte-range rules would flag
 // every call at paranoia level 3. A message compressed with gzip is
-// inflated (4 MiB in all per body); any other encoding, a bad flag or a broken gzip stream
+// inflated up to the profile's request body limit (4 MiB at most, in all);
+// any other encoding, a bad flag or a broken gzip stream
 // is a request body error, which rule 200002 denies: what cannot be read is
 // not let through unread. A message cut short by the end of the body
 // (Envoy's partial body) is read as far as it goes; meshwaf's partial-body
@@ -90,7 +91,13 @@ func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, 
 	if h := v.RequestHeaders().Get("grpc-encoding"); len(h) > 0 {
 		enc = strings.ToLower(strings.TrimSpace(h[0]))
 	}
-	d := grpcDecoder{args: v.ArgsPost(), limit: o.ArgumentLimit}
+	d := grpcDecoder{args: v.ArgsPost(), limit: o.ArgumentLimit, inflateLimit: grpcMaxInflated}
+	// meshwaf's profiles put their body limit in a tx variable (rule
+	// 99100): compressed messages may not inflate past what the profile
+	// inspects of a plain body.
+	if l, err := strconv.Atoi(first(v.TX().Get("meshwaf_request_body_limit"))); err == nil && l > 0 {
+		d.inflateLimit = min(d.inflateLimit, l)
+	}
 	err := d.frames([]byte(body), enc)
 	if d.overLimit {
 		set(v.ArgumentsLimitReached(), "1")
@@ -119,6 +126,8 @@ type grpcDecoder struct {
 	// their fields, so a deep message could otherwise make a small body
 	// cost many times its size to inspect.
 	textLeft int
+	// inflateLimit bounds the bytes compressed messages inflate to, in all.
+	inflateLimit int
 }
 
 func (d *grpcDecoder) frames(body []byte, enc string) error {
@@ -142,7 +151,7 @@ func (d *grpcDecoder) frames(body []byte, enc string) error {
 		case 0:
 		case 1:
 			var err error
-			if f.msg, err = inflate(f.msg, enc, grpcMaxInflated-inflated); err != nil {
+			if f.msg, err = inflate(f.msg, enc, d.inflateLimit-inflated); err != nil {
 				return err
 			}
 			inflated += len(f.msg)
@@ -181,7 +190,7 @@ func inflate(msg []byte, enc string, limit int) ([]byte, error) {
 		return nil, fmt.Errorf("gRPC message: gzip: %w", err)
 	}
 	if len(out) > limit {
-		return nil, fmt.Errorf("gRPC messages inflate to over %d bytes", grpcMaxInflated)
+		return nil, errors.New("gRPC messages inflate to over the request body limit (4 MiB at most)")
 	}
 	return out, nil
 }

@@ -290,3 +290,29 @@ func TestGRPCOrdinaryMessagesPL3(t *testing.T) {
 		t.Fatalf("score %d, rules %v", v.AnomalyScore, v.RuleIDs())
 	}
 }
+
+// TestGRPCInflateBoundedByProfile: compressed messages may not inflate past
+// the profile's request body limit, which a plain body could not exceed
+// either; within it they are inspected.
+func TestGRPCInflateBoundedByProfile(t *testing.T) {
+	rs, err := Compile(Profile{RequestBodyLimit: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		size int
+		want Decision
+		rule int
+	}{
+		{32 << 10, Allow, 0},
+		{100 << 10, Deny, 200002},
+	} {
+		v, err := rs.Inspect(t.Context(), grpcCall(pbString(1, strings.Repeat("hello ", tc.size/6)), "gzip"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Decision != tc.want || (tc.rule != 0 && !slices.Contains(v.RuleIDs(), tc.rule)) {
+			t.Errorf("%d bytes inflated: %v %v, want %v with %d", tc.size, v.Decision, v.RuleIDs(), tc.want, tc.rule)
+		}
+	}
+}
