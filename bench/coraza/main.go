@@ -41,6 +41,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -66,6 +67,7 @@ type options struct {
 	rounds        int
 	benchtime     string
 	warmup        time.Duration
+	minIters      int
 	out           string
 	shapes        string
 	paths         string
@@ -79,6 +81,7 @@ func main() {
 	flag.StringVar(&o.child, "child", "", "run one side (stock or meshwaf) and print results (internal)")
 	flag.IntVar(&o.rounds, "rounds", 5, "alternating rounds per side")
 	flag.StringVar(&o.benchtime, "benchtime", "1s", "time per benchmark (go test -benchtime)")
+	flag.IntVar(&o.minIters, "min-iters", 3, "iterations per benchmark at least, when -benchtime is a duration too short for them")
 	flag.DurationVar(&o.warmup, "warmup", 300*time.Millisecond,
 		"warm-up per shape and path before measuring: the op runs until this much time is spent, at least once")
 	flag.StringVar(&o.out, "out", "", "directory for stock.txt and meshwaf.txt in Go benchmark format")
@@ -270,8 +273,12 @@ func runChild(o options, w io.Writer) error {
 			// warm-up above did the rest; one op, because the 128 KiB
 			// shape takes seconds per op).
 			runtime.GC()
+			t0 := time.Now()
 			if err := op(); err != nil {
 				return fmt.Errorf("%s/%s: %w", p, s.name, err)
+			}
+			if err := flag.Set("test.benchtime", benchtimeFor(o.benchtime, time.Since(t0), o.minIters)); err != nil {
+				return err
 			}
 			ops := 0
 			counted := func(b *testing.B) { //nolint:thelper // a benchmark body for testing.Benchmark
@@ -292,6 +299,18 @@ func runChild(o options, w io.Writer) error {
 		}
 	}
 	return nil
+}
+
+// benchtimeFor is the -test.benchtime for one benchmark: benchtime, unless
+// it is a duration that ops of opTime would fill fewer than minIters times;
+// then exactly minIters iterations. A single iteration of the slow shapes
+// was bimodal (Coraza's pooled transactions sometimes grow their maps).
+func benchtimeFor(benchtime string, opTime time.Duration, minIters int) string {
+	d, err := time.ParseDuration(benchtime)
+	if err != nil || minIters < 1 || opTime <= 0 || opTime*time.Duration(minIters) <= d {
+		return benchtime
+	}
+	return strconv.Itoa(minIters) + "x"
 }
 
 // warmUp runs op until d has passed on now's clock, at least once, and
@@ -362,7 +381,7 @@ func runParent(o options) error {
 			slices.Reverse(order)
 		}
 		for _, side := range order {
-			args := []string{"-child", side, "-benchtime", o.benchtime, "-warmup", o.warmup.String(), "-shapes", o.shapes, "-paths", o.paths}
+			args := []string{"-child", side, "-benchtime", o.benchtime, "-min-iters", strconv.Itoa(o.minIters), "-warmup", o.warmup.String(), "-shapes", o.shapes, "-paths", o.paths}
 			if o.allowFSAccess {
 				args = append(args, "-allow-fs-access")
 			}

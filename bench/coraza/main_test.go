@@ -83,3 +83,24 @@ func TestSummarize(t *testing.T) {
 		t.Errorf("ratios = %v, %v; want 4, 3", got.wallRatio(), got.cpuRatio())
 	}
 }
+
+func TestBenchtimeFor(t *testing.T) {
+	for _, tc := range []struct {
+		benchtime string
+		op        time.Duration
+		min       int
+		want      string
+	}{
+		{"1s", time.Millisecond, 3, "1s"},
+		{"1s", 4 * time.Second, 3, "3x"},
+		{"1s", 400 * time.Millisecond, 3, "3x"},
+		{"1s", 300 * time.Millisecond, 3, "1s"},
+		{"10s", 2500 * time.Millisecond, 3, "10s"},
+		{"5x", 4 * time.Second, 3, "5x"},
+		{"1s", 4 * time.Second, 0, "1s"},
+	} {
+		if got := benchtimeFor(tc.benchtime, tc.op, tc.min); got != tc.want {
+			t.Errorf("benchtimeFor(%q, %v, %d) = %q, want %q", tc.benchtime, tc.op, tc.min, got, tc.want)
+		}
+	}
+}
