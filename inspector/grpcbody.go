@@ -80,11 +80,10 @@ type grpcBody struct{}
 type setter interface{ Set(string) }
 
 func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, o plugintypes.BodyProcessorOptions) error {
-	var sb strings.Builder
-	if _, err := io.Copy(&sb, r); err != nil {
+	body, err := io.ReadAll(r)
+	if err != nil {
 		return err
 	}
-	body := sb.String()
 	set(v.RequestBodyLength(), strconv.Itoa(len(body)))
 
 	enc := "identity"
@@ -98,7 +97,7 @@ func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, 
 	if l, err := strconv.Atoi(first(v.TX().Get("meshwaf_request_body_limit"))); err == nil && l > 0 {
 		d.inflateLimit = min(d.inflateLimit, l)
 	}
-	err := d.frames([]byte(body), enc)
+	err = d.frames(body, enc)
 	if d.overLimit {
 		set(v.ArgumentsLimitReached(), "1")
 	}
@@ -168,7 +167,9 @@ func (d *grpcDecoder) frames(body []byte, enc string) error {
 		}
 		if !f.cut {
 			d.value(key, f.msg, 0)
-		} else if _, fields, _ := d.message(key, f.msg, 0); fields == 0 {
+		} else if fields, _ := lenFields(f.msg); len(fields) > 0 {
+			d.message(key, fields, 0)
+		} else {
 			d.addText(key, f.msg)
 		}
 	}
@@ -198,60 +199,74 @@ func inflate(msg []byte, enc string, limit int) ([]byte, error) {
 // value adds the arguments of b, found under key, and returns its text.
 // At depth 0 b is a whole gRPC message, whose text is not an argument.
 func (d *grpcDecoder) value(key string, b []byte, depth int) string {
-	switch {
-	case len(b) == 0:
+	if len(b) == 0 {
 		return ""
-	case depth < grpcMaxDepth && isMessage(b):
-		t, fields, parts := d.message(key, b, depth)
-		if fields == 0 {
-			if isText(b) {
-				d.add(key, string(b))
-				return string(b)
+	}
+	if depth < grpcMaxDepth {
+		if fields, whole := lenFields(b); whole {
+			if len(fields) == 0 {
+				// Numbers only, or a string that happens to parse
+				// ("hi" is field 13 = 'i').
+				if isText(b) {
+					d.add(key, string(b))
+					return string(b)
+				}
+				return ""
 			}
-			return ""
+			t, parts := d.message(key, fields, depth)
+			if depth > 0 && parts > 1 { // one part: the text is that field's
+				d.add(key, t)
+			}
+			return t
 		}
-		if depth > 0 && parts > 1 { // one part: the text is that field's
-			d.add(key, t)
-		}
-		return t
-	case utf8.Valid(b):
+	}
+	if utf8.Valid(b) {
 		d.add(key, string(b))
 		return string(b)
-	default:
-		return d.addText(key, b)
 	}
+	return d.addText(key, b)
 }
 
-// message adds the arguments of b's fields under key and returns their
-// texts joined by spaces, how many length-delimited fields it read and how
-// many texts it joined. It stops at the first field that is not whole.
-func (d *grpcDecoder) message(key string, b []byte, depth int) (text string, nfields, parts int) {
-	type field struct {
-		num protowire.Number
-		v   []byte
-	}
-	var fields []field
-	count := map[protowire.Number]int{}
+// pbField is a length-delimited protobuf field.
+type pbField struct {
+	num protowire.Number
+	v   []byte
+}
+
+// lenFields parses b as a protobuf message and returns its length-delimited
+// fields, up to the first that is not whole, and whether all of b is a
+// message: tags with field numbers in range, no groups, every value whole.
+func lenFields(b []byte) (fields []pbField, whole bool) {
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			break
+		if n < 0 || typ == protowire.StartGroupType || typ == protowire.EndGroupType {
+			return fields, false
 		}
 		b = b[n:]
-		if typ != protowire.BytesType {
-			if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-				break
+		if typ == protowire.BytesType {
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return fields, false
 			}
+			fields = append(fields, pbField{num, v})
 			b = b[n:]
 			continue
 		}
-		v, n := protowire.ConsumeBytes(b)
-		if n < 0 {
-			break
+		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
+			return fields, false
 		}
 		b = b[n:]
-		fields = append(fields, field{num, v})
-		count[num]++
+	}
+	return fields, true
+}
+
+// message adds the arguments of a message's fields under key and returns
+// their texts joined by spaces and how many texts it joined. A field that
+// occurs more than once gets its index.
+func (d *grpcDecoder) message(key string, fields []pbField, depth int) (text string, parts int) {
+	count := map[protowire.Number]int{}
+	for _, f := range fields {
+		count[f.num]++
 	}
 	var texts []string
 	seen := map[protowire.Number]int{}
@@ -268,7 +283,7 @@ func (d *grpcDecoder) message(key string, b []byte, depth int) (text string, nfi
 			texts = append(texts, t)
 		}
 	}
-	return strings.Join(texts, " "), len(fields), len(texts)
+	return strings.Join(texts, " "), len(texts)
 }
 
 // isText reports whether b reads as text: UTF-8 without control
@@ -290,9 +305,8 @@ func isText(b []byte) bool {
 	return !blank
 }
 
-// addText adds b, bytes that are not UTF-8 and mostly printable ASCII,
-// with the other bytes turned to spaces, and returns it; other binary data
-// is no argument.
+// addText adds b, when it is mostly printable ASCII, with the other bytes
+// turned to spaces, and returns it; other binary data is no argument.
 func (d *grpcDecoder) addText(key string, b []byte) string {
 	out := make([]byte, len(b))
 	printable := 0
@@ -309,8 +323,9 @@ func (d *grpcDecoder) addText(key string, b []byte) string {
 	if printable == 0 || 4*printable < 3*len(b) {
 		return ""
 	}
-	d.add(key, string(out))
-	return string(out)
+	t := string(out)
+	d.add(key, t)
+	return t
 }
 
 func (d *grpcDecoder) add(key, value string) {
@@ -321,21 +336,4 @@ func (d *grpcDecoder) add(key, value string) {
 	d.args.Add(key, value)
 	d.added++
 	d.textLeft -= len(value)
-}
-
-// isMessage reports whether b is a whole protobuf message: tags with field
-// numbers in range, no groups, every value complete.
-func isMessage(b []byte) bool {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 || typ == protowire.StartGroupType || typ == protowire.EndGroupType {
-			return false
-		}
-		b = b[n:]
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
 }
