@@ -268,8 +268,8 @@ func (rs *RuleSet) Inspect(ctx context.Context, req Request, profile string) (Ve
 // cache of compiled operators (patterns no other rule set uses). Call it
 // once rs is replaced: checks still running on rs finish unaffected.
 func (rs *RuleSet) Close() error {
-	errs := []error{rs.def.close()}
-	for _, c := range rs.profiles {
+	var errs []error
+	for _, c := range rs.profiles { // the default profile included
 		errs = append(errs, c.close())
 	}
 	return errors.Join(errs...)

@@ -26,9 +26,10 @@ import (
 //
 // States are made on first use and shared by all goroutines: reads are
 // lock-free atomic loads, making a state takes the DFA's mutex. The states
-// a DFA may hold are bounded (dfaBudget bytes); when they are spent the
-// cache is dropped and started again, and the value being scanned is left
-// to Go's regexp. Non-ASCII values are left to Go's regexp too.
+// are bounded (dfaBudget per DFA, dfaTotalBudget in all); when they are
+// spent the cache is dropped and started again, and the value being
+// scanned is left to Go's regexp. So are non-ASCII values, and values that
+// would add more than dfaMaxBuild transitions.
 
 // dfaResult is the DFA's answer for one value.
 type dfaResult int8
@@ -90,6 +91,7 @@ type dfa struct {
 	gen   uint32
 	stack []uint32
 	buf   []uint32
+	outs  []uint32
 	key   []byte
 }
 
@@ -336,15 +338,15 @@ func (d *dfa) step(s *dstate, k uint8) *dstate {
 	if d.closure(s, r) {
 		n = d.match
 	} else {
-		outs := make([]uint32, 0, len(d.buf))
+		d.outs = d.outs[:0]
 		for _, pc := range d.buf {
 			if in := &d.prog.Inst[pc]; runeMatches(in, r) {
-				outs = append(outs, in.Out)
+				d.outs = append(d.outs, in.Out)
 			}
 		}
-		slices.Sort(outs)
-		outs = slices.Compact(outs)
-		n = d.intern(c, uint8(byteKind(r)), outs)
+		slices.Sort(d.outs)
+		d.outs = slices.Compact(d.outs)
+		n = d.intern(c, uint8(byteKind(r)), d.outs)
 	}
 	s.next[k].Store(n)
 	return n
