@@ -264,12 +264,14 @@ func lenFields(b []byte) (fields []pbField, whole bool) {
 // their texts joined by spaces and how many texts it joined. A field that
 // occurs more than once gets its index.
 func (d *grpcDecoder) message(key string, fields []pbField, depth int) (text string, parts int) {
-	count := map[protowire.Number]int{}
-	for _, f := range fields {
-		count[f.num]++
+	var count, seen map[protowire.Number]int // only messages of several fields
+	if len(fields) > 1 {
+		count, seen = make(map[protowire.Number]int, len(fields)), make(map[protowire.Number]int)
+		for _, f := range fields {
+			count[f.num]++
+		}
 	}
 	var texts []string
-	seen := map[protowire.Number]int{}
 	for _, f := range fields {
 		if d.overLimit {
 			break
