@@ -9,16 +9,20 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 )
 
-// Match says which checks a profile takes, by the destination workload's
-// SPIFFE identity or by Host.
+// Match says which checks a profile takes. Selection rests on what the
+// caller cannot forge: the destination workload's SPIFFE identity, which
+// the mesh sets. Hosts only narrow an identity match: the Host header is
+// chosen by the caller, so it never selects a profile on its own.
 type Match struct {
 	// Namespaces match the namespace of the destination principal.
 	Namespaces []string `yaml:"namespaces,omitempty" json:"namespaces,omitempty"`
 	// ServiceAccounts match "<namespace>/<service account>" of the
 	// destination principal; they win over Namespaces.
 	ServiceAccounts []string `yaml:"serviceAccounts,omitempty" json:"serviceAccounts,omitempty"`
-	// Hosts match the request's Host without port, exactly or, with a
-	// leading "*.", by suffix.
+	// Hosts narrow the Namespaces and ServiceAccounts of the same match
+	// to requests whose Host (without port) is one of them, exactly or,
+	// with a leading "*.", by suffix. Hosts without Namespaces or
+	// ServiceAccounts are an error.
 	Hosts []string `yaml:"hosts,omitempty" json:"hosts,omitempty"`
 }
 
@@ -32,14 +36,44 @@ type ProfileMatch struct {
 // concurrent use.
 type Selector struct {
 	known      map[string]bool
-	byAccount  map[string]string // "ns/sa" -> profile
-	byNS       map[string]string
-	byHost     map[string]string
-	bySuffix   []hostSuffix // in configuration order
+	byAccount  map[string]*identityRule // "ns/sa"
+	byNS       map[string]*identityRule
 	defProfile string
 }
 
+// identityRule is what one destination identity selects: a profile per
+// exact host, per host suffix, and a profile for any host.
+type identityRule struct {
+	byHost   map[string]string
+	bySuffix []hostSuffix // in configuration order
+	any      string       // "" when no profile names the identity without hosts
+}
+
 type hostSuffix struct{ suffix, profile string }
+
+// profile returns the profile for host (lower case, no port): exact host,
+// then the longest matching suffix, then the identity's profile for any
+// host; "" when none applies.
+func (r *identityRule) profile(host string) string {
+	if r == nil {
+		return ""
+	}
+	if host != "" {
+		if p, ok := r.byHost[host]; ok {
+			return p
+		}
+		best := -1
+		for i, hs := range r.bySuffix {
+			if strings.HasSuffix(host, hs.suffix) && (best < 0 || len(hs.suffix) > len(r.bySuffix[best].suffix)) {
+				best = i
+			}
+		}
+		if best >= 0 {
+			return r.bySuffix[best].profile
+		}
+	}
+	return r.any
+}
 
 var (
 	reDNSLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
@@ -48,10 +82,11 @@ var (
 
 // NewSelector builds a selector over the known profile names. Every error
 // is reported, located as "profile <name>: match.<field>": unknown
-// profiles, invalid names and the same key claimed by two profiles.
+// profiles, invalid names, hosts without an identity and the same key
+// (identity, or identity and host) claimed by two profiles.
 func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) (*Selector, error) {
-	s := &Selector{known: map[string]bool{}, byAccount: map[string]string{}, byNS: map[string]string{},
-		byHost: map[string]string{}, defProfile: defaultProfile}
+	s := &Selector{known: map[string]bool{}, byAccount: map[string]*identityRule{}, byNS: map[string]*identityRule{},
+		defProfile: defaultProfile}
 	for _, k := range known {
 		s.known[k] = true
 	}
@@ -59,24 +94,28 @@ func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) 
 	fail := func(pm ProfileMatch, field, format string, args ...any) {
 		errs = append(errs, fmt.Errorf("profile %q: match.%s: %s", pm.Profile, field, fmt.Sprintf(format, args...)))
 	}
-	claim := func(m map[string]string, key string, pm ProfileMatch, field string) {
-		if other, ok := m[key]; ok && other != pm.Profile {
-			fail(pm, field, "%q is already matched by profile %q", key, other)
-			return
-		}
-		m[key] = pm.Profile
-	}
 	for _, pm := range matches {
 		if !s.known[pm.Profile] {
 			errs = append(errs, fmt.Errorf("profile %q: no such profile", pm.Profile))
 			continue
+		}
+		var hosts []string
+		for _, h := range pm.Match.Hosts {
+			if !reHost.MatchString(strings.ToLower(h)) {
+				fail(pm, "hosts", "%q is not a host name or *.suffix", h)
+				continue
+			}
+			hosts = append(hosts, strings.ToLower(h))
+		}
+		if len(pm.Match.Hosts) > 0 && len(pm.Match.Namespaces)+len(pm.Match.ServiceAccounts) == 0 {
+			fail(pm, "hosts", "needs match.namespaces or match.serviceAccounts: the caller chooses the Host, so hosts only narrow a destination identity")
 		}
 		for _, ns := range pm.Match.Namespaces {
 			if !reDNSLabel.MatchString(ns) {
 				fail(pm, "namespaces", "%q is not a namespace name", ns)
 				continue
 			}
-			claim(s.byNS, ns, pm, "namespaces")
+			claimIdentity(s.byNS, ns, hosts, pm, "namespaces", fail)
 		}
 		for _, a := range pm.Match.ServiceAccounts {
 			ns, sa, ok := strings.Cut(a, "/")
@@ -84,30 +123,48 @@ func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) 
 				fail(pm, "serviceAccounts", "%q is not <namespace>/<service account>", a)
 				continue
 			}
-			claim(s.byAccount, a, pm, "serviceAccounts")
-		}
-		for _, h := range pm.Match.Hosts {
-			h = strings.ToLower(h)
-			if !reHost.MatchString(h) {
-				fail(pm, "hosts", "%q is not a host name or *.suffix", h)
-				continue
-			}
-			if suffix, ok := strings.CutPrefix(h, "*"); ok {
-				for _, hs := range s.bySuffix {
-					if hs.suffix == suffix && hs.profile != pm.Profile {
-						fail(pm, "hosts", "%q is already matched by profile %q", h, hs.profile)
-					}
-				}
-				s.bySuffix = append(s.bySuffix, hostSuffix{suffix: suffix, profile: pm.Profile})
-				continue
-			}
-			claim(s.byHost, h, pm, "hosts")
+			claimIdentity(s.byAccount, a, hosts, pm, "serviceAccounts", fail)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// claimIdentity records that pm takes identity id, for any host or for
+// each of hosts, and reports a key another profile already holds.
+func claimIdentity(m map[string]*identityRule, id string, hosts []string, pm ProfileMatch, field string,
+	fail func(pm ProfileMatch, field, format string, args ...any)) {
+	r := m[id]
+	if r == nil {
+		r = &identityRule{byHost: map[string]string{}}
+		m[id] = r
+	}
+	if len(hosts) == 0 {
+		if r.any != "" && r.any != pm.Profile {
+			fail(pm, field, "%q is already matched by profile %q", id, r.any)
+			return
+		}
+		r.any = pm.Profile
+		return
+	}
+	for _, h := range hosts {
+		if suffix, ok := strings.CutPrefix(h, "*"); ok {
+			for _, hs := range r.bySuffix {
+				if hs.suffix == suffix && hs.profile != pm.Profile {
+					fail(pm, "hosts", "%q of %q is already matched by profile %q", h, id, hs.profile)
+				}
+			}
+			r.bySuffix = append(r.bySuffix, hostSuffix{suffix: suffix, profile: pm.Profile})
+			continue
+		}
+		if other, ok := r.byHost[h]; ok && other != pm.Profile {
+			fail(pm, "hosts", "%q of %q is already matched by profile %q", h, id, other)
+			continue
+		}
+		r.byHost[h] = pm.Profile
+	}
 }
 
 func validSA(sa string) bool {
@@ -124,10 +181,13 @@ func validSA(sa string) bool {
 }
 
 // Select returns the profile for a check, in this order: the
-// `meshwaf-profile` context extension (when it names a known profile), the
-// destination principal's service account, then its namespace, then the
-// Host (exact before suffix, longest suffix first in configuration order),
-// else the default. A nil Selector selects the default ("").
+// `meshwaf-profile` context extension (set per route by the mesh operator,
+// when it names a known profile); the destination principal's service
+// account, then its namespace, each narrowed by Host where the matching
+// profiles name hosts (exact host, then the longest "*." suffix, then the
+// profile that names the identity without hosts); else the default. The
+// Host alone never selects a profile: the caller chooses it. A nil
+// Selector selects the default ("").
 func (s *Selector) Select(req *authv3.CheckRequest) string {
 	if s == nil {
 		return ""
@@ -136,31 +196,20 @@ func (s *Selector) Select(req *authv3.CheckRequest) string {
 	if p := attrs.GetContextExtensions()[ContextKeyProfile]; p != "" && s.known[p] {
 		return p
 	}
-	if ns, sa, ok := spiffeIdentity(attrs.GetDestination().GetPrincipal()); ok {
-		if p, ok := s.byAccount[ns+"/"+sa]; ok {
-			return p
-		}
-		if p, ok := s.byNS[ns]; ok {
-			return p
-		}
+	ns, sa, ok := spiffeIdentity(attrs.GetDestination().GetPrincipal())
+	if !ok {
+		return s.defProfile
 	}
 	host := attrs.GetRequest().GetHttp().GetHost()
 	if host == "" {
 		host = attrs.GetRequest().GetHttp().GetHeaders()[":authority"]
 	}
-	if host = hostOnly(host); host != "" {
-		if p, ok := s.byHost[host]; ok {
-			return p
-		}
-		best := -1
-		for i, hs := range s.bySuffix {
-			if strings.HasSuffix(host, hs.suffix) && (best < 0 || len(hs.suffix) > len(s.bySuffix[best].suffix)) {
-				best = i
-			}
-		}
-		if best >= 0 {
-			return s.bySuffix[best].profile
-		}
+	host = hostOnly(host)
+	if p := s.byAccount[ns+"/"+sa].profile(host); p != "" {
+		return p
+	}
+	if p := s.byNS[ns].profile(host); p != "" {
+		return p
 	}
 	return s.defProfile
 }

@@ -13,14 +13,19 @@ import (
 var testMatches = []ProfileMatch{
 	{Profile: "payments", Match: Match{Namespaces: []string{"payments"}}},
 	{Profile: "payments-api", Match: Match{ServiceAccounts: []string{"payments/api"}}},
-	{Profile: "cms", Match: Match{Hosts: []string{"cms.example.com", "*.cms.svc.cluster.local"}}},
-	{Profile: "internal", Match: Match{Hosts: []string{"*.svc.cluster.local"}}},
+	// The shorter suffix comes first, so "first match wins" fails the
+	// longest-suffix cases.
+	{Profile: "internal", Match: Match{Namespaces: []string{"cms"}, Hosts: []string{"*.svc.cluster.local"}}},
+	{Profile: "cms", Match: Match{Namespaces: []string{"cms"}, Hosts: []string{"cms.example.com", "*.cms.svc.cluster.local"}}},
+	{Profile: "gateway", Match: Match{ServiceAccounts: []string{"istio-system/ingress"}, Hosts: []string{"*.example.com"}}},
+	{Profile: "gateway-shop", Match: Match{ServiceAccounts: []string{"istio-system/ingress"}, Hosts: []string{"*.shop.example.com"}}},
+	{Profile: "gateway-any", Match: Match{ServiceAccounts: []string{"istio-system/ingress"}}},
 	{Profile: "watch"},
 }
 
 func testSelector(t *testing.T) *Selector {
 	t.Helper()
-	s, err := NewSelector("", []string{"default", "payments", "payments-api", "cms", "internal", "watch"}, testMatches)
+	s, err := NewSelector("", []string{"default", "payments", "payments-api", "cms", "internal", "gateway", "gateway-shop", "gateway-any", "watch"}, testMatches)
 	require.NoError(t, err)
 	return s
 }
@@ -48,10 +53,17 @@ func TestSelectProfile(t *testing.T) {
 		{"namespace", "spiffe://cluster.local/ns/payments/sa/web", "", "", "payments"},
 		{"other trust domain, same identity", "spiffe://corp.example/ns/payments/sa/api", "", "", "payments-api"},
 		{"principal beats host", "spiffe://cluster.local/ns/payments/sa/web", "cms.example.com", "", "payments"},
-		{"exact host", "spiffe://cluster.local/ns/shop/sa/www", "cms.example.com", "", "cms"},
-		{"host with port, any case", "", "CMS.Example.com:8080", "", "cms"},
-		{"longest suffix", "", "pages.cms.svc.cluster.local:80", "", "cms"},
-		{"shorter suffix", "", "db.shop.svc.cluster.local", "", "internal"},
+		{"exact host within the identity", "spiffe://cluster.local/ns/cms/sa/editor", "cms.example.com", "", "cms"},
+		{"host with port, any case", "spiffe://cluster.local/ns/cms/sa/editor", "CMS.Example.com:8080", "", "cms"},
+		{"longest suffix, listed last", "spiffe://cluster.local/ns/cms/sa/editor", "pages.cms.svc.cluster.local:80", "", "cms"},
+		{"shorter suffix", "spiffe://cluster.local/ns/cms/sa/editor", "db.shop.svc.cluster.local", "", "internal"},
+		{"identity's hosts unmatched, no profile for any host", "spiffe://cluster.local/ns/cms/sa/editor", "db:8080", "", ""},
+		{"gateway: longest suffix", "spiffe://cluster.local/ns/istio-system/sa/ingress", "www.shop.example.com", "", "gateway-shop"},
+		{"gateway: shorter suffix", "spiffe://cluster.local/ns/istio-system/sa/ingress", "blog.example.com", "", "gateway"},
+		{"gateway: identity without hosts", "spiffe://cluster.local/ns/istio-system/sa/ingress", "other.test", "", "gateway-any"},
+		{"forged host: another identity's hosts do not apply", "spiffe://cluster.local/ns/shop/sa/orders", "cms.example.com", "", ""},
+		{"forged host: no principal", "", "cms.example.com", "", ""},
+		{"forged host: namespace match keeps its profile", "spiffe://cluster.local/ns/payments/sa/web", "www.shop.example.com", "", "payments"},
 		{"no principal, unmatched host", "", "db:8080", "", ""},
 		{"malformed principal ignored", "spiffe://cluster.local/ns/payments", "", "", ""},
 		{"fallback", "spiffe://cluster.local/ns/shop/sa/www", "", "", ""},
@@ -75,14 +87,16 @@ func TestSelectorErrors(t *testing.T) {
 		{"unknown profile", []ProfileMatch{{Profile: "c"}}, `profile "c": no such profile`},
 		{"namespace claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}}}, {Profile: "b", Match: Match{Namespaces: []string{"x"}}}},
 			`profile "b": match.namespaces: "x" is already matched by profile "a"`},
-		{"host claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"h.example"}}}, {Profile: "b", Match: Match{Hosts: []string{"H.example"}}}},
-			`profile "b": match.hosts: "h.example" is already matched by profile "a"`},
-		{"suffix claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"*.x.example"}}}, {Profile: "b", Match: Match{Hosts: []string{"*.x.example"}}}},
-			`profile "b": match.hosts: "*.x.example" is already matched by profile "a"`},
+		{"host claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"h.example"}}}, {Profile: "b", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"H.example"}}}},
+			`profile "b": match.hosts: "h.example" of "x" is already matched by profile "a"`},
+		{"suffix claimed twice", []ProfileMatch{{Profile: "a", Match: Match{ServiceAccounts: []string{"x/y"}, Hosts: []string{"*.x.example"}}}, {Profile: "b", Match: Match{ServiceAccounts: []string{"x/y"}, Hosts: []string{"*.x.example"}}}},
+			`profile "b": match.hosts: "*.x.example" of "x/y" is already matched by profile "a"`},
+		{"hosts without an identity", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"cms.example.com"}}}},
+			`profile "a": match.hosts: needs match.namespaces or match.serviceAccounts`},
 		{"bad service account", []ProfileMatch{{Profile: "a", Match: Match{ServiceAccounts: []string{"no-slash"}}}},
 			`profile "a": match.serviceAccounts: "no-slash" is not <namespace>/<service account>`},
 		{"bad namespace", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"Bad_NS"}}}}, `match.namespaces: "Bad_NS" is not a namespace name`},
-		{"bad host", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"a b"}}}}, `match.hosts: "a b" is not a host name`},
+		{"bad host, as written", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"A b"}}}}, `match.hosts: "A b" is not a host name`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -135,4 +149,36 @@ func testCounter(t *testing.T, ts *testServer, decision, profile string) float64
 		}
 	}
 	return 0
+}
+
+// TestForgedHostKeepsDestinationProfile is the attack of issue 11: a SQL
+// injection to workload orders (matched by no profile) with the Host of a
+// detect-mode profile. The Host is the caller's to choose, so it must not
+// move the check onto that profile: the default profile denies it.
+func TestForgedHostKeepsDestinationProfile(t *testing.T) {
+	sel, err := NewSelector("", []string{inspector.DefaultProfileName, "watch"}, []ProfileMatch{
+		{Profile: "watch", Match: Match{ServiceAccounts: []string{"cms/editor"}, Hosts: []string{"cms.example.com"}}},
+	})
+	require.NoError(t, err)
+	ts := newTestServer(t, testEngine(t), func(o *Options) { o.Selector = sel })
+	ctx := context.Background()
+
+	forged := loadCheckRequest(t, "http11.json") // the seed SQL injection
+	forged.Attributes.Destination.Principal = "spiffe://cluster.local/ns/shop/sa/orders"
+	forged.Attributes.Request.Http.Host = "cms.example.com"
+	forged.Attributes.Request.Http.Headers[":authority"] = "cms.example.com"
+	forged.Attributes.Request.Http.Headers["host"] = "cms.example.com"
+	resp, err := ts.Check(ctx, forged)
+	require.NoError(t, err)
+	meta := resp.GetDynamicMetadata().AsMap()
+	require.Equal(t, inspector.DefaultProfileName, meta[MetaProfile])
+	require.Equal(t, "deny", meta[MetaDecision])
+
+	// The same request to the workload the profile names is in detect mode.
+	forged.Attributes.Destination.Principal = "spiffe://cluster.local/ns/cms/sa/editor"
+	resp, err = ts.Check(ctx, forged)
+	require.NoError(t, err)
+	meta = resp.GetDynamicMetadata().AsMap()
+	require.Equal(t, "watch", meta[MetaProfile])
+	require.Equal(t, "detect", meta[MetaDecision])
 }
