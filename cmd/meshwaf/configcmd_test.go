@@ -23,6 +23,7 @@ func TestConfigValidate(t *testing.T) {
 		{"exclusion-unknown-rule.yaml", []string{`exclusion-unknown-rule.yaml:4: profiles[0].exclusions[0].ruleIds: profile "cms": rule 999999 does not exist`}},
 		{"duplicate-profile.yaml", []string{`duplicate-profile.yaml:4: profiles[2].name: "payments" is already the name of profiles[0]`}},
 		{"duplicate-match.yaml", []string{`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": match.namespaces: "shop" is already matched by profile "a"`}},
+		{"hosts-without-identity.yaml", []string{`hosts-without-identity.yaml:5: profiles[0].match.hosts: profile "cms": match.hosts: needs match.namespaces or match.serviceAccounts`}},
 		{"several-errors.yaml", []string{
 			`several-errors.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`,
 			"several-errors.yaml:5: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
