@@ -38,6 +38,9 @@ type Options struct {
 	FailOpen      bool
 	FailureStatus int              // HTTP status of a fail-closed answer; default 403
 	Now           func() time.Time // clock; default time.Now
+	// AuditRawValues logs query values and matched values unmasked
+	// (debugging only); by default they are masked (see audit).
+	AuditRawValues bool
 }
 
 // Server implements authv3.AuthorizationServer. It is safe for concurrent
@@ -123,7 +126,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		return s.fail(reason, profile, r.ID), nil
 	}
 	s.metrics.observe(v, s.opts.Now().Sub(start).Seconds())
-	audit(ctx, s.opts.Audit, s.opts.AuditAll, &r, v)
+	audit(ctx, &s.opts, &r, v)
 	return responseFrom(v, r.ID), nil
 }
 

@@ -32,6 +32,8 @@ type Config struct {
 	FailureStatus int `yaml:"failureStatus"`
 	// AuditAllChecks writes an audit line for clean checks too.
 	AuditAllChecks bool `yaml:"auditAllChecks"`
+	// AuditRawValues logs query values and matched values unmasked.
+	AuditRawValues bool `yaml:"auditRawValues"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `yaml:"logLevel"`
 	// MaxMessageBytes bounds one CheckRequest on the wire.

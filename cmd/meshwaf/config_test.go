@@ -17,6 +17,7 @@ func TestLoadConfigFile(t *testing.T) {
 	require.Equal(t, 8388608, cfg.maxMessageBytes())
 	require.Equal(t, Duration(5*time.Second), cfg.DrainDelay)
 	require.Equal(t, Duration(20*time.Second), cfg.ShutdownTimeout)
+	require.True(t, cfg.AuditRawValues)
 	p := cfg.DefaultProfile
 	require.Equal(t, 2, p.ParanoiaLevel)
 	require.Equal(t, 7, p.InboundAnomalyThreshold)

@@ -127,6 +127,7 @@ func (r *reloader) warnRestartOnly(next Config) {
 		{"failOpen", old.FailOpen, next.FailOpen, old.FailOpen != next.FailOpen},
 		{"failureStatus", old.FailureStatus, next.FailureStatus, old.FailureStatus != next.FailureStatus},
 		{"auditAllChecks", old.AuditAllChecks, next.AuditAllChecks, old.AuditAllChecks != next.AuditAllChecks},
+		{"auditRawValues", old.AuditRawValues, next.AuditRawValues, old.AuditRawValues != next.AuditRawValues},
 		{"logLevel", old.LogLevel, next.LogLevel, old.LogLevel != next.LogLevel},
 		{"maxMessageBytes", old.maxMessageBytes(), next.maxMessageBytes(), old.maxMessageBytes() != next.maxMessageBytes()},
 	} {

@@ -100,6 +100,8 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		Registerer:    reg,
 		FailOpen:      cfg.FailOpen,
 		FailureStatus: cfg.FailureStatus,
+		// Debugging only: the audit log then carries secrets.
+		AuditRawValues: cfg.AuditRawValues,
 	})
 	if err != nil {
 		return err
