@@ -20,7 +20,9 @@ type Exclusion struct {
 	// example ARGS:comment) instead of the whole rules.
 	Targets []string `yaml:"targets,omitempty" json:"targets,omitempty"`
 	// PathPrefix limits the exclusion to request paths under it (compared
-	// after URL decoding and path normalisation).
+	// after URL decoding and path normalisation), on segment boundaries:
+	// /api/pages takes /api/pages and /api/pages/..., not /api/pagesecret
+	// or /api/pages;x.
 	PathPrefix string `yaml:"pathPrefix,omitempty" json:"pathPrefix,omitempty"`
 	// Methods limits the exclusion to these HTTP methods.
 	Methods []string `yaml:"methods,omitempty" json:"methods,omitempty"`
@@ -98,17 +100,29 @@ func exclusionDirectives(exs []Exclusion) (beforeCRS, afterCRS string) {
 		}
 		id := exclusionRuleBase + i
 		methods := "^(?:" + strings.Join(e.Methods, "|") + ")$"
+		path := pathPrefixPattern(e.PathPrefix)
 		switch {
 		case e.PathPrefix != "" && len(e.Methods) > 0:
-			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@beginsWith %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain\"\n", e.PathPrefix, id)
+			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@rx %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain\"\n", path, id)
 			fmt.Fprintf(&before, "  SecRule REQUEST_METHOD \"@rx %s\" \"t:none,%s\"\n", methods, strings.Join(ctl, ","))
 		case e.PathPrefix != "":
-			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@beginsWith %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,%s\"\n", e.PathPrefix, id, strings.Join(ctl, ","))
+			fmt.Fprintf(&before, "SecRule REQUEST_FILENAME \"@rx %s\" \"id:%d,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,%s\"\n", path, id, strings.Join(ctl, ","))
 		default:
 			fmt.Fprintf(&before, "SecRule REQUEST_METHOD \"@rx %s\" \"id:%d,phase:1,pass,nolog,t:none,%s\"\n", methods, id, strings.Join(ctl, ","))
 		}
 	}
 	return before.String(), after.String()
+}
+
+// pathPrefixPattern is the @rx pattern of a path prefix: the prefix
+// itself, then the end of the path or a '/'. Only '/' ends a segment, so
+// a prefix never takes a longer segment (/api/pagesecret) nor a path
+// parameter (/api/pages;x), which inspects more rather than less.
+func pathPrefixPattern(prefix string) string {
+	if strings.HasSuffix(prefix, "/") {
+		return "^" + regexp.QuoteMeta(prefix)
+	}
+	return "^" + regexp.QuoteMeta(prefix) + "(?:/|$)"
 }
 
 func writeStaticExclusion(b *strings.Builder, e Exclusion) {

@@ -17,6 +17,9 @@ var exclProfiles = []Profile{
 	{Name: "ex-target", Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}, Targets: []string{"ARGS:password"}}}},
 	{Name: "ex-cms", Exclusions: []Exclusion{{Tags: []string{"attack-xss"}, PathPrefix: "/api/cms", Methods: []string{"POST", "PUT"}}}},
 	{Name: "ex-path", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}, PathPrefix: "/legacy"}}},
+	{Name: "ex-pages", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}, PathPrefix: "/api/pages"}}},
+	{Name: "ex-dir", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}, PathPrefix: "/api/pages/"}}},
+	{Name: "ex-meta", Exclusions: []Exclusion{{RuleIDs: []int{942190, 942360}, PathPrefix: "/v1.0/a(c)*"}}},
 	{Name: "ex-method", Exclusions: []Exclusion{{Tags: []string{"attack-sqli"}, Targets: []string{"ARGS:password"}, Methods: []string{"GET"}}}},
 }
 
@@ -55,6 +58,20 @@ func TestStructuredExclusions(t *testing.T) {
 		{"other attack classes still inspected", "ex-cms", send("POST", "HTTP/1.1", "/api/cms/pages", formCTExcl, "q=%27+UNION+SELECT+1%2C+version%28%29+limit+1%2C1--"), Deny},
 		{"path only", "ex-path", get("HTTP/1.1", "/legacy"+seedSQLiURI[1:]), Allow},
 		{"path only, elsewhere", "ex-path", get("HTTP/1.1", seedSQLiURI), Deny},
+		{"segment: the prefix itself", "ex-pages", get("HTTP/1.1", "/api/pages"+seedSQLiURI[1:]), Allow},
+		{"segment: a trailing slash", "ex-pages", get("HTTP/1.1", "/api/pages/"+seedSQLiURI[1:]), Allow},
+		{"segment: below it", "ex-pages", get("HTTP/1.1", "/api/pages/x"+seedSQLiURI[1:]), Allow},
+		{"segment: encoded slash", "ex-pages", get("HTTP/1.1", "/api/pages%2Fx"+seedSQLiURI[1:]), Allow},
+		{"segment: a longer segment", "ex-pages", get("HTTP/1.1", "/api/pagesecret"+seedSQLiURI[1:]), Deny},
+		{"segment: a longer segment after a traversal", "ex-pages", get("HTTP/1.1", "/api/pages/../pagesecret"+seedSQLiURI[1:]), Deny},
+		{"segment: a path parameter", "ex-pages", get("HTTP/1.1", "/api/pages;x=1"+seedSQLiURI[1:]), Deny},
+		{"segment: a dot", "ex-pages", get("HTTP/1.1", "/api/pages.json"+seedSQLiURI[1:]), Deny},
+		{"prefix with a slash: below it", "ex-dir", get("HTTP/1.1", "/api/pages/x"+seedSQLiURI[1:]), Allow},
+		{"prefix with a slash: not the bare path", "ex-dir", get("HTTP/1.1", "/api/pages"+seedSQLiURI[1:]), Deny},
+		{"prefix with a slash: a longer segment", "ex-dir", get("HTTP/1.1", "/api/pagesecret/x"+seedSQLiURI[1:]), Deny},
+		{"regexp characters are literal", "ex-meta", get("HTTP/1.1", "/v1.0/a(c)*/x"+seedSQLiURI[1:]), Allow},
+		{"regexp characters are literal: '.'", "ex-meta", get("HTTP/1.1", "/v1x0/a(c)*/x"+seedSQLiURI[1:]), Deny},
+		{"regexp characters are literal: '*'", "ex-meta", get("HTTP/1.1", "/v1.0/a(c)c/x"+seedSQLiURI[1:]), Deny},
 		{"method only", "ex-method", get("HTTP/1.1", seedSQLiURI), Allow},
 		{"method only, other method", "ex-method", send("POST", "HTTP/1.1", "/", formCTExcl, "password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"), Deny},
 	}
@@ -74,7 +91,7 @@ func TestExclusionDirectives(t *testing.T) {
 		{RuleIDs: []int{941100}, PathPrefix: "/cms", Methods: []string{"POST", "PUT"}},
 	})
 	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n", after)
-	require.Equal(t, `SecRule REQUEST_FILENAME "@beginsWith /cms" "id:99202,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain"
+	require.Equal(t, `SecRule REQUEST_FILENAME "@rx ^/cms(?:/|$)" "id:99202,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain"
   SecRule REQUEST_METHOD "@rx ^(?:POST|PUT)$" "t:none,ctl:ruleRemoveById=941100"
 `, before, "methods are matched whole, paths after decoding and normalisation")
 }
