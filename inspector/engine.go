@@ -177,7 +177,7 @@ func (c *compiled) close() error {
 // variables again.
 const (
 	meshAllowedMethods      = "GET HEAD POST PUT PATCH DELETE OPTIONS"
-	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |multipart/related| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
+	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
 )
 
 // Directives returns the SecLang that Compile loads for p (after defaults).
