@@ -3,10 +3,12 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -147,4 +149,29 @@ func TestReloadUnderLoad(t *testing.T) {
 	require.Greater(t, total.Load(), int64(20), "the load ran")
 	require.True(t, p.hasLogMessage(t, "config reload failed; the rules in force are kept"))
 	t.Logf("%d checks during 4 reloads, 0 failed", total.Load())
+}
+
+// TestSIGHUPWithoutConfig: serve started without --config has nothing to
+// reload; SIGHUP is logged and ignored instead of ending the process.
+func TestSIGHUPWithoutConfig(t *testing.T) {
+	t.Parallel()
+	p := startServer(t)
+	const msg = "SIGHUP ignored: serve runs without a config file, so there is nothing to reload"
+	logged := func() int {
+		n := 0
+		for _, m := range p.logMessages(t) {
+			if m == msg {
+				n++
+			}
+		}
+		return n
+	}
+	for i := range 2 {
+		require.NoError(t, p.cmd.Process.Signal(syscall.SIGHUP))
+		waitFor(t, 5*time.Second, "the SIGHUP log line", func() bool { return p.exited() || logged() == i+1 })
+		require.False(t, p.exited(), "serve exited with code %d on SIGHUP", p.exitCode)
+	}
+	code, _ := p.httpGet("/readyz")
+	require.Equal(t, http.StatusOK, code, "ready after SIGHUP")
+	require.Equal(t, "deny", verdictOf(t, p.check(t, sqliCheck("hup", "req-hup"))).decision, "checks answered after SIGHUP")
 }

@@ -174,4 +174,22 @@ func (r *reloader) watch(ctx context.Context, hup <-chan os.Signal) error {
 	}
 }
 
+// onHangup answers SIGHUP until ctx ends, where watch does not: it
+// reloads the config file, or, when serve has none, logs that there is
+// nothing to reload.
+func (r *reloader) onHangup(ctx context.Context, hup <-chan os.Signal) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if r.path == "" {
+				r.logger.Warn("SIGHUP ignored: serve runs without a config file, so there is nothing to reload")
+				continue
+			}
+			_ = r.reload("sighup", true)
+		}
+	}
+}
+
 var _ extauthz.Inspector = (*inspector.RuleSet)(nil)

@@ -111,18 +111,21 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		return err
 	}
 	rl.inForce = c.rules
-	if cfg.file != "" {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		watchCtx, stopWatch := context.WithCancel(ctx)
-		defer stopWatch()
-		go func() {
+	// SIGHUP is always caught: its default action would end the process
+	// without a drain.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go func() {
+		if cfg.file != "" {
 			if err := rl.watch(watchCtx, hup); err != nil {
 				logger.Error("config watch stopped; SIGHUP and restarts still reload", "error", err)
 			}
-		}()
-	}
+		}
+		rl.onHangup(watchCtx, hup)
+	}()
 
 	grpcLis, err := net.Listen("tcp", cfg.GRPCAddress)
 	if err != nil {
