@@ -91,6 +91,9 @@ func (r *reloader) reload(trigger string, force bool) error {
 	if err != nil {
 		return r.fail(trigger, err)
 	}
+	// Counted before the swap: whoever sees the new rules sees the count.
+	r.results.WithLabelValues("success").Inc()
+	r.lastOK.Set(float64(r.now().Unix()))
 	r.apply(c.rules, c.selector)
 	if r.inForce != nil {
 		if err := r.inForce.Close(); err != nil {
@@ -101,8 +104,6 @@ func (r *reloader) reload(trigger string, force bool) error {
 	r.sum = sum
 	r.warnRestartOnly(cfg)
 	r.running = cfg
-	r.results.WithLabelValues("success").Inc()
-	r.lastOK.Set(float64(r.now().Unix()))
 	r.logger.Info("config reloaded", "trigger", trigger, "profiles", c.rules.Profiles(),
 		"took", r.now().Sub(started).String())
 	return nil

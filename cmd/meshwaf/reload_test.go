@@ -48,17 +48,23 @@ func (c *configMapDir) update(content string) {
 	require.NoError(c.t, os.Rename(tmp, filepath.Join(c.dir, "..data")))
 }
 
-// applied records what the reloader swapped in.
+// applied records what the reloader swapped in and, when counted is set,
+// the success count at each swap.
 type applied struct {
-	mu    sync.Mutex
-	insp  extauthz.Inspector
-	count int
+	mu        sync.Mutex
+	insp      extauthz.Inspector
+	count     int
+	counted   func() float64
+	countedAt []float64
 }
 
 func (a *applied) apply(i extauthz.Inspector, _ *extauthz.Selector) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.insp, a.count = i, a.count+1
+	if a.counted != nil {
+		a.countedAt = append(a.countedAt, a.counted())
+	}
 }
 
 func (a *applied) get() (extauthz.Inspector, int) {
@@ -106,6 +112,9 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 
 	successes := func() float64 { return testutil.ToFloat64(rl.results.WithLabelValues("success")) }
 	failures := func() float64 { return testutil.ToFloat64(rl.results.WithLabelValues("failure")) }
+	got.mu.Lock()
+	got.counted = successes
+	got.mu.Unlock()
 
 	// A good swap: the detect rules are in force.
 	now = now.Add(time.Minute)
@@ -136,6 +145,9 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 
 	cancel()
 	require.NoError(t, <-done)
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	require.Equal(t, []float64{1, 2, 3}, got.countedAt, "each reload is counted before its rules are visible")
 }
 
 func TestReloadUnchangedFileIsSkipped(t *testing.T) {
