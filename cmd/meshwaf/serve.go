@@ -62,6 +62,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		if set["fail-open"] {
 			cfg.FailOpen = *failOpen
 		}
+		for _, a := range []struct{ flag, addr string }{{"grpc-address", cfg.GRPCAddress}, {"admin-address", cfg.AdminAddress}} {
+			if err := checkAddress(a.addr); err != nil {
+				return Config{}, usageError{fmt.Errorf("-%s: %w", a.flag, err)}
+			}
+		}
 		return cfg, nil
 	}
 	cfg, err := load()
