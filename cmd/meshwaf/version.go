@@ -22,7 +22,10 @@ func version() string {
 	return "dev"
 }
 
-func versionCommand(w io.Writer) error {
+func versionCommand(args []string, w io.Writer) error {
+	if err := parseArgs(newFlagSet("version"), args, w); err != nil {
+		return err
+	}
 	coraza := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {
