@@ -109,6 +109,34 @@ func TestKustomizeBuild(t *testing.T) {
 	})
 }
 
+// The README's way to name your own image: kustomize's images transformer
+// on the name the manifests use, with the tag of this tree's version.
+func TestImageOverride(t *testing.T) {
+	dir := t.TempDir()
+	overlay, err := filepath.Abs(filepath.Join(manifestsDir, "overlays", "mesh"))
+	require.NoError(t, err)
+	rel, err := filepath.Rel(dir, overlay)
+	require.NoError(t, err)
+	k := "resources:\n- " + filepath.ToSlash(rel) + "\nimages:\n- name: meshwaf\n  newName: your-registry/meshwaf\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "kustomization.yaml"), []byte(k), 0o600))
+	docs, kinds := yamlDocs(t, kustomizeBuild(t, dir))
+	var images []string
+	for i, kind := range kinds {
+		if kind != "Deployment" {
+			continue
+		}
+		raw, err := yaml.Marshal(docs[i])
+		require.NoError(t, err)
+		var d appsv1.Deployment
+		require.NoError(t, yaml.UnmarshalStrict(raw, &d))
+		for _, c := range d.Spec.Template.Spec.Containers {
+			images = append(images, c.Image)
+		}
+	}
+	require.Equal(t, []string{"your-registry/meshwaf:" + strings.TrimPrefix(istio.DefaultImage, "meshwaf:")}, images)
+	require.True(t, strings.HasPrefix(istio.DefaultImage, "meshwaf:"), istio.DefaultImage)
+}
+
 // The demo builds with kustomize into meshwaf (mesh mode), the three
 // opted-in workloads of the graph and their policies, and those policies
 // allow exactly the graph's flows (what `meshwaf policy verify` checks):
