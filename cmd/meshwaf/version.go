@@ -28,8 +28,12 @@ func version() string {
 }
 
 func versionCommand(args []string, w io.Writer) error {
-	if err := parseArgs(newFlagSet("version"), args, w); err != nil {
+	fs := newFlagSet("version")
+	if err := parseArgs(fs, args, w); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
 	}
 	coraza := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
