@@ -57,13 +57,15 @@ func TestServeAdmitsLargestProfileBody(t *testing.T) {
 	blob := bytes.Repeat([]byte{0xff}, 8<<20-5-1-4) // not UTF-8, not printable
 	body := grpcFrame(protowire.AppendBytes(protowire.AppendTag(nil, 1, protowire.BytesType), blob))
 	require.Len(t, body, 8<<20)
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-		Http: &authv3.AttributeContext_HttpRequest{
-			Id: "big-1", Method: "POST", Host: "uploads.example.com", Path: "/pkg.Uploads/Put", Protocol: "HTTP/2",
-			Headers: map[string]string{":authority": "uploads.example.com", ":method": "POST", ":path": "/pkg.Uploads/Put",
-				"content-type": "application/grpc", "te": "trailers", "user-agent": "test", "accept": "*/*"},
-			RawBody: body,
-		}}}}
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Destination: &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/uploads/sa/default"},
+		Request: &authv3.AttributeContext_Request{
+			Http: &authv3.AttributeContext_HttpRequest{
+				Id: "big-1", Method: "POST", Host: "uploads.example.com", Path: "/pkg.Uploads/Put", Protocol: "HTTP/2",
+				Headers: map[string]string{":authority": "uploads.example.com", ":method": "POST", ":path": "/pkg.Uploads/Put",
+					"content-type": "application/grpc", "te": "trailers", "user-agent": "test", "accept": "*/*"},
+				RawBody: body,
+			}}}}
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, req)
 	require.NoError(t, err, "a body at the largest profile limit must reach meshwaf")
 	t.Logf("checked after %s", time.Since(start))
