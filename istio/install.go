@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshwaf/meshwaf/internal/version"
 )
 
 // Mode is one way of wiring meshwaf into Istio.
@@ -30,13 +32,17 @@ const (
 // Modes lists the install modes in documentation order.
 func Modes() []Mode { return []Mode{ModeMesh, ModeEnvoyFilter, ModePod} }
 
+// DefaultImage is the image `docker build -t meshwaf:VERSION .` makes, tagged
+// with this tree's version. Push it to your registry and pass its name
+// (--image), or rename it with kustomize's images: name: meshwaf.
+var DefaultImage = "meshwaf:" + version.Release
+
 // Names and defaults of the install.
 const (
 	DefaultNamespace     = "meshwaf-system"
 	DefaultRootNamespace = "istio-system"
 	DefaultServiceName   = "meshwaf"
 	DefaultProviderName  = "meshwaf"
-	DefaultImage         = "meshwaf/meshwaf:v0.1.0"
 	DefaultGRPCPort      = 9000
 	DefaultMetricsPort   = 9090
 	// DefaultTimeout bounds one check as Envoy sees it. Istio's own
@@ -177,7 +183,7 @@ func (o InstallOptions) Validate() error {
 		}
 	}
 	if o.Image == "" || strings.ContainsAny(o.Image, " \t\n") {
-		bad("image %q: want a name like meshwaf/meshwaf:v1.2.3", o.Image)
+		bad("image %q: want a name like <registry>/meshwaf:v1.2.3", o.Image)
 	}
 	if o.Replicas < 2 {
 		bad("replicas %d: want at least 2, so a rollout or a lost node never leaves the mesh without meshwaf", o.Replicas)

@@ -136,11 +136,18 @@ func decodeConfig(name string, data []byte, cfg *Config) error {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	next := *cfg
+	var errs []error
 	if err := dec.Decode(&next); err != nil {
-		return yamlErrors(name, err, &root)
+		if !errors.As(err, new(*yaml.TypeError)) {
+			return yamlErrors(name, err, &root)
+		}
+		// Unknown keys and wrong types: the rest was decoded, so its
+		// invalid values are reported in the same run.
+		errs = unjoin(yamlErrors(name, err, &root))
 	}
 	next.file, next.root = name, &root
-	if errs := validateConfig(name, &root, next); len(errs) > 0 {
+	if errs = append(errs, validateConfig(name, &root, next)...); len(errs) > 0 {
+		sortByLine(errs)
 		return errors.Join(errs...)
 	}
 	*cfg = next
@@ -193,11 +200,24 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 	default:
 		at("logLevel", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
 	}
+	for _, a := range []struct{ field, addr string }{{"grpcAddress", c.GRPCAddress}, {"adminAddress", c.AdminAddress}} {
+		if err := checkAddress(a.addr); err != nil {
+			at(a.field, err.Error())
+		}
+	}
 	if c.MaxMessageBytes < 0 {
 		at("maxMessageBytes", "must not be negative")
+	} else if need, from := c.messageNeed(); c.MaxMessageBytes > 0 && c.MaxMessageBytes < need {
+		at("maxMessageBytes", fmt.Sprintf("%d is below %d, the largest requestBodyLimit (%d, %s) plus 64 KiB for headers and framing",
+			c.MaxMessageBytes, need, need-checkOverhead, from))
 	}
-	if c.ShutdownTimeout < 0 || c.DrainDelay < 0 {
-		at("shutdownTimeout", "durations must not be negative")
+	for _, d := range []struct {
+		field string
+		v     Duration
+	}{{"drainDelay", c.DrainDelay}, {"shutdownTimeout", c.ShutdownTimeout}} {
+		if d.v < 0 {
+			at(d.field, time.Duration(d.v).String()+" is negative")
+		}
 	}
 	if c.DefaultProfile.Name != "" && c.DefaultProfile.Name != inspector.DefaultProfileName {
 		at("defaultProfile.name", fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))
@@ -277,15 +297,6 @@ func lineOf(root *yaml.Node, path string) int {
 		}
 	}
 	return line
-}
-
-// maxMessageBytes is the gRPC receive limit: room for the largest body the
-// default profile inspects, headers and framing.
-func (c Config) maxMessageBytes() int {
-	if c.MaxMessageBytes > 0 {
-		return c.MaxMessageBytes
-	}
-	return max(minMaxMessageBytes, 2*c.DefaultProfile.WithDefaults().RequestBodyLimit+(1<<20))
 }
 
 // fieldAtLine returns the dotted path of the mapping key on line, or "".

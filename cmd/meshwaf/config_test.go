@@ -50,6 +50,16 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"bad-yaml.yaml", "bad-yaml.yaml:2"},
 		{"bad-status.yaml", "bad-status.yaml:1: failureStatus: 200 is not an HTTP 4xx or 5xx status"},
 		{"missing.yaml", "no such file"},
+		{"negative-drain-delay.yaml", "negative-drain-delay.yaml:2: drainDelay: -5s is negative"},
+		{"negative-shutdown-timeout.yaml", "negative-shutdown-timeout.yaml:1: shutdownTimeout: -1s is negative"},
+		{"bad-grpc-address.yaml", `bad-grpc-address.yaml:2: grpcAddress: "nonsense" is not HOST:PORT`},
+		{"bad-grpc-host.yaml", `bad-grpc-host.yaml:1: grpcAddress: host "bad host" is not an IP address or DNS name`},
+		{"bad-admin-port.yaml", "bad-admin-port.yaml:1: adminAddress: port 99999 is not between 0 and 65535"},
+		{"named-admin-port.yaml", `named-admin-port.yaml:1: adminAddress: port "http" is not a number`},
+		{"small-max-message.yaml", "small-max-message.yaml:2: maxMessageBytes: 10 is below 1114112, " +
+			"the largest requestBodyLimit (1048576, defaultProfile) plus 64 KiB for headers and framing"},
+		{"small-max-message-profile.yaml", "small-max-message-profile.yaml:2: maxMessageBytes: 4194304 is below 8454144, " +
+			`the largest requestBodyLimit (8388608, profiles[0] "uploads") plus 64 KiB for headers and framing`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -59,6 +69,28 @@ func TestLoadConfigFileErrors(t *testing.T) {
 			require.Error(t, err)
 			require.Contains(t, err.Error(), tt.want)
 			require.Equal(t, before, cfg, "a failed load changes nothing")
+		})
+	}
+}
+
+// The gRPC receive limit admits a check carrying a body at the largest
+// requestBodyLimit of any profile, not only the default profile's.
+func TestMaxMessageBytes(t *testing.T) {
+	tests := []struct {
+		file string
+		want int
+	}{
+		{"empty.yaml", 4 << 20},
+		{"valid.yaml", 8 << 20}, // explicit
+		{"large-profile-limit.yaml", 2*(8<<20) + 1<<20},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			cfg := defaultConfig()
+			require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", tt.file), &cfg))
+			require.Equal(t, tt.want, cfg.maxMessageBytes())
+			need, _ := cfg.messageNeed()
+			require.GreaterOrEqual(t, cfg.maxMessageBytes(), need)
 		})
 	}
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -17,12 +16,14 @@ var errInvalidConfig = errors.New("configuration is not valid")
 // and rule compilation as serve, reporting every error (file, line, field,
 // profile) at once.
 func configCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		return writeGroupHelp(stdout, "config", commandGroups["config"])
+	}
 	if len(args) == 0 || args[0] != "validate" {
 		return usageError{errors.New("usage: meshwaf config validate FILE [FILE...]")}
 	}
-	fs := flag.NewFlagSet("config validate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	if err := fs.Parse(args[1:]); err != nil {
+	fs := newFlagSet("config validate")
+	if err := parseArgs(fs, args[1:], stdout); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {

@@ -30,6 +30,18 @@ func TestConfigValidate(t *testing.T) {
 			"several-errors.yaml:6: profiles[0].inboundAnomalyThreshold: -1 is not positive",
 			"several-errors.yaml:7: profiles[1].name: every profile needs a name",
 		}},
+		// Unknown keys do not hide invalid values: every error, in file order.
+		{"every-error.yaml", []string{
+			"every-error.yaml:1: grpcAdress: unknown key",
+			`every-error.yaml:2: grpcAddress: "nonsense" is not HOST:PORT`,
+			`every-error.yaml:3: logLevel: "loud" is not one of debug, info, warn, error`,
+			"every-error.yaml:5: defaultProfile.paranoia: unknown key",
+			`every-error.yaml:6: defaultProfile.mode: "blocking" is neither "block" nor "detect"`,
+			"every-error.yaml:7: drainDelay: -5s is negative",
+			"every-error.yaml:8: maxMessageBytes: 10 is below 1114112",
+			"every-error.yaml:11: profiles[0].paranoiaLvl: unknown key",
+			"every-error.yaml:12: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -30,8 +31,8 @@ func envName(flagName string) string {
 // parseFlags parses args, then fills every flag not given on the command
 // line from its MESHWAF_* variable. It returns the names of the flags that
 // were set either way; only those override the config file.
-func parseFlags(fs *flag.FlagSet, args []string) (map[string]bool, error) {
-	if err := fs.Parse(args); err != nil {
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (map[string]bool, error) {
+	if err := parseArgs(fs, args, stdout); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -26,20 +25,19 @@ func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
 // inspectCommand evaluates one request offline with the same compile and
 // inspection as serve. denied reports a deny verdict.
 func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (denied bool, err error) {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("inspect")
 	var common commonFlags
 	common.register(fs)
 	method := fs.String("method", "", "HTTP method (default GET, or POST with a body)")
 	rawURL := fs.String("url", "/", "request URL: http://host/path?query or /path?query (sent as given, not re-encoded)")
 	var headers headerList
-	fs.Var(&headers, "H", `request header "Name: value" (repeatable)`)
+	fs.Var(&headers, "H", "request `HEADER` \"Name: value\" (repeatable)")
 	data := fs.String("data", "", "request body; Content-Type defaults to application/x-www-form-urlencoded as with curl")
 	dataFile := fs.String("data-file", "", "read the request body from a file ('-' for stdin)")
-	raw := fs.String("raw", "", "read a whole raw HTTP/1.x request from a file ('-' for stdin) instead of -method/-url/-H/-data")
+	raw := fs.String("raw", "", "read a whole raw HTTP/1.x request from a file ('-' for stdin) instead of --method/--url/-H/--data")
 	output := fs.String("o", "text", "output format: text or json")
 	profile := fs.String("profile", "", "inspect with this profile of the config file (default: the default profile)")
-	set, err := parseFlags(fs, args)
+	set, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return false, err
 	}

@@ -22,6 +22,11 @@ const (
 	exitDenied = 3 // `inspect`: the request would be denied
 )
 
+// isHelp reports whether arg asks for help.
+func isHelp(arg string) bool {
+	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
+}
+
 // usageError marks errors in flags or configuration (exit code 2).
 type usageError struct{ err error }
 
@@ -45,8 +50,9 @@ Usage:
   meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
   meshwaf manifests --mode mesh|envoyfilter|pod install objects for Istio
   meshwaf version                               print versions
+  meshwaf help [COMMAND]                        this list, or a command's description, examples and flags
 
-Run 'meshwaf <command> -h' for the flags of a command.
+Run 'meshwaf help <command>' or 'meshwaf <command> --help' for a command's description, examples and flags.
 `
 
 func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -70,9 +76,13 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = policyCommand(ctx, args[1:], stdin, stdout, stderr)
 	case "manifests":
 		err = manifestsCommand(ctx, args[1:], stdout, stderr)
-	case "version", "--version", "-version":
-		err = versionCommand(stdout)
-	case "help", "-h", "--help", "-help":
+	case "version":
+		err = versionCommand(args[1:], stdout)
+	case "--version", "-version":
+		err = versionCommand(nil, stdout)
+	case "help":
+		err = helpCommand(args[1:], stdout)
+	case "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return exitOK
 	default:

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -104,11 +105,28 @@ func TestEnvironmentAndFlagPrecedence(t *testing.T) {
 }
 
 func TestServeBadConfigExitCode(t *testing.T) {
-	for _, f := range []string{"unknown-key.yaml", "bad-paranoia-level.yaml", "bad-rules.yaml"} {
-		code, _, stderr := runCLI(t, "", "serve", "-config", filepath.Join("testdata", "config", f),
-			"-grpc-address", "127.0.0.1:0", "-admin-address", "127.0.0.1:0")
+	for _, f := range []string{"unknown-key.yaml", "bad-paranoia-level.yaml", "bad-rules.yaml", "bad-grpc-address.yaml",
+		"negative-drain-delay.yaml", "small-max-message.yaml", "small-max-message-profile.yaml"} {
+		// A config serve wrongly accepts serves until the deadline, then exits 0.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		var out, errb bytes.Buffer
+		code := runMain(ctx, []string{"serve", "-config", filepath.Join("testdata", "config", f),
+			"-grpc-address", "127.0.0.1:0", "-admin-address", "127.0.0.1:0"}, strings.NewReader(""), &out, &errb)
+		cancel()
+		stderr := errb.String()
 		require.Equal(t, exitUsage, code, f)
 		require.Contains(t, stderr, f)
+	}
+}
+
+func TestServeBadAddressFlag(t *testing.T) {
+	for _, args := range [][]string{
+		{"-grpc-address", "nonsense", "-admin-address", "127.0.0.1:0"},
+		{"-grpc-address", "127.0.0.1:0", "-admin-address", "127.0.0.1:70000"},
+	} {
+		code, _, stderr := runCLI(t, "", append([]string{"serve"}, args...)...)
+		require.Equal(t, exitUsage, code, "%v: %s", args, stderr)
+		require.Contains(t, stderr, "-address")
 	}
 }
 

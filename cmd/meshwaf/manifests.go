@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,22 +13,6 @@ import (
 
 	"github.com/meshwaf/meshwaf/istio"
 )
-
-const manifestsUsage = `Usage:
-  meshwaf manifests [--mode mesh|envoyfilter|pod] [--part objects|istio-operator|pod-patch|profile-route] [flags]
-  meshwaf manifests --kustomize DIR [flags]
-
-Writes what installs meshwaf into Istio as multi-document YAML to stdout:
-  --mode mesh         central service + CUSTOM AuthorizationPolicy (--part istio-operator: the
-                      extension provider for istioctl install -f)
-  --mode envoyfilter  central service + EnvoyFilter inserting ext_authz (workloads that already
-                      use another CUSTOM provider)
-  --mode pod          ServiceEntry + CUSTOM policy for a meshwaf container in each pod
-                      (--part pod-patch: that container as a Deployment patch, and its ConfigMap)
---kustomize DIR writes the kustomize base and the three overlays (what manifests/ holds).
-
-Flags:
-`
 
 // stringsFlag is a repeatable string flag; given at all, it replaces the
 // default, and an empty value clears the list.
@@ -50,11 +33,9 @@ func (s *stringsFlag) Set(v string) error {
 }
 
 // manifestsCommand is `meshwaf manifests`.
-func manifestsCommand(_ context.Context, args []string, stdout, stderr io.Writer) error {
+func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) error {
 	o := istio.DefaultInstallOptions()
-	fs := flag.NewFlagSet("manifests", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, manifestsUsage); fs.PrintDefaults() }
+	fs := newFlagSet("manifests")
 	mode := fs.String("mode", string(istio.ModeMesh), "install mode: mesh, envoyfilter or pod")
 	part := fs.String("part", string(istio.PartObjects), "what to write: objects, istio-operator, pod-patch or profile-route")
 	kustomize := fs.String("kustomize", "", "write the kustomize tree (base/, overlays/) into this directory instead")
@@ -77,13 +58,13 @@ func manifestsCommand(_ context.Context, args []string, stdout, stderr io.Writer
 	fs.IntVar(&o.RequestBodyLimit, "request-body-limit", o.RequestBodyLimit, "meshwaf's defaultProfile.requestBodyLimit in the rendered config")
 	optIn := fs.String("opt-in-label", o.OptInLabel+"="+o.OptInValue, "label KEY=VALUE that opts a workload in")
 	exclude := &stringsFlag{vals: o.ExcludePaths}
-	fs.Var(exclude, "exclude-path", "path the CUSTOM policy never sends to meshwaf (repeatable; empty clears; default "+strings.Join(o.ExcludePaths, ", ")+")")
+	fs.Var(exclude, "exclude-path", "`PATH` the CUSTOM policy never sends to meshwaf (repeatable; empty clears; default "+strings.Join(o.ExcludePaths, ", ")+")")
 	scrapers := &stringsFlag{vals: o.ScraperNamespaces}
 	callers := &stringsFlag{vals: o.CallerNamespaces}
-	fs.Var(callers, "caller-namespace", "only sidecars in this namespace may call meshwaf's gRPC port (repeatable; default: any mesh identity over mTLS)")
-	fs.Var(scrapers, "scraper-namespace", "namespace allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
+	fs.Var(callers, "caller-namespace", "only sidecars in this `NAMESPACE` may call meshwaf's gRPC port (repeatable; default: any mesh identity over mTLS)")
+	fs.Var(scrapers, "scraper-namespace", "`NAMESPACE` allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
 	fs.StringVar(&o.LocalHost, "local-host", o.LocalHost, "ServiceEntry host of the pod mode")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"strings"
@@ -11,16 +10,6 @@ import (
 	"github.com/meshwaf/meshwaf/istio"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
-
-const policyUsage = `Usage:
-  meshwaf policy generate -f graph.yaml [--format istio|networkpolicy] [--dry-run]
-  meshwaf policy verify --graph graph.yaml -f policies.yaml [-f more.yaml|dir ...]
-
-generate writes the policies of a ServiceGraph as multi-document YAML to stdout.
-verify evaluates AuthorizationPolicies with Istio's semantics against the graph,
-prints the reachability matrix and every missing or extra flow, and exits 1 when
-they differ.
-`
 
 // fileList collects repeated -f flags.
 type fileList []string
@@ -31,7 +20,7 @@ func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
 // policyCommand is `meshwaf policy generate|verify`.
 func policyCommand(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, policyUsage)
+		_ = writeGroupHelp(stderr, "policy", commandGroups["policy"])
 		return usageError{errors.New("want a subcommand: generate or verify")}
 	}
 	switch args[0] {
@@ -40,8 +29,7 @@ func policyCommand(_ context.Context, args []string, stdin io.Reader, stdout, st
 	case "verify":
 		return policyVerify(args[1:], stdin, stdout, stderr)
 	case "-h", "--help", "-help", "help":
-		fmt.Fprint(stdout, policyUsage)
-		return nil
+		return writeGroupHelp(stdout, "policy", commandGroups["policy"])
 	}
 	return usageError{fmt.Errorf("unknown subcommand %q: want generate or verify", args[0])}
 }
@@ -68,12 +56,11 @@ func loadGraph(path string, stdin io.Reader) (*meshpolicy.Graph, error) {
 }
 
 func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("policy generate", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("policy generate")
 	graph := fs.String("f", "", "ServiceGraph file ('-' for stdin)")
 	format := fs.String("format", istio.FormatIstio, "output: istio (AuthorizationPolicies) or networkpolicy (Kubernetes NetworkPolicies)")
 	dryRun := fs.Bool("dry-run", false, `annotate the AuthorizationPolicies with istio.io/dry-run: "true" (istio format only)`)
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -104,15 +91,14 @@ func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 const matrixLimit = 60
 
 func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("policy verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("policy verify")
 	graph := fs.String("graph", "", "ServiceGraph file ('-' for stdin)")
 	var files fileList
-	fs.Var(&files, "f", "AuthorizationPolicy YAML file or directory (repeatable)")
+	fs.Var(&files, "f", "AuthorizationPolicy YAML `FILE` or directory (repeatable)")
 	root := fs.String("root-namespace", "istio-system", "Istio's root namespace: its policies apply to every namespace")
 	strict := fs.Bool("strict", false, "count conditional flows (decided by attributes verify cannot evaluate) as mismatches")
 	matrix := fs.String("matrix", "auto", fmt.Sprintf("print the reachability matrix: auto (up to %d sources), always or never", matrixLimit))
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -31,15 +30,14 @@ import (
 )
 
 func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("serve")
 	var common commonFlags
 	common.register(fs)
 	grpcAddr := fs.String("grpc-address", "", "gRPC listen address (default "+defaultGRPCAddress+"; env MESHWAF_GRPC_ADDRESS)")
 	adminAddr := fs.String("admin-address", "", "admin HTTP address for /metrics, /healthz, /readyz (default "+defaultAdminAddress+"; env MESHWAF_ADMIN_ADDRESS)")
 	logLevel := fs.String("log-level", "", "debug, info, warn or error (default info; env MESHWAF_LOG_LEVEL)")
 	failOpen := fs.Bool("fail-open", false, "allow requests that cannot be inspected (default deny; env MESHWAF_FAIL_OPEN)")
-	set, err := parseFlags(fs, args)
+	set, err := parseFlags(fs, args, stdout)
 	if err != nil {
 		return err
 	}
@@ -61,6 +59,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		if set["fail-open"] {
 			cfg.FailOpen = *failOpen
+		}
+		for _, a := range []struct{ flag, addr string }{{"grpc-address", cfg.GRPCAddress}, {"admin-address", cfg.AdminAddress}} {
+			if err := checkAddress(a.addr); err != nil {
+				return Config{}, usageError{fmt.Errorf("-%s: %w", a.flag, err)}
+			}
 		}
 		return cfg, nil
 	}

@@ -7,10 +7,15 @@ import (
 	"runtime/debug"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	mwversion "github.com/meshwaf/meshwaf/internal/version"
 )
 
-// buildVersion is set at link time: -ldflags "-X main.buildVersion=v1.2.3".
+// buildVersion is set at link time: scripts/build.sh passes
+// -ldflags "-X main.buildVersion=$(cat internal/version/VERSION)".
 var buildVersion = ""
+
+// version is the stamped version, else the module's, else this tree's
+// release with "-dev" (a go build or go run without the stamp).
 
 func version() string {
 	if buildVersion != "" {
@@ -19,10 +24,17 @@ func version() string {
 	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
 		return bi.Main.Version
 	}
-	return "dev"
+	return mwversion.Release + "-dev"
 }
 
-func versionCommand(w io.Writer) error {
+func versionCommand(args []string, w io.Writer) error {
+	fs := newFlagSet("version")
+	if err := parseArgs(fs, args, w); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
+	}
 	coraza := "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		for _, d := range bi.Deps {

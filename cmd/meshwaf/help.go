@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// commandDoc is the help page of one command, as `meshwaf help CMD` and
+// `meshwaf CMD --help` print it: description, usage, examples, then the
+// flags of the command's FlagSet.
+type commandDoc struct {
+	name     string // as typed: "serve", "policy generate"
+	usage    string // usage lines, without "meshwaf "
+	long     string
+	examples string
+}
+
+var commandDocs = []commandDoc{
+	{
+		name:  "serve",
+		usage: "serve [flags]",
+		long: `Runs the ext_authz gRPC service: Envoy's Authorization/Check, gRPC health and
+reflection on --grpc-address; /metrics, /healthz and /readyz on --admin-address.
+Settings come from flags, then MESHWAF_* environment variables, then the --config
+file, then the defaults. The config file is reloaded when it changes and on SIGHUP.
+SIGTERM drains: health turns NOT_SERVING, checks in flight finish.
+Exit code 2 on bad flags or configuration, 1 on other errors.`,
+		examples: `  meshwaf serve
+  meshwaf serve --config /etc/meshwaf/meshwaf.yaml
+  MESHWAF_MODE=detect meshwaf serve --grpc-address 127.0.0.1:9000`,
+	},
+	{
+		name:  "inspect",
+		usage: "inspect [flags]",
+		long: `Evaluates one request offline with the same rules and inspection as serve and
+prints the verdict and the rules that matched. The request comes from --url, -H
+and --data, or whole from --raw. Exits with exit code 3 when the request would be
+denied, 0 when it is allowed or only detected, 2 on bad flags or configuration.`,
+		examples: `  meshwaf inspect --url '/?id=1%27%20OR%20%271%27%3D%271'
+  meshwaf inspect --url /api/v1/users -H 'Content-Type: application/json' --data '{"name":"Joe"}' -o json
+  meshwaf inspect --raw request.http
+  meshwaf inspect --config meshwaf.yaml --profile payments --url /pay`,
+	},
+	{
+		name:  "config validate",
+		usage: "config validate FILE...",
+		long: `Loads and compiles config files strictly, as serve would, and prints every error
+(unknown keys, invalid values, SecLang that does not compile), one per line as
+FILE:LINE: FIELD: problem. Exits with 0 when every file is valid, 1 otherwise.`,
+		examples: `  meshwaf config validate meshwaf.yaml
+  meshwaf config validate staging.yaml production.yaml`,
+	},
+	{
+		name:  "policy generate",
+		usage: "policy generate -f GRAPH [flags]",
+		long: `Writes the policies of a ServiceGraph as multi-document YAML to stdout: Istio
+AuthorizationPolicies (default) or Kubernetes NetworkPolicies.`,
+		examples: `  meshwaf policy generate -f examples/shop-graph.yaml
+  meshwaf policy generate -f graph.yaml --format networkpolicy | kubectl apply -f -`,
+	},
+	{
+		name:  "policy verify",
+		usage: "policy verify --graph GRAPH -f FILE [-f FILE|DIR...] [flags]",
+		long: `Evaluates AuthorizationPolicies with Istio's semantics against a ServiceGraph,
+prints the reachability matrix and every missing or extra flow, and exits with 1
+when the policies do not allow exactly the graph's flows.`,
+		examples: `  meshwaf policy verify --graph examples/shop-graph.yaml -f policies.yaml
+  kubectl get authorizationpolicies -A -o yaml | meshwaf policy verify --graph graph.yaml -f -`,
+	},
+	{
+		name:  "manifests",
+		usage: "manifests [--mode mesh|envoyfilter|pod] [--part objects|istio-operator|pod-patch|profile-route] [flags]\n  meshwaf manifests --kustomize DIR [flags]",
+		long: `Writes what installs meshwaf into Istio as multi-document YAML to stdout:
+  --mode mesh         central service + CUSTOM AuthorizationPolicy (--part istio-operator: the
+                      extension provider for istioctl install -f)
+  --mode envoyfilter  central service + EnvoyFilter inserting ext_authz (workloads that already
+                      use another CUSTOM provider)
+  --mode pod          ServiceEntry + CUSTOM policy for a meshwaf container in each pod
+                      (--part pod-patch: that container as a Deployment patch, and its ConfigMap)
+--kustomize DIR writes the kustomize base and the three overlays (what manifests/ holds).
+--image names the image you built and pushed (see the README's "Container image").`,
+		examples: `  meshwaf manifests --image <your-registry>/meshwaf:<version> | kubectl apply -f -
+  meshwaf manifests --mode mesh --part istio-operator > meshwaf-istio.yaml
+  meshwaf manifests --mode envoyfilter --namespace waf --timeout 250ms
+  meshwaf manifests --kustomize my-manifests/ --image <your-registry>/meshwaf:<version>`,
+	},
+	{
+		name:     "version",
+		usage:    "version",
+		long:     `Prints the versions of meshwaf, Coraza, the embedded CRS and Go.`,
+		examples: `  meshwaf version`,
+	},
+}
+
+// commandGroups are commands made of subcommands.
+var commandGroups = map[string]string{
+	"config": "Config files: validate checks them as serve would load them.",
+	"policy": "Policies from a ServiceGraph: generate writes them, verify checks them against the graph.",
+}
+
+func lookupDoc(name string) (commandDoc, bool) {
+	for _, d := range commandDocs {
+		if d.name == name {
+			return d, true
+		}
+	}
+	return commandDoc{}, false
+}
+
+// helpCommand is `meshwaf help [COMMAND [SUBCOMMAND]]`.
+func helpCommand(args []string, stdout io.Writer) error {
+	name := strings.Join(args, " ")
+	if name == "" {
+		_, err := io.WriteString(stdout, usage)
+		return err
+	}
+	if _, ok := lookupDoc(name); ok {
+		// The command writes its own page, with the flags it defines.
+		err := runHelp(args, stdout)
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if summary, ok := commandGroups[name]; ok {
+		return writeGroupHelp(stdout, name, summary)
+	}
+	return usageError{fmt.Errorf("unknown command %q; see 'meshwaf help'", name)}
+}
+
+// runHelp runs a command with --help: it prints its page and returns
+// flag.ErrHelp.
+func runHelp(cmd []string, stdout io.Writer) error {
+	args := append(append([]string{}, cmd[1:]...), "--help")
+	switch cmd[0] {
+	case "serve":
+		return serveCommand(context.Background(), args, stdout, io.Discard)
+	case "inspect":
+		_, err := inspectCommand(context.Background(), args, strings.NewReader(""), stdout, io.Discard)
+		return err
+	case "config":
+		return configCommand(context.Background(), args, stdout, io.Discard)
+	case "policy":
+		return policyCommand(context.Background(), args, strings.NewReader(""), stdout, io.Discard)
+	case "manifests":
+		return manifestsCommand(context.Background(), args, stdout, io.Discard)
+	case "version":
+		return versionCommand(args, stdout)
+	}
+	return usageError{fmt.Errorf("unknown command %q", cmd[0])}
+}
+
+func writeGroupHelp(w io.Writer, group, summary string) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nCommands:\n", summary)
+	for _, d := range commandDocs {
+		if strings.HasPrefix(d.name, group+" ") {
+			fmt.Fprintf(&b, "  meshwaf %s\n", d.usage)
+		}
+	}
+	fmt.Fprintf(&b, "\nRun 'meshwaf help %s <command>' for a command's description, examples and flags.\n", group)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// newFlagSet is the FlagSet of the command name (as typed: "policy
+// verify"). Parse errors are returned, not printed; parseArgs turns them
+// into usage errors and writes the help page for -h and --help.
+func newFlagSet(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	return fs
+}
+
+// parseArgs parses args into fs. -h or --help writes the command's help page
+// to stdout and returns flag.ErrHelp (exit 0); a bad flag is a usageError
+// (exit 2) that points at the help page.
+func parseArgs(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		if werr := writeHelp(stdout, fs); werr != nil {
+			return werr
+		}
+		return err
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("%w (see 'meshwaf help %s')", err, fs.Name())}
+	}
+	return nil
+}
+
+// writeHelp writes the help page of fs's command.
+func writeHelp(w io.Writer, fs *flag.FlagSet) error {
+	d, _ := lookupDoc(fs.Name())
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\n\nUsage:\n  meshwaf %s\n\nExamples:\n%s\n", d.long, d.usage, d.examples)
+	first := true
+	fs.VisitAll(func(f *flag.Flag) {
+		if first {
+			b.WriteString("\nFlags:\n")
+			first = false
+		}
+		typ, text := flag.UnquoteUsage(f)
+		b.WriteString("  -")
+		if len(f.Name) > 1 {
+			b.WriteString("-") // --flag; one-letter flags stay -H, -f, -o
+		}
+		b.WriteString(f.Name)
+		if typ != "" {
+			b.WriteString(" " + typ)
+		}
+		b.WriteString("\n      " + strings.ReplaceAll(text, "\n", "\n      "))
+		if def := f.DefValue; def != "" && def != "0" && def != "false" && !strings.Contains(text, "default") {
+			if typ == "string" {
+				def = fmt.Sprintf("%q", def)
+			}
+			b.WriteString(" (default " + def + ")")
+		}
+		b.WriteString("\n")
+	})
+	_, err := io.WriteString(w, b.String())
+	return err
+}
