@@ -3,7 +3,6 @@ package inspector
 import (
 	"bytes"
 	"mime"
-	mpart "mime/multipart"
 	"strings"
 	"unicode/utf8"
 
@@ -16,8 +15,8 @@ import (
 // in the rules: Coraza caches each transformed value per argument, variable
 // and transformation prefix for the whole phase. A 869 KB body of 10,000
 // one-byte fields took ~900 MB and seconds of CPU. So meshwaf counts the
-// parts or XML nodes before Coraza parses the body, with the parsers Coraza
-// uses, and does not hand Coraza a body over argumentsLimit.
+// parts or XML nodes first, the way the parsers Coraza uses split the
+// body, and does not hand Coraza a body over argumentsLimit.
 
 // freePartHeaders is the number of header lines a multipart part may carry
 // before each further one counts as one more argument (Content-Disposition,
@@ -47,11 +46,10 @@ func (c *compiled) bodyNodes(tx types.Transaction, body []byte) int {
 //   - XML: one per element, attribute, non-blank text or CDATA section,
 //     comment, processing instruction and declaration.
 //
-// It never counts less than the processors add: multipart bodies are read
-// with the reader Coraza uses (mime/multipart, which stops at a malformed
-// part as Coraza does), XML bodies with a scan that follows Coraza's
-// encoding/xml tokenizer (xmlNodes). It allocates for at most limit+1
-// parts and nothing for XML.
+// It never counts less than the processors add, and allocates nothing: it
+// follows how mime/multipart and encoding/xml, which Coraza's processors
+// use, split the body (multipartNodes, xmlNodes). FuzzBodyNodes checks it
+// against Coraza.
 func countBodyNodes(proc, contentType string, body []byte, limit int) int {
 	switch strings.ToUpper(proc) {
 	case "MULTIPART":
@@ -62,26 +60,52 @@ func countBodyNodes(proc, contentType string, body []byte, limit int) int {
 	return 0
 }
 
+// multipartNodes counts lines, as mime/multipart (Coraza's reader) reads
+// them: a part starts after a delimiter line ("--" boundary, blanks, a line
+// end) and its headers run to the first empty line. The reader holds a
+// header line up to seven times over while appending its pieces; the count
+// holds nothing. Delimiter lines the reader takes for content (or never
+// reaches, past an error) count too, which can only count more.
 func multipartNodes(contentType string, body []byte, limit int) int {
 	mediaType, params, err := mime.ParseMediaType(contentType)
 	if err != nil || !strings.HasPrefix(mediaType, "multipart/") {
 		return 0 // Coraza's processor fails before the first part
 	}
-	r := mpart.NewReader(bytes.NewReader(body), params["boundary"])
-	n := 0
-	for n <= limit {
-		p, err := r.NextPart()
-		if err != nil {
-			break
+	dash := []byte("--" + params["boundary"])
+	n, headers := 0, -1 // header lines of the current part; -1: not in a header block
+	for len(body) > 0 && n <= limit {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i+1], body[i+1:]
+		} else {
+			body = nil
 		}
-		n++
-		h := 0
-		for _, vs := range p.Header {
-			h += len(vs)
+		switch {
+		case isDelimiter(line, dash):
+			n++
+			headers = 0
+		case headers < 0: // preamble, content, epilogue
+		case string(line) == "\n" || string(line) == "\r\n":
+			headers = -1
+		default:
+			headers++
+			if headers > freePartHeaders {
+				n++
+			}
 		}
-		n += max(0, h-freePartHeaders)
 	}
 	return min(n, limit+1)
+}
+
+// isDelimiter reports a multipart delimiter line: dash, then spaces or
+// tabs, then "\r\n" or "\n" (the reader takes one of the two).
+func isDelimiter(line, dash []byte) bool {
+	rest, ok := bytes.CutPrefix(line, dash)
+	if !ok {
+		return false
+	}
+	rest = bytes.TrimLeft(rest, " \t")
+	return string(rest) == "\r\n" || string(rest) == "\n"
 }
 
 // xmlNodes counts like encoding/xml's tokenizer as Coraza sets it up (not

@@ -3,6 +3,7 @@ package inspector
 import (
 	"bytes"
 	"encoding/xml"
+	"io"
 	"sync"
 	"testing"
 
@@ -67,9 +68,34 @@ func FuzzBodyNodes(f *testing.F) {
 	})
 }
 
+// FuzzXMLNodes: the XML scan counts at least encoding/xml's nodes, and
+// exactly as many when the decoder reads the body to its end.
+func FuzzXMLNodes(f *testing.F) {
+	for _, tc := range bodyNodeCases {
+		if tc.proc == "XML" {
+			f.Add([]byte(tc.body))
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		n, clean := decoderNodesEOF(body)
+		got := xmlNodes(body, 1<<30)
+		require.GreaterOrEqual(t, got, n)
+		if clean {
+			require.Equal(t, n, got, "a body the decoder reads without error")
+		}
+	})
+}
+
 // decoderNodes is xmlNodes with encoding/xml's decoder, set up as Coraza
 // sets it up.
 func decoderNodes(body []byte) int {
+	n, _ := decoderNodesEOF(body)
+	return n
+}
+
+// decoderNodesEOF is decoderNodes, and whether the decoder ended at the
+// end of the body rather than at an error.
+func decoderNodesEOF(body []byte) (int, bool) {
 	d := xml.NewDecoder(bytes.NewReader(body))
 	d.Strict = false
 	d.AutoClose = xml.HTMLAutoClose
@@ -78,7 +104,7 @@ func decoderNodes(body []byte) int {
 	for {
 		tok, err := d.RawToken()
 		if err != nil {
-			return n
+			return n, err == io.EOF
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
