@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/corazawaf/coraza/v3"
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
@@ -68,8 +69,26 @@ func FuzzBodyNodes(f *testing.F) {
 	})
 }
 
+// FuzzMultipartNodes is FuzzBodyNodes for multipart bodies of one
+// boundary, which mutations of the Content-Type seldom keep.
+func FuzzMultipartNodes(f *testing.F) {
+	const ct = "multipart/form-data; boundary=x"
+	for _, tc := range bodyNodeCases {
+		if tc.ct == ct {
+			f.Add([]byte(tc.body))
+		}
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, parts, headers, _ := corazaAdds(t, ct, body)
+		n := countBodyNodes("MULTIPART", ct, body, 1<<30)
+		require.GreaterOrEqual(t, n, parts, "parts")
+		require.GreaterOrEqual(t, n, headers-freePartHeaders*parts, "part headers")
+	})
+}
+
 // FuzzXMLNodes: the XML scan counts at least encoding/xml's nodes, and
-// exactly as many when the decoder reads the body to its end.
+// exactly as many for an ASCII body without entities that the decoder
+// reads to its end.
 func FuzzXMLNodes(f *testing.F) {
 	for _, tc := range bodyNodeCases {
 		if tc.proc == "XML" {
@@ -80,8 +99,10 @@ func FuzzXMLNodes(f *testing.F) {
 		n, clean := decoderNodesEOF(body)
 		got := xmlNodes(body, 1<<30)
 		require.GreaterOrEqual(t, got, n)
-		if clean {
-			require.Equal(t, n, got, "a body the decoder reads without error")
+		// Text the decoder makes blank (an entity, non-ASCII white space)
+		// counts in the scan.
+		if clean && !bytes.ContainsFunc(body, func(r rune) bool { return r == '&' || r >= utf8.RuneSelf }) {
+			require.Equal(t, n, got, "an ASCII body without entities that the decoder reads to its end")
 		}
 	})
 }
