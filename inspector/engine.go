@@ -316,13 +316,17 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	}
 
 	it := tx.ProcessRequestHeaders()
+	bodyOverLimit := false // a multipart or XML body not given to Coraza (bodyguard.go)
 	if it == nil {
 		if ctx.Err() != nil {
 			return Verdict{}, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
 		}
 		if len(req.Body) > 0 && tx.IsRequestBodyAccessible() {
-			if it, _, err = tx.WriteRequestBody(req.Body); err != nil {
-				return Verdict{}, fmt.Errorf("writing request body: %w", err)
+			bodyOverLimit = c.bodyNodes(tx, req.Body) > p.ArgumentsLimit
+			if !bodyOverLimit {
+				if it, _, err = tx.WriteRequestBody(req.Body); err != nil {
+					return Verdict{}, fmt.Errorf("writing request body: %w", err)
+				}
 			}
 		}
 		if it == nil {
@@ -337,7 +341,12 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	if state != nil {
 		vars := state.Variables()
 		v.AnomalyScore = atoi(first(vars.TX().Get("blocking_inbound_anomaly_score")))
-		if !p.AllowArgumentsOverLimit && vars.ArgumentsLimitReached().Get() == "1" {
+		switch {
+		case bodyOverLimit: // whatever AllowArgumentsOverLimit says: Coraza would parse it all
+			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
+				Msg:  fmt.Sprintf("More multipart parts or XML nodes than the inspection limit (%d); body not parsed", p.ArgumentsLimit),
+				Tags: []string{"meshwaf", "meshwaf/limit"}})
+		case !p.AllowArgumentsOverLimit && vars.ArgumentsLimitReached().Get() == "1":
 			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
 				Msg:  fmt.Sprintf("More arguments than the inspection limit (%d)", p.ArgumentsLimit),
 				Tags: []string{"meshwaf", "meshwaf/limit"}})

@@ -53,10 +53,12 @@ type Profile struct {
 	Mode Mode `yaml:"mode,omitempty" json:"mode,omitempty"`
 	// RequestBodyLimit is the number of body bytes inspected.
 	RequestBodyLimit int `yaml:"requestBodyLimit,omitempty" json:"requestBodyLimit,omitempty"`
-	// ArgumentsLimit is Coraza's SecArgumentsLimit.
+	// ArgumentsLimit is Coraza's SecArgumentsLimit, and the most parts of a
+	// multipart body or nodes of an XML body that are parsed (bodyguard.go).
 	ArgumentsLimit int `yaml:"argumentsLimit,omitempty" json:"argumentsLimit,omitempty"`
 	// AllowArgumentsOverLimit passes requests with more arguments than
 	// ArgumentsLimit (the extra ones are not inspected). Off by default.
+	// Multipart and XML bodies over the limit are denied all the same.
 	AllowArgumentsOverLimit bool `yaml:"allowArgumentsOverLimit,omitempty" json:"allowArgumentsOverLimit,omitempty"`
 	// AllowPartialBody passes requests whose body was only partly inspected
 	// (cut by the proxy, or longer than RequestBodyLimit). Off by default.
