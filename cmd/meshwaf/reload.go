@@ -129,6 +129,9 @@ func (r *reloader) warnRestartOnly(next Config) {
 		{"auditAllChecks", old.AuditAllChecks, next.AuditAllChecks, old.AuditAllChecks != next.AuditAllChecks},
 		{"logLevel", old.LogLevel, next.LogLevel, old.LogLevel != next.LogLevel},
 		{"maxMessageBytes", old.maxMessageBytes(), next.maxMessageBytes(), old.maxMessageBytes() != next.maxMessageBytes()},
+		{"maxInFlight", old.MaxInFlight, next.MaxInFlight, old.MaxInFlight != next.MaxInFlight},
+		{"maxBodyBytesInFlight", old.MaxBodyBytesInFlight, next.MaxBodyBytesInFlight, old.MaxBodyBytesInFlight != next.MaxBodyBytesInFlight},
+		{"queueWait", time.Duration(old.QueueWait), time.Duration(next.QueueWait), old.QueueWait != next.QueueWait},
 	} {
 		if s.changedNow {
 			r.logger.Warn("setting changed in the config file; it takes effect at the next restart",

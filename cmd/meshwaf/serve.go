@@ -91,6 +91,8 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		"paranoia_level", c.rules.Default().ParanoiaLevel, "mode", c.rules.Default().Mode, "took", time.Since(started).String())
 
 	reg := newRegistry()
+	res := extauthz.DetectResources(os.DirFS("/"))
+	limits := cfg.limits(res)
 	srv, err := extauthz.NewServer(extauthz.Options{
 		Engine:        c.rules,
 		Selector:      c.selector,
@@ -100,6 +102,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		Registerer:    reg,
 		FailOpen:      cfg.FailOpen,
 		FailureStatus: cfg.FailureStatus,
+		Limits:        limits,
 	})
 	if err != nil {
 		return err
@@ -161,7 +164,9 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		}
 	}()
 	logger.Info("serving", "grpc_address", grpcLis.Addr().String(), "admin_address", adminLis.Addr().String(),
-		"fail_open", cfg.FailOpen, "max_message_bytes", cfg.maxMessageBytes())
+		"fail_open", cfg.FailOpen, "failure_status", cfg.FailureStatus, "max_message_bytes", cfg.maxMessageBytes(),
+		"max_in_flight", limits.MaxInFlight, "max_body_bytes_in_flight", limits.MaxBodyBytes, "queue_wait", limits.QueueWait.String(),
+		"cpus", res.CPUs, "memory_limit", res.MemoryLimit)
 
 	var serveErr error
 	select {
