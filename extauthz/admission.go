@@ -23,8 +23,10 @@ type Limits struct {
 	// MaxInFlight is the number of inspections running at once.
 	MaxInFlight int
 	// MaxBodyBytes is the sum of the request bodies of the inspections
-	// running at once. A larger body counts as MaxBodyBytes: it runs only
-	// when no other body does, so no body is refused for its size alone.
+	// running at once, each counted as the larger of its bytes and the
+	// weight of the arguments it may hold (see ArgsWeightPerByte). A body
+	// that counts more than MaxBodyBytes counts as MaxBodyBytes: it runs
+	// only when no other body does, so no body is refused for its size.
 	MaxBodyBytes int64
 	// QueueWait is how long a check may wait for room; 0 rejects at once.
 	QueueWait time.Duration
@@ -56,12 +58,18 @@ const (
 	// MemoryReserve is the memory kept for the rule sets, the @rx DFAs
 	// and the runtime before bodies are counted.
 	MemoryReserve = 128 << 20
-	// MemoryPerBodyByte is the peak memory one inspected body byte costs
-	// (the decoded request, Coraza's copies and transformations, garbage
-	// not yet collected).
-	MemoryPerBodyByte = 16
+	// ArgsWeightPerByte and MaxArgsWeight count the arguments a body may
+	// hold: CRS's work and memory per check grow with their number, not
+	// with the bytes. A body of n bytes holds at most n/4 of them (a=1&),
+	// each costs about 32 KiB of live heap at paranoia level 1 (512 body
+	// bytes at MemoryPerBodyByte), and argumentsLimit (1000 by default)
+	// stops them at 32 MiB: a JSON body of 16 KiB already gets there.
+	ArgsWeightPerByte = 128
+	MaxArgsWeight     = 512 << 10
+	// MemoryPerBodyByte is the peak memory one counted body byte costs.
+	MemoryPerBodyByte = 64
 	// DefaultQueueWait is how long a check may wait for room by default.
-	DefaultQueueWait = 50 * time.Millisecond
+	DefaultQueueWait = 100 * time.Millisecond
 )
 
 // DefaultLimits derives the limits from the resources:
@@ -184,7 +192,7 @@ var errExpired = errors.New("check canceled while waiting for admission")
 // never past ctx's deadline. It returns a release func, or the rejection
 // reason, or errExpired when ctx ended first.
 func (a *admission) acquire(ctx context.Context, body int64, now func() time.Time) (release func(), reason string, err error) {
-	body = min(body, a.limits.MaxBodyBytes)
+	body = bodyWeight(body, a.limits.MaxBodyBytes)
 	var timer <-chan time.Time
 	for {
 		a.mu.Lock()
@@ -218,6 +226,12 @@ func (a *admission) acquire(ctx context.Context, body int64, now func() time.Tim
 			return nil, "", errExpired
 		}
 	}
+}
+
+// bodyWeight is what a body of n bytes counts as against limit.
+func bodyWeight(n, limit int64) int64 {
+	args := min(n, MaxArgsWeight/ArgsWeightPerByte) * ArgsWeightPerByte
+	return min(max(n, args), limit)
 }
 
 // blocked returns why body cannot be admitted now, or "". a.mu is held.

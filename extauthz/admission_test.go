@@ -26,7 +26,7 @@ func TestDefaultLimits(t *testing.T) {
 	}{
 		{"2 CPUs, no memory limit", Resources{CPUs: 2}, 8, 2 * mi},
 		{"2 CPUs, 512Mi: CPU term is smaller", Resources{CPUs: 2, MemoryLimit: 512 * mi}, 8, 2 * mi},
-		{"64 CPUs, 512Mi: memory term", Resources{CPUs: 64, MemoryLimit: 512 * mi}, 256, 24 * mi},
+		{"64 CPUs, 512Mi: memory term", Resources{CPUs: 64, MemoryLimit: 512 * mi}, 256, 6 * mi},
 		{"16 CPUs, 128Mi: floor of one CPU's bytes", Resources{CPUs: 16, MemoryLimit: 128 * mi}, 64, 1 * mi},
 		{"unknown CPUs count as one", Resources{}, 4, 1 * mi},
 	}
@@ -279,4 +279,34 @@ func TestCanceledCheckIsNoDecision(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBodyWeight(t *testing.T) {
+	const limit = 4 << 20
+	tests := []struct {
+		n, want int64
+	}{
+		{0, 0},
+		{1, ArgsWeightPerByte},
+		{1 << 10, 128 << 10},
+		{4 << 10, MaxArgsWeight},
+		{16 << 10, MaxArgsWeight},
+		{MaxArgsWeight + 1, MaxArgsWeight + 1},
+		{limit + 1, limit},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, bodyWeight(tt.n, limit), "body of %d bytes", tt.n)
+	}
+	// Bodies that may hold argumentsLimit arguments: four fit in 2 MiB.
+	a := newAdmission(Limits{MaxInFlight: 100, MaxBodyBytes: 4 * MaxArgsWeight})
+	for range 4 {
+		_, reason, err := a.acquire(context.Background(), 16<<10, time.Now)
+		require.NoError(t, err)
+		require.Empty(t, reason)
+	}
+	_, reason, err := a.acquire(context.Background(), 16<<10, time.Now)
+	require.NoError(t, err)
+	require.Equal(t, RejectBodyBytes, reason)
+	_, reason, _ = a.acquire(context.Background(), 0, time.Now)
+	require.Empty(t, reason, "a check without a body needs only a slot")
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -93,6 +94,11 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 	reg := newRegistry()
 	res := extauthz.DetectResources(os.DirFS("/"))
 	limits := cfg.limits(res)
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && res.MemoryLimit > 0 {
+		// The GC keeps the heap below the container's limit rather than
+		// letting it double before each collection.
+		debug.SetMemoryLimit(res.MemoryLimit / 10 * 9)
+	}
 	srv, err := extauthz.NewServer(extauthz.Options{
 		Engine:        c.rules,
 		Selector:      c.selector,
@@ -166,7 +172,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 	logger.Info("serving", "grpc_address", grpcLis.Addr().String(), "admin_address", adminLis.Addr().String(),
 		"fail_open", cfg.FailOpen, "failure_status", cfg.FailureStatus, "max_message_bytes", cfg.maxMessageBytes(),
 		"max_in_flight", limits.MaxInFlight, "max_body_bytes_in_flight", limits.MaxBodyBytes, "queue_wait", limits.QueueWait.String(),
-		"cpus", res.CPUs, "memory_limit", res.MemoryLimit)
+		"cpus", res.CPUs, "memory_limit", res.MemoryLimit, "go_memory_limit", debug.SetMemoryLimit(-1))
 
 	var serveErr error
 	select {
