@@ -467,7 +467,10 @@ func TestSIGTERMDrain(t *testing.T) {
 	t.Parallel()
 	// The drain of 8 slow checks takes 2-7 s on a busy 2-CPU machine; the
 	// timeout is far above that so that a slow machine does not cut it.
-	p := startServer(t, "--config", writeConfig(t, "shutdownTimeout: 40s\n"))
+	// The 8 checks of ~17 KiB all run at once: admission would otherwise
+	// let 4 in (each may hold argumentsLimit arguments) and refuse the
+	// others after queueWait on a slow machine.
+	p := startServer(t, "--config", writeConfig(t, "shutdownTimeout: 40s\nmaxBodyBytesInFlight: 8388608\nqueueWait: 30s\n"))
 	conn := p.dial(t)
 	client := authv3.NewAuthorizationClient(conn)
 

@@ -24,12 +24,13 @@ type metrics struct {
 	ruleMatches   *prometheus.CounterVec
 	anomalyScore  *prometheus.HistogramVec
 	errors        *prometheus.CounterVec
+	rejected      *prometheus.CounterVec
 	networkChecks prometheus.Counter
 	inFlight      prometheus.Gauge
 	lenient       prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	m := &metrics{
 		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshwaf_checks_total",
@@ -53,6 +54,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "meshwaf_check_errors_total",
 			Help: "Checks answered by the failure policy, by reason (panic, inspect, canceled).",
 		}, []string{"reason"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_checks_rejected_total",
+			Help: "Checks answered by the failure policy because the admission limits were reached, by reason (inflight, body_bytes).",
+		}, []string{"reason"}),
 		networkChecks: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meshwaf_network_checks_total",
 			Help: "Checks without an HTTP request (network-level ext_authz), answered OK.",
@@ -75,7 +80,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "meshwaf_rx_dfa_resets_total",
 		Help: "Times an @rx DFA dropped its states for lack of budget (its values then went to Go's regexp).",
 	}, func() float64 { _, n := inspector.RxDFAStats(); return float64(n) })
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.networkChecks, m.inFlight, m.lenient, dfaBytes, dfaResets} {
+	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "meshwaf_check_body_bytes_in_flight",
+		Help: "Request body bytes of the inspections running now (bounded by the admission limits).",
+	}, func() float64 { return float64(adm.bodyBytes()) })
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient, dfaBytes, dfaResets, bodyBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -85,6 +94,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	}
 	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
 		m.errors.WithLabelValues(r)
+	}
+	for _, r := range []string{RejectInFlight, RejectBodyBytes} {
+		m.rejected.WithLabelValues(r)
 	}
 	return m, nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -33,11 +34,15 @@ type Options struct {
 	Audit      *slog.Logger          // audit lines; nil disables them
 	AuditAll   bool                  // audit clean checks too
 	Registerer prometheus.Registerer // where the check metrics are registered
-	// FailOpen answers OK when a check cannot be inspected (error or
-	// panic). The default is to deny with FailureStatus.
+	// FailOpen answers OK when a check cannot be inspected (error, panic
+	// or over the Limits). The default is to deny with FailureStatus.
 	FailOpen      bool
-	FailureStatus int              // HTTP status of a fail-closed answer; default 403
-	Now           func() time.Time // clock; default time.Now
+	FailureStatus int // HTTP status of a fail-closed answer; default 403
+	// Limits bound the inspections in flight; checks over them are
+	// answered by the failure policy. A zero MaxInFlight takes
+	// DefaultLimits for GOMAXPROCS CPUs and no known memory limit.
+	Limits Limits
+	Now    func() time.Time // clock; default time.Now
 	// AuditRawValues logs query values and matched values unmasked
 	// (debugging only); by default they are masked (see audit).
 	AuditRawValues bool
@@ -49,6 +54,7 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	opts    Options
 	metrics *metrics
+	adm     *admission
 	current atomic.Pointer[snapshot]
 }
 
@@ -69,11 +75,18 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	m, err := newMetrics(opts.Registerer)
+	if opts.Limits.MaxInFlight == 0 {
+		opts.Limits = DefaultLimits(Resources{CPUs: runtime.GOMAXPROCS(0)})
+	}
+	if l := opts.Limits; l.MaxInFlight < 0 || l.MaxBodyBytes <= 0 || l.QueueWait < 0 {
+		return nil, fmt.Errorf("extauthz: invalid limits %+v", l)
+	}
+	adm := newAdmission(opts.Limits)
+	m, err := newMetrics(opts.Registerer, adm)
 	if err != nil {
 		return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
 	}
-	s := &Server{opts: opts, metrics: m}
+	s := &Server{opts: opts, metrics: m, adm: adm}
 	s.current.Store(&snapshot{insp: opts.Engine, sel: opts.Selector})
 	return s, nil
 }
@@ -94,9 +107,15 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 // Register adds the Authorization service to g.
 func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
 
+// Limits returns the limits in force.
+func (s *Server) Limits() Limits { return s.opts.Limits }
+
 // Check answers one CheckRequest. It never returns a gRPC error: a request
 // that cannot be inspected is answered by the failure policy, and a panic
-// in the inspection is recovered and answered the same way.
+// in the inspection is recovered and answered the same way. A check over
+// the Limits is answered by the failure policy as soon as its queue wait
+// ends. A check whose ctx ends before its verdict is counted as canceled,
+// never as a decision.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
 	r, ok := requestFrom(req)
 	if !ok {
@@ -108,6 +127,19 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 	start := s.opts.Now()
+	if ctx.Err() != nil { // expired before it arrived
+		return s.fail(reasonCanceled, profile, r.ID), nil
+	}
+	release, reason, err := s.adm.acquire(ctx, int64(len(r.Body)), s.opts.Now)
+	switch {
+	case err != nil:
+		return s.fail(reasonCanceled, profile, r.ID), nil
+	case reason != "":
+		s.metrics.rejected.WithLabelValues(reason).Inc()
+		s.opts.Logger.Debug("check rejected", "request_id", r.ID, "reason", reason)
+		return s.answerFailure(profile, r.ID), nil
+	}
+	defer release()
 
 	defer func() {
 		if p := recover(); p != nil {
@@ -125,6 +157,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		s.opts.Logger.Warn("check failed", "request_id", r.ID, "reason", reason, "error", err)
 		return s.fail(reason, profile, r.ID), nil
 	}
+	if ctx.Err() != nil { // the caller gave up: the verdict goes nowhere
+		return s.fail(reasonCanceled, profile, r.ID), nil
+	}
 	s.metrics.observe(v, s.opts.Now().Sub(start).Seconds())
 	audit(ctx, &s.opts, &r, v)
 	return responseFrom(v, r.ID), nil
@@ -132,6 +167,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 
 func (s *Server) fail(reason, profile, requestID string) *authv3.CheckResponse {
 	s.metrics.errors.WithLabelValues(reason).Inc()
+	return s.answerFailure(profile, requestID)
+}
+
+// answerFailure is the failure policy's answer.
+func (s *Server) answerFailure(profile, requestID string) *authv3.CheckResponse {
 	if profile == "" {
 		profile = inspector.DefaultProfileName
 	}

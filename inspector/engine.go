@@ -315,6 +315,8 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 		tx.SetServerName(hostname(req.Host))
 	}
 
+	// ctx is checked between phases (a phase itself runs to its end): no
+	// body work starts, and no verdict is reported, once it is done.
 	it := tx.ProcessRequestHeaders()
 	bodyOverLimit := false // a multipart or XML body not given to Coraza (bodyguard.go)
 	if it == nil {
@@ -330,10 +332,16 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 			}
 		}
 		if it == nil {
+			if ctx.Err() != nil {
+				return Verdict{}, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
+			}
 			if it, err = tx.ProcessRequestBody(); err != nil {
 				return Verdict{}, fmt.Errorf("processing request body: %w", err)
 			}
 		}
+	}
+	if ctx.Err() != nil {
+		return Verdict{}, fmt.Errorf("%w: %w", ErrCanceled, ctx.Err())
 	}
 
 	v = Verdict{Decision: Allow, Profile: p.Name}

@@ -408,6 +408,43 @@ func TestCanceledContext(t *testing.T) {
 	require.Equal(t, Deny, inspect(t, e, "", get("HTTP/1.1", seedSQLiURI)).Decision)
 }
 
+// endsAfter is a context whose Err reports it done from call n+1 on: it
+// ends at a chosen checkpoint of an inspection.
+type endsAfter struct {
+	context.Context
+	n, calls int
+}
+
+func (c *endsAfter) Err() error {
+	c.calls++
+	if c.calls > c.n {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// TestContextCheckedBetweenPhases: an inspection with a body consults ctx
+// before it starts, before the body is written, before the body phase and
+// before it reports the verdict. A ctx that ends at any of them gives no
+// verdict, in particular one that ends while the body phase runs.
+func TestContextCheckedBetweenPhases(t *testing.T) {
+	e := testEngine(t)
+	req := send("POST", "HTTP/1.1", "/api/v1/users", "application/json", `{"name":"joe"}`)
+	const checkpoints = 4
+	for n := range checkpoints {
+		ctx := &endsAfter{Context: context.Background(), n: n}
+		v, err := e.Inspect(ctx, req, "")
+		require.ErrorIs(t, err, ErrCanceled, "ctx ended after %d checkpoints", n)
+		require.ErrorIs(t, err, context.DeadlineExceeded)
+		require.Zero(t, v.Decision, "no verdict once ctx ended (after %d checkpoints)", n)
+	}
+	ctx := &endsAfter{Context: context.Background(), n: checkpoints}
+	v, err := e.Inspect(ctx, req, "")
+	require.NoError(t, err)
+	require.Equal(t, Allow, v.Decision)
+	require.Equal(t, checkpoints, ctx.calls)
+}
+
 func TestDirectives(t *testing.T) {
 	d := Directives(Profile{BeforeCRS: "# before-marker", AfterCRS: "# after-marker"}.WithDefaults())
 	before := strings.Index(d, "# before-marker")

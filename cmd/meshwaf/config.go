@@ -43,6 +43,13 @@ type Config struct {
 	// checks in flight after that.
 	DrainDelay      Duration `yaml:"drainDelay"`
 	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
+	// MaxInFlight bounds the inspections running at once, and
+	// MaxBodyBytesInFlight the sum of their bodies; 0 derives them from
+	// GOMAXPROCS and the memory limit (extauthz.DefaultLimits). A check over
+	// a bound waits at most QueueWait, then gets the failure policy.
+	MaxInFlight          int      `yaml:"maxInFlight"`
+	MaxBodyBytesInFlight int64    `yaml:"maxBodyBytesInFlight"`
+	QueueWait            Duration `yaml:"queueWait"`
 
 	file string     // the config file read, if any
 	root *yaml.Node // its YAML tree, to locate errors found later
@@ -72,7 +79,22 @@ func defaultConfig() Config {
 		FailureStatus:   inspector.DefaultDenyStatus,
 		LogLevel:        defaultLogLevel,
 		ShutdownTimeout: Duration(defaultShutdownTimeout),
+		QueueWait:       Duration(extauthz.DefaultQueueWait),
 	}
+}
+
+// limits are the admission limits: the settings, and where one is 0, the
+// default derived from r.
+func (c Config) limits(r extauthz.Resources) extauthz.Limits {
+	l := extauthz.DefaultLimits(r)
+	if c.MaxInFlight > 0 {
+		l.MaxInFlight = c.MaxInFlight
+	}
+	if c.MaxBodyBytesInFlight > 0 {
+		l.MaxBodyBytes = c.MaxBodyBytesInFlight
+	}
+	l.QueueWait = time.Duration(c.QueueWait)
+	return l
 }
 
 // Duration is a time.Duration written as "15s" in YAML.
@@ -218,6 +240,15 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 		if d.v < 0 {
 			at(d.field, time.Duration(d.v).String()+" is negative")
 		}
+	}
+	if c.MaxInFlight < 0 {
+		at("maxInFlight", "must not be negative")
+	}
+	if c.MaxBodyBytesInFlight < 0 {
+		at("maxBodyBytesInFlight", "must not be negative")
+	}
+	if c.QueueWait < 0 {
+		at("queueWait", "must not be negative")
 	}
 	if c.DefaultProfile.Name != "" && c.DefaultProfile.Name != inspector.DefaultProfileName {
 		at("defaultProfile.name", fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))

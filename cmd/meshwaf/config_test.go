@@ -7,6 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
@@ -49,6 +50,9 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"bad-duration.yaml", `bad-duration.yaml:1: shutdownTimeout: "soon" is not a duration like 15s`},
 		{"bad-yaml.yaml", "bad-yaml.yaml:2"},
 		{"bad-status.yaml", "bad-status.yaml:1: failureStatus: 200 is not an HTTP 4xx or 5xx status"},
+		{"bad-max-in-flight.yaml", "bad-max-in-flight.yaml:1: maxInFlight: must not be negative"},
+		{"bad-max-body-bytes-in-flight.yaml", "bad-max-body-bytes-in-flight.yaml:2: maxBodyBytesInFlight: must not be negative"},
+		{"bad-queue-wait.yaml", "bad-queue-wait.yaml:1: queueWait: must not be negative"},
 		{"missing.yaml", "no such file"},
 		{"negative-drain-delay.yaml", "negative-drain-delay.yaml:2: drainDelay: -5s is negative"},
 		{"negative-shutdown-timeout.yaml", "negative-shutdown-timeout.yaml:1: shutdownTimeout: -1s is negative"},
@@ -122,4 +126,19 @@ func TestExampleConfig(t *testing.T) {
 	require.Equal(t, inspector.Profile{}.WithDefaults().RequestBodyLimit, cfg.DefaultProfile.RequestBodyLimit)
 	_, err := inspector.Compile(cfg.DefaultProfile)
 	require.NoError(t, err)
+}
+
+// TestConfigLimits: admission limits left at 0 are derived from the
+// resources; set ones win; queueWait defaults to extauthz.DefaultQueueWait
+// and 0s means no wait.
+func TestConfigLimits(t *testing.T) {
+	res := extauthz.Resources{CPUs: 2, MemoryLimit: 512 << 20}
+	empty := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "empty.yaml"), &empty))
+	require.Equal(t, extauthz.DefaultLimits(res), empty.limits(res))
+	require.Equal(t, extauthz.Limits{MaxInFlight: 8, MaxBodyBytes: 2 << 20, QueueWait: 100 * time.Millisecond}, empty.limits(res))
+
+	cfg := defaultConfig()
+	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "admission.yaml"), &cfg))
+	require.Equal(t, extauthz.Limits{MaxInFlight: 3, MaxBodyBytes: 65536, QueueWait: 0}, cfg.limits(res))
 }

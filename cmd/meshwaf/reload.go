@@ -131,6 +131,9 @@ func (r *reloader) warnRestartOnly(next Config) {
 		{"auditRawValues", old.AuditRawValues, next.AuditRawValues, old.AuditRawValues != next.AuditRawValues},
 		{"logLevel", old.LogLevel, next.LogLevel, old.LogLevel != next.LogLevel},
 		{"maxMessageBytes", old.maxMessageBytes(), next.maxMessageBytes(), old.maxMessageBytes() != next.maxMessageBytes()},
+		{"maxInFlight", old.MaxInFlight, next.MaxInFlight, old.MaxInFlight != next.MaxInFlight},
+		{"maxBodyBytesInFlight", old.MaxBodyBytesInFlight, next.MaxBodyBytesInFlight, old.MaxBodyBytesInFlight != next.MaxBodyBytesInFlight},
+		{"queueWait", time.Duration(old.QueueWait), time.Duration(next.QueueWait), old.QueueWait != next.QueueWait},
 	} {
 		if s.changedNow {
 			r.logger.Warn("setting changed in the config file; it takes effect at the next restart",

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -94,6 +95,13 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		"paranoia_level", c.rules.Default().ParanoiaLevel, "mode", c.rules.Default().Mode, "took", time.Since(started).String())
 
 	reg := newRegistry()
+	res := extauthz.DetectResources(os.DirFS("/"))
+	limits := cfg.limits(res)
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set && res.MemoryLimit > 0 {
+		// The GC keeps the heap below the container's limit rather than
+		// letting it double before each collection.
+		debug.SetMemoryLimit(res.MemoryLimit / 10 * 9)
+	}
 	srv, err := extauthz.NewServer(extauthz.Options{
 		Engine:        c.rules,
 		Selector:      c.selector,
@@ -105,6 +113,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		FailureStatus: cfg.FailureStatus,
 		// Debugging only: the audit log then carries secrets.
 		AuditRawValues: cfg.AuditRawValues,
+		Limits:         limits,
 	})
 	if err != nil {
 		return err
@@ -169,7 +178,9 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 		}
 	}()
 	logger.Info("serving", "grpc_address", grpcLis.Addr().String(), "admin_address", adminLis.Addr().String(),
-		"fail_open", cfg.FailOpen, "max_message_bytes", cfg.maxMessageBytes())
+		"fail_open", cfg.FailOpen, "failure_status", cfg.FailureStatus, "max_message_bytes", cfg.maxMessageBytes(),
+		"max_in_flight", limits.MaxInFlight, "max_body_bytes_in_flight", limits.MaxBodyBytes, "queue_wait", limits.QueueWait.String(),
+		"cpus", res.CPUs, "memory_limit", res.MemoryLimit, "go_memory_limit", debug.SetMemoryLimit(-1))
 
 	var serveErr error
 	select {
