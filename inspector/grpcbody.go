@@ -31,18 +31,25 @@ import (
 //
 //   - a string as it is;
 //   - a nested message as the text of its fields joined by spaces (when it
-//     has more than one), and each of its fields in turn: without the
-//     schema a string and a message look alike, and an attack split over
-//     fields is whole again in the text;
-//   - bytes that are not UTF-8 but mostly printable with the other bytes
-//     turned to spaces (other binary data is no argument).
+//     has more than one), and each of its fields in turn: an attack split
+//     over fields is whole again in the text;
+//   - without the schema a string and a message look alike, so a field that
+//     parses as a message is a string too: its own text is an argument,
+//     less the runs of text its fields hold whole (every run of text is
+//     inspected whole, in the innermost field that holds it);
+//   - no field is dropped for being binary: bytes that are not UTF-8 become
+//     text, each run of other bytes one space.
+//
+// Text read out of bytes that are not text (binary data, or a message with
+// its tags, lengths and numbers) is "<field>.raw", which only the paranoia
+// level 1 rules read (grpcRawRule).
 //
 // The arguments of a body hold at most 8 times its bytes (64 KiB at least);
 // past that, and past SecArgumentsLimit, the rest is not added and
 // ARGUMENTS_LIMIT_REACHED is set, which meshwaf's guard denies.
 //
 // Numbers are not arguments, and neither is a message of numbers only,
-// unless it reads as plain text ("hi" parses as field 13 = 'i'). A message
+// unless its bytes read as text ("hi" parses as field 13 = 'i'). A message
 // that is not protobuf (another codec, e.g. JSON over gRPC) is one argument.
 //
 // Like the JSON body processor, it leaves REQUEST_BODY empty: the framing

@@ -236,7 +236,8 @@ func FuzzGRPCBody(f *testing.F) {
 
 // TestGRPCExclusionTarget checks that gRPC fields are named in exclusions
 // like any argument. A nested field's text is also in the text of the
-// message holding it, so an exclusion names both.
+// message holding it (and, glued to its tag and length, in its ".raw"
+// text), so an exclusion names them all.
 func TestGRPCExclusionTarget(t *testing.T) {
 	sqli := "1' UNION SELECT password FROM users--"
 	inField := func(num protowire.Number) Request {
@@ -247,7 +248,7 @@ func TestGRPCExclusionTarget(t *testing.T) {
 		req     Request
 		want    Decision
 	}{
-		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, inField(1), Allow},
+		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2", "ARGS:grpc.2.raw"}, inField(1), Allow},
 		{[]string{"ARGS:grpc.2.1"}, inField(1), Deny},
 		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, grpcCall(pbString(3, sqli), ""), Deny},
 	} {
