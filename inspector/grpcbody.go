@@ -392,17 +392,18 @@ func mostlyPrintable(b []byte) bool {
 // end. Nothing is dropped for being binary: text between such bytes stays
 // whole, and a run of them is a word break.
 func text(b []byte) string {
-	return string(appendRuns(make([]byte, 0, len(b)), b, nil))
+	return string(appendRuns(make([]byte, 0, len(b)), b, true, nil))
 }
 
-// framingText is the text of message b without the runs of text that lie
-// wholly inside one of its fields: those are inspected with the field.
+// framingText is the text of message b, with tab, CR and LF read as other
+// bytes (they are also the tags of field 1 and lengths), without the runs
+// of text that lie wholly inside one of its fields: those are inspected with the field.
 // What is left touches tags, lengths or numbers: a string whose bytes also
 // parse as a message, or text glued to a field by the bytes in front of
 // it.
 func framingText(b []byte, fields []pbField) string {
 	i := 0
-	return string(appendRuns(nil, b, func(start, end int) bool {
+	return string(appendRuns(nil, b, false, func(start, end int) bool {
 		for i < len(fields) && fields[i].off+len(fields[i].v) <= start {
 			i++
 		}
@@ -410,9 +411,10 @@ func framingText(b []byte, fields []pbField) string {
 	}))
 }
 
-// appendRuns appends to out the runs of text characters in b (see text)
-// that keep accepts (nil: all), a space between two.
-func appendRuns(out, b []byte, keep func(start, end int) bool) []byte {
+// appendRuns appends to out the runs of text characters in b (see text;
+// tab, CR and LF only when blanks is set) that keep accepts (nil: all), a
+// space between two.
+func appendRuns(out, b []byte, blanks bool, keep func(start, end int) bool) []byte {
 	start := -1
 	flush := func(end int) {
 		if start >= 0 && (keep == nil || keep(start, end)) {
@@ -428,7 +430,7 @@ func appendRuns(out, b []byte, keep func(start, end int) bool) []byte {
 		if r >= utf8.RuneSelf {
 			r, n = utf8.DecodeRune(b[i:])
 		}
-		if r >= 0x20 && r < 0x7f || r == '\t' || r == '\n' || r == '\r' || r > 0x9f && (r != utf8.RuneError || n > 1) {
+		if r >= 0x20 && r < 0x7f || blanks && (r == '\t' || r == '\n' || r == '\r') || r > 0x9f && (r != utf8.RuneError || n > 1) {
 			if start < 0 {
 				start = i
 			}

@@ -128,10 +128,12 @@ func ordinaryStruct(t testing.TB, n int, note string, deterministic bool) []byte
 }
 
 // BenchmarkGRPCInspect inspects gRPC calls with the default profile: an
-// ordinary Struct (about 300 bytes), a large one (about 1 MiB minus the
-// framing: 16000 line items), the worst case for the argument-text bound
-// (32 nested messages around an 8 KiB string: each level's text holds all
-// of it, the bound stops it and 99001 denies), and 64 KiB of random bytes.
+// ordinary Struct (about 300 bytes), a large one (80 KiB, long strings 8
+// messages deep), the worst case for the argument-text bound (32 nested
+// messages around an 8 KiB string: the bound stops it and 99001 denies),
+// and 64 KiB of random bytes in a bytes field, whose text (about 38 KiB of
+// short runs) costs as much as the same text in a JSON value
+// (JSONOfBinaryText).
 func BenchmarkGRPCInspect(b *testing.B) {
 	rnd := make([]byte, 64<<10)
 	r := rand.New(rand.NewPCG(1, 2))
@@ -141,25 +143,24 @@ func BenchmarkGRPCInspect(b *testing.B) {
 	e := testEngine(b)
 	for _, tc := range []struct {
 		name string
-		msg  []byte
-		want Decision
+		req  Request
 	}{
-		{"Struct", ordinaryStruct(b, 0, "", true), Allow},
-		{"StructLarge", ordinaryStruct(b, 40, strings.Repeat("gift wrap ", 200), true), Allow},
-		{"Deep32x8KiB", deepMessage(32, strings.Repeat("q", 8<<10)), Deny},
-		{"Binary64KiB", pbString(1, string(rnd)), Allow},
+		{"Struct", grpcCall(ordinaryStruct(b, 0, "", true), "")},
+		{"StructLarge", grpcCall(ordinaryStruct(b, 40, strings.Repeat("gift wrap ", 200), true), "")},
+		{"Deep32x8KiB", grpcCall(deepMessage(32, strings.Repeat("q", 8<<10)), "")},
+		{"Binary64KiB", grpcCall(pbString(1, string(rnd)), "")},
+		{"JSONOfBinaryText", jsonValue(seenText(rnd))},
 	} {
-		req := grpcCall(tc.msg, "")
 		b.Run(tc.name, func(b *testing.B) {
-			v, err := e.Inspect(b.Context(), req, "")
+			v, err := e.Inspect(b.Context(), tc.req, "")
 			if err != nil {
 				b.Fatal(err)
 			}
-			b.Logf("%d body bytes: %v, score %d, rules %v", len(req.Body), v.Decision, v.AnomalyScore, v.RuleIDs())
+			b.Logf("%d body bytes: %v, score %d, rules %v", len(tc.req.Body), v.Decision, v.AnomalyScore, v.RuleIDs())
 			b.ReportAllocs()
-			b.SetBytes(int64(len(req.Body)))
+			b.SetBytes(int64(len(tc.req.Body)))
 			for b.Loop() {
-				if _, err := e.Inspect(b.Context(), req, ""); err != nil {
+				if _, err := e.Inspect(b.Context(), tc.req, ""); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -407,4 +408,32 @@ func TestGRPCRawNamesOnlyFromTheBody(t *testing.T) {
 func withURI(r Request, uri string) Request {
 	r.URI = uri
 	return r
+}
+
+// TestGRPCBinaryFieldExclusion: the text of random bytes holds strings CRS
+// flags (4 KiB of them are mostly denied at PL1, README), and an exclusion
+// of the field's ".raw" argument lets a service take such data.
+func TestGRPCBinaryFieldExclusion(t *testing.T) {
+	blob := make([]byte, 16<<10)
+	r := rand.New(rand.NewPCG(5, 6))
+	for i := range blob {
+		blob[i] = byte(r.Uint32())
+	}
+	call := grpcCall(pbMessage(pbString(1, "uploads/cat.jpg"), pbString(3, string(blob))), "")
+	excl, err := Compile(Profile{Exclusions: []Exclusion{{Tags: []string{"OWASP_CRS"}, Targets: []string{"ARGS:grpc.3.raw"}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		rs   *RuleSet
+		want Decision
+	}{{testRuleSet(t), Deny}, {excl, Allow}} {
+		v, err := tc.rs.Inspect(t.Context(), call, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Decision != tc.want {
+			t.Errorf("%v, score %d, rules %v; want %v", v.Decision, v.AnomalyScore, v.RuleIDs(), tc.want)
+		}
+	}
 }
