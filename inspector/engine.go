@@ -209,6 +209,7 @@ SecAction "id:99103,phase:1,pass,t:none,nolog,setvar:'tx.allowed_request_content
 SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=GRPC"
 `, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit, p.DenyStatus, p.ParanoiaLevel, p.InboundAnomalyThreshold,
 		meshAllowedMethods, meshAllowedContentTypes)
+	b.WriteString(grpcRawRule)
 	exBefore, exAfter := exclusionDirectives(p.Exclusions)
 	if p.BeforeCRS != "" {
 		b.WriteString(p.BeforeCRS)

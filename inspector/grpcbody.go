@@ -31,18 +31,25 @@ import (
 //
 //   - a string as it is;
 //   - a nested message as the text of its fields joined by spaces (when it
-//     has more than one), and each of its fields in turn: without the
-//     schema a string and a message look alike, and an attack split over
-//     fields is whole again in the text;
-//   - bytes that are not UTF-8 but mostly printable with the other bytes
-//     turned to spaces (other binary data is no argument).
+//     has more than one), and each of its fields in turn: an attack split
+//     over fields is whole again in the text;
+//   - without the schema a string and a message look alike, so a field that
+//     parses as a message is a string too: its own text is an argument,
+//     less the runs of text its fields hold whole (every run of text is
+//     inspected whole, in the innermost field that holds it);
+//   - no field is dropped for being binary: bytes that are not UTF-8 become
+//     text, each run of other bytes one space.
+//
+// Text read out of bytes that are not text (binary data, or a message with
+// its tags, lengths and numbers) is "<field>.raw", which only the paranoia
+// level 1 rules read (grpcRawRule).
 //
 // The arguments of a body hold at most 8 times its bytes (64 KiB at least);
 // past that, and past SecArgumentsLimit, the rest is not added and
 // ARGUMENTS_LIMIT_REACHED is set, which meshwaf's guard denies.
 //
 // Numbers are not arguments, and neither is a message of numbers only,
-// unless it reads as plain text ("hi" parses as field 13 = 'i'). A message
+// unless its bytes read as text ("hi" parses as field 13 = 'i'). A message
 // that is not protobuf (another codec, e.g. JSON over gRPC) is one argument.
 //
 // Like the JSON body processor, it leaves REQUEST_BODY empty: the framing
@@ -167,10 +174,16 @@ func (d *grpcDecoder) frames(body []byte, enc string) error {
 		}
 		if !f.cut {
 			d.value(key, f.msg, 0)
-		} else if fields, _ := lenFields(f.msg); len(fields) > 0 {
-			d.message(key, fields, 0)
+			continue
+		}
+		// Cut short: the whole fields, then the rest, which is a string
+		// when no field was whole.
+		fields, rest := lenFields(f.msg)
+		d.message(key, fields, 0)
+		if len(fields) == 0 {
+			d.str(key, rest)
 		} else {
-			d.addText(key, f.msg)
+			d.addRaw(key, text(rest))
 		}
 	}
 	return nil
@@ -196,68 +209,121 @@ func inflate(msg []byte, enc string, limit int) ([]byte, error) {
 	return out, nil
 }
 
-// value adds the arguments of b, found under key, and returns its text.
-// At depth 0 b is a whole gRPC message, whose text is not an argument.
+// value adds the arguments of b, a length-delimited field (depth > 0) or
+// a whole gRPC message (depth 0) found under key, and returns its text for
+// the message that holds it.
+//
+// Without the schema a string and a message look alike, and printable
+// ASCII parses as protobuf (a space is the tag of a varint, '"' of a
+// length-delimited field). So a field that parses as a message is read
+// both ways: its fields are arguments, and so is its own text, as far as
+// its fields do not hold it: every run of text characters in a body is
+// inspected whole, in the innermost field that holds it whole. A gRPC
+// message that parses is no string: only its fields are read.
 func (d *grpcDecoder) value(key string, b []byte, depth int) string {
-	if len(b) == 0 {
+	var fields []pbField
+	rest := b
+	if depth < grpcMaxDepth {
+		fields, rest = lenFields(b)
+	}
+	if len(rest) > 0 {
+		return d.str(key, b)
+	}
+	joined, parts := d.message(key, fields, depth)
+	if depth == 0 {
 		return ""
 	}
-	if depth < grpcMaxDepth {
-		if fields, whole := lenFields(b); whole {
-			if len(fields) == 0 {
-				// Numbers only, or a string that happens to parse
-				// ("hi" is field 13 = 'i').
-				if isText(b) {
-					d.add(key, string(b))
-					return string(b)
-				}
-				return ""
-			}
-			t, parts := d.message(key, fields, depth)
-			if depth > 0 && parts > 1 { // one part: the text is that field's
-				d.add(key, t)
-			}
-			return t
-		}
-	}
-	if utf8.Valid(b) {
+	if isText(b) { // a string that parses as a message
 		d.add(key, string(b))
 		return string(b)
 	}
-	return d.addText(key, b)
+	if parts > 1 { // an attack split over fields is whole again
+		d.add(key, joined)
+	}
+	d.addRaw(key, framingText(b, fields))
+	return joined
 }
 
-// pbField is a length-delimited protobuf field.
+// str adds b, a string or bytes, under key and returns its text for the
+// message that holds it.
+func (d *grpcDecoder) str(key string, b []byte) string {
+	switch {
+	case isText(b):
+		d.add(key, string(b))
+		return string(b)
+	case utf8.Valid(b): // control characters: as JSON carries them, and as text
+		d.add(key, string(b))
+		d.addRaw(key, text(b))
+		return string(b)
+	case mostlyPrintable(b):
+		t := text(b)
+		d.add(key, t)
+		return t
+	}
+	d.addRaw(key, text(b)) // binary: the text in it
+	return ""
+}
+
+// grpcRawSuffix ends the name of an argument that holds text read out of
+// bytes that are not text: binary data, or a message (or a string that
+// parses as one) with its tags, lengths and numbers. Rule 99105 keeps the
+// rules of paranoia level 2 and above off these arguments: they count
+// characters such as '*' (the tag of field 5) and '%' (a length of 37),
+// which ordinary messages hold. The level 1 rules, which look for attacks,
+// read them.
+const grpcRawSuffix = ".raw"
+
+// grpcRawRule is rule 99105 (see grpcRawSuffix). It runs before the CRS
+// rules of phase 2, and only when this processor read the body, so the
+// ".raw" names are its own; a query argument of that name turns it off:
+// nothing a caller sends can take an argument away from a rule.
+const grpcRawRule = `SecRule REQBODY_PROCESSOR "@streq grpc" "id:99105,phase:2,pass,nolog,t:none,t:lowercase,chain"
+SecRule &ARGS_GET:/\.raw$/ "@eq 0" "t:none,ctl:ruleRemoveTargetByTag=paranoia-level/2;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/,ctl:ruleRemoveTargetByTag=paranoia-level/3;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/,ctl:ruleRemoveTargetByTag=paranoia-level/4;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/"
+`
+
+// addRaw adds t, text read out of bytes that are not text, under key's
+// raw name, unless it is blank.
+func (d *grpcDecoder) addRaw(key, t string) {
+	if strings.TrimSpace(t) != "" {
+		d.add(key+grpcRawSuffix, t)
+	}
+}
+
+// pbField is a length-delimited protobuf field: its value v starts at
+// offset off of the message.
 type pbField struct {
 	num protowire.Number
+	off int
 	v   []byte
 }
 
 // lenFields parses b as a protobuf message and returns its length-delimited
-// fields, up to the first that is not whole, and whether all of b is a
-// message: tags with field numbers in range, no groups, every value whole.
-func lenFields(b []byte) (fields []pbField, whole bool) {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
+// fields, up to the first that is not whole, and the rest of b from that
+// field's tag on. All of b is a message (rest is empty) when its tags have
+// field numbers in range, there are no groups and every value is whole.
+func lenFields(b []byte) (fields []pbField, rest []byte) {
+	off := 0
+	for off < len(b) {
+		num, typ, n := protowire.ConsumeTag(b[off:])
 		if n < 0 || typ == protowire.StartGroupType || typ == protowire.EndGroupType {
-			return fields, false
+			return fields, b[off:]
 		}
-		b = b[n:]
+		var m int
 		if typ == protowire.BytesType {
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return fields, false
+			var v []byte
+			v, m = protowire.ConsumeBytes(b[off+n:])
+			if m >= 0 {
+				fields = append(fields, pbField{num, off + n + m - len(v), v})
 			}
-			fields = append(fields, pbField{num, v})
-			b = b[n:]
-			continue
+		} else {
+			m = protowire.ConsumeFieldValue(num, typ, b[off+n:])
 		}
-		if n = protowire.ConsumeFieldValue(num, typ, b); n < 0 {
-			return fields, false
+		if m < 0 {
+			return fields, b[off:]
 		}
-		b = b[n:]
+		off += n + m
 	}
-	return fields, true
+	return fields, nil
 }
 
 // message adds the arguments of a message's fields under key and returns
@@ -307,27 +373,74 @@ func isText(b []byte) bool {
 	return !blank
 }
 
-// addText adds b, when it is mostly printable ASCII, with the other bytes
-// turned to spaces, and returns it; other binary data is no argument.
-func (d *grpcDecoder) addText(key string, b []byte) string {
-	out := make([]byte, len(b))
-	printable := 0
-	for i, c := range b {
-		if c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' {
-			out[i] = c
-			if c != ' ' {
-				printable++
-			}
-		} else {
-			out[i] = ' '
+// mostlyPrintable reports whether at least 3 in 4 bytes of b are
+// printable ASCII other than the space.
+func mostlyPrintable(b []byte) bool {
+	n := 0
+	for _, c := range b {
+		if c > 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' {
+			n++
 		}
 	}
-	if printable == 0 || 4*printable < 3*len(b) {
-		return ""
+	return n > 0 && 4*n >= 3*len(b)
+}
+
+// text is b as CRS reads it: text characters (printable ASCII, tab, CR,
+// LF and UTF-8 above U+009F) as they are, and every run of other bytes
+// (control characters and bytes that are not UTF-8: binary data, or the
+// tags, lengths and numbers of a message) as one space, none at either
+// end. Nothing is dropped for being binary: text between such bytes stays
+// whole, and a run of them is a word break.
+func text(b []byte) string {
+	return string(appendRuns(make([]byte, 0, len(b)), b, true, nil))
+}
+
+// framingText is the text of message b, with tab, CR and LF read as other
+// bytes (they are also the tags of field 1 and lengths), without the runs
+// of text that lie wholly inside one of its fields: those are inspected with the field.
+// What is left touches tags, lengths or numbers: a string whose bytes also
+// parse as a message, or text glued to a field by the bytes in front of
+// it.
+func framingText(b []byte, fields []pbField) string {
+	i := 0
+	return string(appendRuns(nil, b, false, func(start, end int) bool {
+		for i < len(fields) && fields[i].off+len(fields[i].v) <= start {
+			i++
+		}
+		return i == len(fields) || start < fields[i].off || end > fields[i].off+len(fields[i].v)
+	}))
+}
+
+// appendRuns appends to out the runs of text characters in b (see text;
+// tab, CR and LF only when blanks is set) that keep accepts (nil: all), a
+// space between two.
+func appendRuns(out, b []byte, blanks bool, keep func(start, end int) bool) []byte {
+	start := -1
+	flush := func(end int) {
+		if start >= 0 && (keep == nil || keep(start, end)) {
+			if len(out) > 0 {
+				out = append(out, ' ')
+			}
+			out = append(out, b[start:end]...)
+		}
+		start = -1
 	}
-	t := string(out)
-	d.add(key, t)
-	return t
+	for i := 0; i < len(b); {
+		r, n := rune(b[i]), 1
+		if r >= utf8.RuneSelf {
+			r, n = utf8.DecodeRune(b[i:])
+		}
+		if r >= 0x20 && r < 0x7f || blanks && (r == '\t' || r == '\n' || r == '\r') || r > 0x9f && (r != utf8.RuneError || n > 1) {
+			if start < 0 {
+				start = i
+			}
+		} else {
+			flush(i)
+		}
+		i += n
+	}
+	flush(len(b))
+	return out
 }
 
 func (d *grpcDecoder) add(key, value string) {

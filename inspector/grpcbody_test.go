@@ -12,8 +12,6 @@ import (
 	"github.com/corazawaf/coraza/v3"
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // pbString is a length-delimited protobuf field.
@@ -77,11 +75,11 @@ func grpcBodyCases(t testing.TB) []grpcBodyCase {
 	return []grpcBodyCase{
 		{name: "strings, numbers left out", body: grpcFrame(0, user),
 			want: map[string][]string{"grpc.1": {"users/42"}, "grpc.3": {"Ada"}}},
-		{name: "nested message of one string: the string alone", body: grpcFrame(0, nested),
-			want: map[string][]string{"grpc.1": {"orders"}, "grpc.2.1": {"1' UNION SELECT password FROM users--"}}},
-		{name: "nested message text joins its fields, NUL and tags left out",
+		{name: "nested message of one string: the string, and the string glued to its tag (field 1, LF) and length (37, '%')", body: grpcFrame(0, nested),
+			want: map[string][]string{"grpc.1": {"orders"}, "grpc.2.1": {"1' UNION SELECT password FROM users--"}, "grpc.2.raw": {"%1' UNION SELECT password FROM users--"}}},
+		{name: "nested message text joins its fields, NUL and tags left out; the tag of field 4 (a quote) is text outside them",
 			body: grpcFrame(0, pbString(2, string(pbMessage(pbString(1, "' /*"), pbVarint(3, 0), pbString(4, "*/ OR 1=1--"))))),
-			want: map[string][]string{"grpc.2": {"' /* */ OR 1=1--"}, "grpc.2.1": {"' /*"}, "grpc.2.4": {"*/ OR 1=1--"}}},
+			want: map[string][]string{"grpc.2": {"' /* */ OR 1=1--"}, "grpc.2.1": {"' /*"}, "grpc.2.4": {"*/ OR 1=1--"}, "grpc.2.raw": {`"`}}},
 		{name: "a string that parses as numbers stays a string", body: grpcFrame(0, pbString(1, "hi")),
 			want: map[string][]string{"grpc.1": {"hi"}}},
 		{name: "a nested message of numbers only is no argument", body: grpcFrame(0, pbString(2, string(pbVarint(1, 5)))),
@@ -98,8 +96,18 @@ func grpcBodyCases(t testing.TB) []grpcBodyCase {
 			want: map[string][]string{"grpc.2": {")abcdefgh"}}},
 		{name: "not protobuf: one string", body: grpcFrame(0, []byte(`{"q":"<script>alert(1)</script>"}`)),
 			want: map[string][]string{"grpc": {`{"q":"<script>alert(1)</script>"}`}}},
-		{name: "binary bytes: mostly printable ones are text", body: grpcFrame(0, pbMessage(pbString(5, "\xff\xfe\x00\x01ab"), pbString(6, "\xffcat /etc/passwd\x00"))),
-			want: map[string][]string{"grpc.6": {" cat /etc/passwd "}}},
+		{name: "binary bytes: mostly printable ones are text, the text in others is raw", body: grpcFrame(0, pbMessage(pbString(5, "\xff\xfe\x00\x01ab"), pbString(6, "\xffcat /etc/passwd\x00"))),
+			want: map[string][]string{"grpc.5.raw": {"ab"}, "grpc.6": {"cat /etc/passwd"}}},
+		{name: "a string that parses as a message is a string too", body: grpcFrame(0, pbString(1, `1' OR 1=1--   "#`+strings.Repeat("x", 35))),
+			want: map[string][]string{"grpc.1": {`1' OR 1=1--   "#` + strings.Repeat("x", 35)}, "grpc.1.4": {strings.Repeat("x", 35)}}},
+		{name: "text in tags and numbers of a message that is not text is raw", body: grpcFrame(0, pbString(1, "\x08\x00"+`1' OR 1=1--   "#`+strings.Repeat("x", 35))),
+			want: map[string][]string{"grpc.1.raw": {`1' OR 1=1--   "#` + strings.Repeat("x", 35)}, "grpc.1.4": {strings.Repeat("x", 35)}}},
+		{name: "binary padding: the text in it is raw", body: grpcFrame(0, pbString(1, "1' OR 1=1--"+strings.Repeat("\xff", 40))),
+			want: map[string][]string{"grpc.1.raw": {"1' OR 1=1--"}}},
+		{name: "a string with control characters: as it is, and its text raw", body: grpcFrame(0, pbString(1, "a\x00\x01b\x7f")),
+			want: map[string][]string{"grpc.1": {"a\x00\x01b\x7f"}, "grpc.1.raw": {"a b"}}},
+		{name: "string cut by the end of the body: its text is raw", body: grpcFrame(0, pbMessage(pbString(1, "users/42"), pbString(3, "' OR 1=1-- and more")))[:5+10+2+16],
+			want: map[string][]string{"grpc.1": {"users/42"}, "grpc.raw": {"' OR 1=1-- and m"}}},
 		{name: "gzip", encoding: "gzip", body: grpcFrame(1, gzipped(t, user)),
 			want: map[string][]string{"grpc.1": {"users/42"}, "grpc.3": {"Ada"}}},
 		{name: "message cut by the end of the body", body: grpcFrame(0, user)[:5+len(user)-3],
@@ -228,7 +236,8 @@ func FuzzGRPCBody(f *testing.F) {
 
 // TestGRPCExclusionTarget checks that gRPC fields are named in exclusions
 // like any argument. A nested field's text is also in the text of the
-// message holding it, so an exclusion names both.
+// message holding it (and, glued to its tag and length, in its ".raw"
+// text), so an exclusion names them all.
 func TestGRPCExclusionTarget(t *testing.T) {
 	sqli := "1' UNION SELECT password FROM users--"
 	inField := func(num protowire.Number) Request {
@@ -239,7 +248,7 @@ func TestGRPCExclusionTarget(t *testing.T) {
 		req     Request
 		want    Decision
 	}{
-		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, inField(1), Allow},
+		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2", "ARGS:grpc.2.raw"}, inField(1), Allow},
 		{[]string{"ARGS:grpc.2.1"}, inField(1), Deny},
 		{[]string{"ARGS:grpc.2.1", "ARGS:grpc.2"}, grpcCall(pbString(3, sqli), ""), Deny},
 	} {
@@ -259,35 +268,49 @@ func TestGRPCExclusionTarget(t *testing.T) {
 
 // TestGRPCOrdinaryMessagesPL3 checks that ordinary protobuf (a Struct of
 // maps, lists, numbers, booleans and nested messages, as grpc-go encodes
-// it) scores nothing even at paranoia level 3: the framing, tags, lengths
-// and numbers are not what CRS sees, and argument names hold no character
-// CRS counts. (At level 4, 920273 flags the spaces of any text argument.)
+// it, map entries in any order) scores nothing at paranoia levels 1 to 3:
+// the framing, tags, lengths and numbers are not what CRS sees, argument
+// names hold no character CRS counts, and the text of the messages
+// themselves (".raw", with tags such as '*' and lengths such as '%') is
+// read by the level 1 rules only. (At level 4, 920273 flags the spaces of
+// any text argument.)
 func TestGRPCOrdinaryMessagesPL3(t *testing.T) {
-	rs, err := Compile(Profile{ParanoiaLevel: 3})
+	pl3, err := Compile(Profile{ParanoiaLevel: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	msg, err := structpb.NewStruct(map[string]any{
-		"customer": "Ada Lovelace", "vip": true, "balance": 1234.5, "zero": 0, "ids": []any{1, 256, 65536},
-		"items":    []any{map[string]any{"sku": "A-1001", "qty": 2}, map[string]any{"sku": "B-2002", "qty": 1}},
-		"delivery": map[string]any{"address": "12 St James Square London", "note": "leave at the door"},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := proto.Marshal(msg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := rs.Inspect(t.Context(), grpcCall(b, ""), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v.AnomalyScore != 0 {
-		for _, m := range v.Matches {
-			t.Logf("%d %s %q", m.ID, m.Msg, m.Data)
+	for _, p := range []struct {
+		pl      int
+		rs      *RuleSet
+		profile string
+	}{{1, testRuleSet(t), ""}, {2, testRuleSet(t), profPL2}, {3, pl3, ""}} {
+		for i := range 5 {
+			v, err := p.rs.Inspect(t.Context(), grpcCall(ordinaryStruct(t, 0, "", i == 0), ""), p.profile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.AnomalyScore != 0 {
+				for _, m := range v.Matches {
+					t.Logf("%d %s %q", m.ID, m.Msg, m.Data)
+				}
+				t.Fatalf("PL%d: score %d, rules %v", p.pl, v.AnomalyScore, v.RuleIDs())
+			}
 		}
-		t.Fatalf("score %d, rules %v", v.AnomalyScore, v.RuleIDs())
+	}
+}
+
+// TestGRPCLargeStructWithinBound: a message's own text holds only what its
+// fields do not, so nested messages do not repeat their strings once per
+// level, and an ordinary 85 KiB Struct (long strings 8 messages deep)
+// stays within the argument-text bound (8 times the body).
+func TestGRPCLargeStructWithinBound(t *testing.T) {
+	msg := ordinaryStruct(t, 40, strings.Repeat("gift wrap ", 200), false)
+	v, err := testRuleSet(t).Inspect(t.Context(), grpcCall(msg, ""), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Decision != Allow {
+		t.Fatalf("%d bytes: %v, rules %v", len(msg), v.Decision, v.RuleIDs())
 	}
 }
 
