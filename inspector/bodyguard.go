@@ -287,9 +287,7 @@ func indexFrom(body []byte, i int, sep string) int {
 // names: bytes of ASCII name characters and every non-ASCII byte.
 func nameEnd(body []byte, i int) int {
 	for i < len(body) {
-		c := body[i]
-		if c < utf8.RuneSelf && !('A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' ||
-			c == '_' || c == ':' || c == '.' || c == '-') {
+		if c := body[i]; c < utf8.RuneSelf && !isUnquotedByte(c) && c != '.' {
 			break
 		}
 		i++
@@ -305,7 +303,8 @@ func spaceEnd(body []byte, i int) int {
 	return i
 }
 
-// isUnquotedByte reports a byte of an unquoted attribute value.
+// isUnquotedByte reports a byte of an unquoted attribute value: the ASCII
+// name bytes but '.'.
 func isUnquotedByte(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == ':' || c == '-'
 }

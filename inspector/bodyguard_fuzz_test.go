@@ -3,6 +3,7 @@ package inspector
 import (
 	"bytes"
 	"encoding/xml"
+	"errors"
 	"io"
 	"sync"
 	"testing"
@@ -125,7 +126,7 @@ func decoderNodesEOF(body []byte) (int, bool) {
 	for {
 		tok, err := d.RawToken()
 		if err != nil {
-			return n, err == io.EOF
+			return n, errors.Is(err, io.EOF)
 		}
 		switch t := tok.(type) {
 		case xml.StartElement:
