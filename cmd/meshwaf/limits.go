@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -89,7 +90,8 @@ func checkAddress(addr string) error {
 // order of errors on the same line (and of errors without one).
 func sortByLine(errs []error) {
 	line := func(e error) int {
-		if fe, ok := e.(*FieldError); ok {
+		var fe *FieldError
+		if errors.As(e, &fe) {
 			return fe.Line
 		}
 		return 0
