@@ -23,7 +23,7 @@ import (
 // gets its whole body through the gRPC receive limit: serve, a real gRPC
 // client on loopback, a check with a body at the profile's limit.
 func TestServeAdmitsLargestProfileBody(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
 	pr, pw := io.Pipe()
