@@ -302,8 +302,13 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 
 	tx.ProcessConnection(req.Source.Address, req.Source.Port, req.Destination.Address, req.Destination.Port)
 	tx.ProcessURI(req.URI, req.Method, req.Protocol)
+	excess := headerGuard(req, p.ArgumentsLimit) // headerguard.go
 	hasHost := false
 	for _, h := range req.Headers {
+		if excess == headersOverLimit ||
+			excess == cookiesOverLimit && strings.EqualFold(h.Name, "cookie") {
+			continue
+		}
 		if strings.EqualFold(h.Name, "host") {
 			hasHost = true
 		}
@@ -351,6 +356,14 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 		vars := state.Variables()
 		v.AnomalyScore = atoi(first(vars.TX().Get("blocking_inbound_anomaly_score")))
 		switch {
+		case excess == headersOverLimit: // as for bodies: Coraza would take them all
+			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
+				Msg:  fmt.Sprintf("More request headers than the inspection limit (%d); headers not inspected", p.ArgumentsLimit),
+				Tags: []string{"meshwaf", "meshwaf/limit"}})
+		case excess == cookiesOverLimit:
+			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
+				Msg:  fmt.Sprintf("More cookies than the inspection limit (%d); Cookie headers not inspected", p.ArgumentsLimit),
+				Tags: []string{"meshwaf", "meshwaf/limit"}})
 		case bodyOverLimit: // whatever AllowArgumentsOverLimit says: Coraza would parse it all
 			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
 				Msg:  fmt.Sprintf("More multipart parts or XML nodes than the inspection limit (%d); body not parsed", p.ArgumentsLimit),
