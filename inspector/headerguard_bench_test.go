@@ -1,0 +1,87 @@
+package inspector
+
+import (
+	"context"
+	"runtime"
+	"runtime/debug"
+	"testing"
+)
+
+// BenchmarkHeaderBomb inspects GETs with the default profile carrying
+// 10,000 cookies (89 KB) in one Cookie header or over 20, and 5,000
+// headers, all denied by the arguments guard (99001). It reports peak RSS
+// like BenchmarkBodyBomb.
+//
+//	go test -run '^$' -bench HeaderBomb -benchmem ./inspector
+func BenchmarkHeaderBomb(b *testing.B) {
+	e := testEngine(b)
+	for _, bc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"cookies-10000-one-header", []string{"Cookie", cookieBomb(10000)}},
+		{"cookies-10000-over-20-headers", cookieHeaders(10000, 20)},
+		{"headers-5000", headerBomb(5000)},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := get("HTTP/1.1", "/", bc.extra...)
+			ctx := context.Background()
+			v, err := e.Inspect(ctx, r, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v.Decision != Deny || v.InterruptingRule != RuleArgumentsLimit {
+				b.Fatalf("decision %s by %d, want deny by %d", v.Decision, v.InterruptingRule, RuleArgumentsLimit)
+			}
+			runtime.GC()
+			debug.FreeOSMemory()
+			base, peakOK := resetPeakRSS()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := e.Inspect(ctx, r, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.StopTimer()
+			if peak, ok := procStatusKiB("VmHWM"); ok && peakOK {
+				b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
+				b.ReportMetric(float64(base)/1024, "base-RSS-MiB")
+			}
+		})
+	}
+}
+
+// BenchmarkHeaderAtLimit inspects GETs of exactly argumentsLimit (1000)
+// cookies, or headers, which the rules inspect: what one check can cost
+// within the limit.
+//
+//	go test -run '^$' -bench HeaderAtLimit -benchmem ./inspector
+func BenchmarkHeaderAtLimit(b *testing.B) {
+	e := testEngine(b)
+	for _, bc := range []struct {
+		name  string
+		extra []string
+	}{
+		{"cookies-1000", []string{"Cookie", cookieBomb(DefaultArgumentsLimit)}},
+		{"headers-1000", headerBomb(DefaultArgumentsLimit - 4)}, // get has 4
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			r := get("HTTP/1.1", "/", bc.extra...)
+			ctx := context.Background()
+			v, err := e.Inspect(ctx, r, "")
+			if err != nil {
+				b.Fatal(err)
+			}
+			if v.Decision != Allow {
+				b.Fatalf("decision %s by %d, want allow", v.Decision, v.InterruptingRule)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := e.Inspect(ctx, r, ""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
