@@ -54,11 +54,13 @@ type Profile struct {
 	// RequestBodyLimit is the number of body bytes inspected.
 	RequestBodyLimit int `yaml:"requestBodyLimit,omitempty" json:"requestBodyLimit,omitempty"`
 	// ArgumentsLimit is Coraza's SecArgumentsLimit, and the most parts of a
-	// multipart body or nodes of an XML body that are parsed (bodyguard.go).
+	// multipart body or nodes of an XML body that are parsed (bodyguard.go),
+	// and the most cookies and, apart, request headers (headerguard.go).
 	ArgumentsLimit int `yaml:"argumentsLimit,omitempty" json:"argumentsLimit,omitempty"`
 	// AllowArgumentsOverLimit passes requests with more arguments than
 	// ArgumentsLimit (the extra ones are not inspected). Off by default.
-	// Multipart and XML bodies over the limit are denied all the same.
+	// Multipart and XML bodies, cookies and headers over the limit are
+	// denied all the same.
 	AllowArgumentsOverLimit bool `yaml:"allowArgumentsOverLimit,omitempty" json:"allowArgumentsOverLimit,omitempty"`
 	// AllowPartialBody passes requests whose body was only partly inspected
 	// (cut by the proxy, or longer than RequestBodyLimit). Off by default.
