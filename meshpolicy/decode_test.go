@@ -71,6 +71,9 @@ func TestLoadErrors(t *testing.T) {
 			"7:14: spec.settings.scraper: set principal, or both namespace and serviceAccount",
 			"8:33: spec.settings.ingressGateway.principal: drop the spiffe:// prefix",
 		}},
+		{"cluster-local-principal.yaml", []string{
+			"7:26: spec.settings.scraper.principal: trust domain cluster.local: Istio reads it in a policy as the mesh's own trust domain example.org, so the policy would admit example.org/ns/monitoring/sa/prometheus instead",
+		}},
 		{"invalid-yaml.yaml", []string{"4: invalid YAML: did not find expected ',' or '}'"}},
 		{"two-documents.yaml", []string{"6:1: more than one YAML document: want one ServiceGraph"}},
 		{"empty.yaml", []string{"empty file: want a ServiceGraph document"}},

@@ -78,7 +78,7 @@ func (d *decoder) graph(root *yaml.Node) *Graph {
 		}
 		g.TrustDomain = td
 	}
-	g.Settings = d.settings(spec["settings"], "spec.settings")
+	g.Settings = d.settings(spec["settings"], "spec.settings", g.TrustDomain)
 	var svcs []rawService
 	if n, ok := spec["services"]; ok {
 		for i, sn := range d.seq(n, "spec.services") {
@@ -120,7 +120,7 @@ func annotationKeys(n *yaml.Node) []string {
 	return keys
 }
 
-func (d *decoder) settings(n *yaml.Node, path string) Settings {
+func (d *decoder) settings(n *yaml.Node, path, trustDomain string) Settings {
 	s := Settings{
 		Meshwaf: Meshwaf{
 			Namespace: DefaultMeshwafNamespace, ServiceAccount: DefaultMeshwafSA,
@@ -155,18 +155,21 @@ func (d *decoder) settings(n *yaml.Node, path string) Settings {
 		}
 	}
 	if v, ok := f["scraper"]; ok && !isNull(deref(v)) {
-		id := d.identity(v, join(path, "scraper"), Identity{})
+		id := d.identity(v, join(path, "scraper"), Identity{}, trustDomain)
 		s.Scraper = &id
 	}
 	if v, ok := f["ingressGateway"]; ok {
-		s.IngressGateway = d.identity(v, join(path, "ingressGateway"), Identity{Selector: DefaultIngressSelector()})
+		s.IngressGateway = d.identity(v, join(path, "ingressGateway"), Identity{Selector: DefaultIngressSelector()}, trustDomain)
 	}
 	return s
 }
 
 // identity decodes {principal} or {namespace, serviceAccount}, plus an
-// optional selector; def supplies the default selector.
-func (d *decoder) identity(n *yaml.Node, path string, def Identity) Identity {
+// optional selector; def supplies the default selector. A principal in the
+// trust domain cluster.local is an error when the graph's is another one:
+// Istio reads cluster.local in a policy's principal as the mesh's own trust
+// domain, so the rendered policy would admit someone else.
+func (d *decoder) identity(n *yaml.Node, path string, def Identity, trustDomain string) Identity {
 	id := def
 	f := d.fields(n, path, "principal", "namespace", "serviceAccount", "selector")
 	if v, ok := f["principal"]; ok {
@@ -180,8 +183,12 @@ func (d *decoder) identity(n *yaml.Node, path string, def Identity) Identity {
 		if _, ok := f["namespace"]; ok {
 			d.fail(deref(v), join(path, "principal"), "set either principal or namespace and serviceAccount, not both")
 		}
-		if _, ns, _, ok := ParsePrincipal(id.Principal); ok {
+		if td, ns, sa, ok := ParsePrincipal(id.Principal); ok {
 			id.Namespace = ns
+			if td == DefaultTrustDomain && trustDomain != DefaultTrustDomain {
+				d.fail(deref(v), join(path, "principal"), "trust domain %s: Istio reads it in a policy as the mesh's own trust domain %s, so the policy would admit %s instead",
+					td, trustDomain, Principal(trustDomain, ns, sa))
+			}
 		}
 	} else {
 		nv, nok := f["namespace"]
