@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	"google.golang.org/protobuf/proto"
 	securityv1beta1 "istio.io/api/security/v1beta1"
 
 	"github.com/meshwaf/meshwaf/meshpolicy"
@@ -40,7 +41,11 @@ type EvalOptions struct {
 //     admitted.
 //   - Sources are matched on principals, namespaces, service accounts and
 //     trust domains (and their not* forms) with Istio's exact, "prefix*",
-//     "*suffix" and "*" forms, assuming every source calls over Istio mTLS.
+//     "*suffix" and "*" forms, assuming every source calls over Istio mTLS
+//     and the mesh's trust domain is the graph's. As Istio does, a principal
+//     "cluster.local/ns/<ns>/sa/<sa>" (in principals, notPrincipals and
+//     `when` source.principal) names the mesh's trust domain, and a service
+//     account without a namespace is in the policy's namespace.
 //     Operations are matched on ports and notPorts.
 //   - A flow is one (source, destination, port); it is allowed when some
 //     request on it is. An ALLOW rule narrowed by methods or paths admits
@@ -217,12 +222,94 @@ type compiledRule struct {
 type triBits struct{ yes, maybe meshpolicy.Bits }
 
 type evaluator struct {
-	plan *meshpolicy.Plan
-	n    int
+	plan        *meshpolicy.Plan
+	n           int
+	trustDomain string
 }
 
 func newEvaluator(plan *meshpolicy.Plan) *evaluator {
-	return &evaluator{plan: plan, n: len(plan.Sources)}
+	ev := &evaluator{plan: plan, n: len(plan.Sources), trustDomain: meshpolicy.DefaultTrustDomain}
+	if plan.Graph != nil && plan.Graph.TrustDomain != "" {
+		ev.trustDomain = plan.Graph.TrustDomain
+	}
+	return ev
+}
+
+// meshRelative returns r with the names Istio reads relative to the mesh
+// made absolute: the trust domain "cluster.local" of a five-part principal
+// is the mesh's own (Istio's trust domain migration), and a service account
+// without a namespace is in the policy's namespace ns. r itself is not
+// changed; it is returned as is when nothing needs rewriting.
+func (ev *evaluator) meshRelative(r *securityv1beta1.Rule, ns string) *securityv1beta1.Rule {
+	principal := func(p string) string {
+		parts := strings.Split(p, "/")
+		if len(parts) == 5 && parts[0] == meshpolicy.DefaultTrustDomain {
+			return ev.trustDomain + p[len(parts[0]):]
+		}
+		return p
+	}
+	serviceAccount := func(sa string) string {
+		if !strings.Contains(sa, "/") {
+			return ns + "/" + sa
+		}
+		return sa
+	}
+	rewrite := func(list []string, f func(string) string) ([]string, bool) {
+		var out []string
+		for i, v := range list {
+			if w := f(v); w != v {
+				if out == nil {
+					out = append([]string(nil), list...)
+				}
+				out[i] = w
+			}
+		}
+		if out == nil {
+			return list, false
+		}
+		return out, true
+	}
+	var c *securityv1beta1.Rule
+	clone := func() *securityv1beta1.Rule {
+		if c == nil {
+			c = proto.Clone(r).(*securityv1beta1.Rule)
+		}
+		return c
+	}
+	for i, f := range r.From {
+		s := f.GetSource()
+		if s == nil {
+			continue
+		}
+		for _, fld := range []struct {
+			get func(*securityv1beta1.Source) *[]string
+			f   func(string) string
+		}{
+			{func(s *securityv1beta1.Source) *[]string { return &s.Principals }, principal},
+			{func(s *securityv1beta1.Source) *[]string { return &s.NotPrincipals }, principal},
+			{func(s *securityv1beta1.Source) *[]string { return &s.ServiceAccounts }, serviceAccount},
+			{func(s *securityv1beta1.Source) *[]string { return &s.NotServiceAccounts }, serviceAccount},
+		} {
+			if out, changed := rewrite(*fld.get(s), fld.f); changed {
+				*fld.get(clone().From[i].Source) = out
+			}
+		}
+	}
+	for i, cond := range r.When {
+		if cond.GetKey() != "source.principal" {
+			continue
+		}
+		if out, changed := rewrite(cond.Values, principal); changed {
+			clone().When[i].Values = out
+		}
+		if out, changed := rewrite(cond.NotValues, principal); changed {
+			clone().When[i].NotValues = out
+		}
+	}
+	if c != nil {
+		return c
+	}
+	return r
 }
 
 func (ev *evaluator) compile(p Policy, opts EvalOptions) (*compiledPolicy, string) {
@@ -249,7 +336,7 @@ func (ev *evaluator) compile(p Policy, opts EvalOptions) (*compiledPolicy, strin
 	}
 	var unsupported []string
 	for _, r := range spec.Rules {
-		cp.rules = append(cp.rules, &compiledRule{policy: cp, rule: r})
+		cp.rules = append(cp.rules, &compiledRule{policy: cp, rule: ev.meshRelative(r, ns)})
 		unsupported = append(unsupported, unsupportedFields(r)...)
 	}
 	if len(unsupported) > 0 {

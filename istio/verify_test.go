@@ -324,3 +324,110 @@ spec:
 	_, err = LoadPolicies(filepath.Join(dir, "empty"))
 	require.ErrorContains(t, err, "no .yaml, .yml or .json files")
 }
+
+// Istio reads some principals and service accounts relative to the mesh:
+// "cluster.local" as the trust domain of a five-part principal names the
+// mesh's own trust domain (the graph's), and a service account without a
+// namespace is in the policy's namespace. Both were compared literally, so
+// verify missed flows Istio allows (test/istio checks the same against
+// Istio's generated RBAC).
+func TestEvaluateNamesRelativeToTheMesh(t *testing.T) {
+	g, err := meshpolicy.Decode("td.yaml", []byte(`
+apiVersion: meshwaf.io/v1alpha1
+kind: ServiceGraph
+metadata: {name: td}
+spec:
+  trustDomain: example.org
+  settings:
+    scraper: {principal: partner.example/ns/monitoring/sa/prometheus}
+  services:
+  - {name: a, ports: [{port: 8080, protocol: HTTP}]}
+  - {name: b, ports: [{port: 8080, protocol: HTTP}]}
+  - {name: d, namespace: other, ports: [{port: 8080, protocol: HTTP}]}
+`))
+	require.NoError(t, err)
+	plan := meshpolicy.NewPlan(g)
+	// sources: default/a default/b other/d ingress-gateway scraper
+	tests := []struct {
+		name, policies string
+		want           map[string]string
+	}{
+		{name: "cluster.local in a principal is the graph's trust domain", policies: `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/b]}}]}]
+`, want: map[string]string{"default/a:8080": ".A..."}},
+		{name: "another trust domain is literal", policies: `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  rules: [{from: [{source: {principals: [cluster.local/ns/monitoring/sa/prometheus]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: b, namespace: default}
+spec:
+  selector: {matchLabels: {app: b}}
+  rules: [{from: [{source: {principals: [partner.example/ns/monitoring/sa/prometheus]}}]}]
+`, want: map[string]string{"default/a:8080": ".....", "default/b:8080": "....A"}},
+		{name: "in notPrincipals and when source.principal too", policies: `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  action: DENY
+  rules: [{from: [{source: {notPrincipals: ["cluster.local/ns/default/sa/*"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: b, namespace: default}
+spec:
+  selector: {matchLabels: {app: b}}
+  rules: [{when: [{key: source.principal, values: [cluster.local/ns/other/sa/d]}]}]
+`, want: map[string]string{"default/a:8080": "AA...", "default/b:8080": "..A.."}},
+		{name: "a principal of other than five parts is literal", policies: `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  rules: [{from: [{source: {principals: ["cluster.local/ns/default/*"]}}]}]
+`, want: map[string]string{"default/a:8080": "....."}},
+		{name: "a service account without namespace is in the policy's namespace", policies: `
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: a, namespace: default}
+spec:
+  selector: {matchLabels: {app: a}}
+  rules: [{from: [{source: {serviceAccounts: [b, d]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: d, namespace: other}
+spec:
+  selector: {matchLabels: {app: d}}
+  action: DENY
+  rules: [{from: [{source: {notServiceAccounts: [d]}}]}]
+`, want: map[string]string{"default/a:8080": ".A...", "other/d:8080": "..A.."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, notes := Evaluate(plan, policiesFrom(t, tt.policies), EvalOptions{})
+			require.Empty(t, notes)
+			want := map[string]string{}
+			for row := range cells(plan, got) {
+				want[row] = "AAAAA"
+			}
+			for row, v := range tt.want {
+				want[row] = v
+			}
+			require.Equal(t, want, cells(plan, got))
+		})
+	}
+}
