@@ -86,7 +86,9 @@ type workload struct {
 	labels                          map[string]string
 	ip                              string
 	ports                           []int32
-	inspect                         bool
+	// protocols are the graph protocols of ports (HTTP when absent).
+	protocols map[int32]string
+	inspect   bool
 }
 
 func (w workload) principal(trustDomain string) string {
@@ -126,7 +128,7 @@ const (
 // a Service with HTTP ports, a running, ready Pod and an EndpointSlice.
 func kubeObjects(ws []workload) []runtime.Object {
 	var objs []runtime.Object
-	namespaces := map[string]bool{}
+	namespaces, accounts := map[string]bool{}, map[string]bool{} // workloads may share a service account
 	for i, w := range ws {
 		if !namespaces[w.namespace] {
 			namespaces[w.namespace] = true
@@ -158,10 +160,11 @@ func kubeObjects(ws []workload) []runtime.Object {
 			}},
 		}
 		for _, p := range w.ports {
-			name := fmt.Sprintf("http-%d", p)
+			proto := appProtocol(w.protocols[p])
+			name := fmt.Sprintf("%s-%d", proto, p)
 			svc.Spec.Ports = append(svc.Spec.Ports, corev1.ServicePort{
 				Name: name, Port: p, TargetPort: intstr.FromInt32(p), Protocol: corev1.ProtocolTCP,
-				AppProtocol: ptr("http"),
+				AppProtocol: ptr(proto),
 			})
 			slice.Ports = append(slice.Ports, discoveryv1.EndpointPort{
 				Name: ptr(name), Port: ptr(p), Protocol: ptr(corev1.ProtocolTCP),
@@ -181,14 +184,25 @@ func kubeObjects(ws []workload) []runtime.Object {
 				Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
 			},
 		}
-		objs = append(objs,
-			&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: w.serviceAccount, Namespace: w.namespace}},
-			svc, slice, pod)
+		if sa := w.namespace + "/" + w.serviceAccount; !accounts[sa] {
+			accounts[sa] = true
+			objs = append(objs, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: w.serviceAccount, Namespace: w.namespace}})
+		}
+		objs = append(objs, svc, slice, pod)
 	}
 	return objs
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// appProtocol is the Kubernetes appProtocol (and port name prefix) of a
+// graph protocol; no protocol means HTTP.
+func appProtocol(graphProtocol string) string {
+	if graphProtocol == "" {
+		return "http"
+	}
+	return strings.ToLower(graphProtocol)
+}
 
 // istioConfigs parses the Istio objects of a rendered output with Istio's
 // own decoder and validation (what istiod's webhook runs); the documents of
