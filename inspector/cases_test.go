@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -30,6 +31,7 @@ const (
 	profExclTarget       = "excl-target"        // SecRuleUpdateTargetById
 	profPL2Before        = "pl2-before"         // PL2 set from BeforeCRS
 	profPL2              = "pl2"                // ParanoiaLevel: 2
+	profDeny406          = "deny-406"           // DenyStatus: 406
 )
 
 const smallBodyLimit = 1024
@@ -57,6 +59,7 @@ func testProfiles() []Profile {
 		{Name: profExclTarget, AfterCRS: exclPassword},
 		{Name: profPL2Before, BeforeCRS: `SecAction "id:10000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=2,setvar:tx.detection_paranoia_level=2"`},
 		{Name: profPL2, ParanoiaLevel: 2},
+		{Name: profDeny406, DenyStatus: 406},
 	}
 }
 
@@ -409,6 +412,7 @@ func cases() []inspectCase {
 		{name: "deny/policy/put", profile: profCRSStock, req: send("PUT", "HTTP/1.1", "/api/v1/users/42", "application/json", `{"name":"Ada King"}`), want: Deny, wantRuleIDs: []int{911100}},
 		{name: "deny/policy/delete", profile: profCRSStock, req: withMethod(get("HTTP/2", "/api/v1/users/42"), "DELETE"), want: Deny, wantRuleIDs: []int{911100}},
 		{name: "deny/policy/grpc-web", profile: profCRSStock, req: grpcWeb(), want: Deny, wantRuleIDs: []int{920420}},
+		{name: "deny/sqli/query-seed-status-406", profile: profDeny406, req: get("HTTP/1.1", seedSQLiURI), want: Deny, wantRuleIDs: []int{942190, 942360, 949110}},
 		{name: "deny/sqli/query-seed-crs-stock", profile: profCRSStock, req: get("HTTP/1.1", seedSQLiURI), want: Deny, wantRuleIDs: []int{942190, 942360}},
 
 		// Known CRS blind spots at PL1: headers other than Cookie,
@@ -491,7 +495,7 @@ func TestInspectCases(t *testing.T) {
 			require.Subset(t, v.RuleIDs(), tc.wantRuleIDs)
 			switch tc.want {
 			case Deny:
-				require.Equal(t, DefaultDenyStatus, v.Status)
+				require.Equal(t, p.DenyStatus, v.Status)
 			case Allow:
 				require.Equal(t, tc.wantScore, v.AnomalyScore, "rules %v", v.RuleIDs())
 			}
@@ -546,8 +550,17 @@ func TestCaseTableCoverage(t *testing.T) {
 			seed = tc
 		}
 	}
-	require.Equal(t, seedSQLiURI, seed.req.URI)
-	require.Equal(t, "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--", seed.req.URI)
+	// The seed row is the brief's request on the default profile, and its
+	// password argument decodes to the injection (TestSeedIsCorpusSeed
+	// checks it against the benchmark corpus's own definition).
+	require.Empty(t, seed.profile)
+	require.Equal(t, Deny, seed.want)
+	require.Equal(t, "GET", seed.req.Method)
+	u, err := url.ParseRequestURI(seed.req.URI)
+	require.NoError(t, err)
+	require.Equal(t, "/", u.Path)
+	require.Equal(t, "joe@example.com", u.Query().Get("username"))
+	require.Equal(t, ";UNION SELECT 1, version() limit 1,1--", u.Query().Get("password"))
 }
 
 func TestBenchRows(t *testing.T) {

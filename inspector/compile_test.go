@@ -169,3 +169,31 @@ func TestCompileDuplicateProfileNames(t *testing.T) {
 		})
 	}
 }
+
+// TestProfileDenyStatus: a denial answers the profile's denyStatus, whether
+// a CRS rule, one of meshwaf's own rules (200002, whose status Directives
+// sets) or a guard decided it.
+func TestProfileDenyStatus(t *testing.T) {
+	e := testEngine(t)
+	tests := []struct {
+		name     string
+		profile  string
+		req      Request
+		status   int
+		decisive int
+	}{
+		{"crs-406", profDeny406, get("HTTP/1.1", seedSQLiURI), 406, 949110},
+		{"body-error-406", profDeny406, send("POST", "HTTP/1.1", "/api", "application/json", `{"a":`), 406, 200002},
+		{"guard-406", profDeny406, get("HTTP/1.1", "/?"+manyArgs(DefaultArgumentsLimit+1, -1)), 406, RuleArgumentsLimit},
+		{"crs-default", "", get("HTTP/1.1", seedSQLiURI), DefaultDenyStatus, 949110},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.Equal(t, tc.profile == profDeny406, e.RuleSet().Profile(tc.profile).DenyStatus == 406)
+			v := inspect(t, e, tc.profile, tc.req)
+			require.Equal(t, Deny, v.Decision, "rules %v", v.RuleIDs())
+			require.Equal(t, tc.decisive, v.InterruptingRule)
+			require.Equal(t, tc.status, v.Status)
+		})
+	}
+}

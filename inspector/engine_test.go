@@ -465,5 +465,7 @@ func TestDirectives(t *testing.T) {
 	require.Contains(t, d, "tx.blocking_paranoia_level=3,")
 	require.Contains(t, d, "tx.inbound_anomaly_score_threshold=12")
 	require.Contains(t, d, "status:418")
-	require.NotContains(t, d, "AfterCRS")
+	require.NotContains(t, d, "status:403")
+	// Without exclusions or afterCRS, nothing follows the CRS.
+	require.True(t, strings.HasSuffix(d, "Include @owasp_crs/REQUEST-*.conf\n"), "after the CRS include: %q", d[strings.Index(d, "Include @owasp_crs/REQUEST-*.conf"):])
 }
