@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,7 +105,7 @@ func dfaInputs(n int) []string {
 
 // checkDFA compares the DFA of pattern with Go's regexp on values; the
 // pattern is compiled with the operator's flags, as the operator does.
-func checkDFA(t *testing.T, d *dfa, re *regexp.Regexp, values []string) (answered int) {
+func checkDFA(t testing.TB, d *dfa, re *regexp.Regexp, values []string) (answered int) {
 	t.Helper()
 	for _, v := range values {
 		got := d.Match(v)
@@ -117,6 +118,29 @@ func checkDFA(t *testing.T, d *dfa, re *regexp.Regexp, values []string) (answere
 		}
 	}
 	return answered
+}
+
+// settleDFA asks d about v until it answers and checks the answer. One call
+// adds at most dfaMaxBuild transitions and a value needs at most one per
+// byte, so an ASCII value must be answered within len(v)/dfaMaxBuild+2
+// calls, unless some DFA dropped its states meanwhile (budget).
+func settleDFA(t testing.TB, d *dfa, re *regexp.Regexp, v string) dfaResult {
+	t.Helper()
+	_, resets := RxDFAStats()
+	got := d.Match(v)
+	for i := 0; got == dfaUnknown && i <= len(v)/dfaMaxBuild+1; i++ {
+		got = d.Match(v)
+	}
+	if got == dfaUnknown {
+		if _, now := RxDFAStats(); isASCII(v) && now == resets {
+			t.Fatalf("pattern %q: ASCII value %q left open without a budget reset", re, v)
+		}
+		return got
+	}
+	if want := re.MatchString(v); (got == dfaMatch) != want {
+		t.Fatalf("pattern %q value %q: DFA says match=%v, regexp %v", re, v, got == dfaMatch, want)
+	}
+	return got
 }
 
 // TestDFAMatchesRegexpOnCRS runs every CRS pattern's DFA against Go's
@@ -178,8 +202,15 @@ func TestDFAEdges(t *testing.T) {
 		if d == nil {
 			t.Fatalf("no DFA for %q", tc.expr)
 		}
-		values := append(tc.values, dfaInputs(200)...)
-		checkDFA(t, d, regexp.MustCompile(tc.expr), values)
+		re := regexp.MustCompile(tc.expr)
+		for _, v := range tc.values {
+			if settleDFA(t, d, re, v) == dfaUnknown {
+				t.Fatalf("pattern %q: edge value %q not answered", tc.expr, v)
+			}
+		}
+		for _, v := range dfaInputs(200) {
+			settleDFA(t, d, re, v)
+		}
 	}
 	d := newDFA(`(?i)k`)
 	if got := d.Match("\u212a"); got != dfaUnknown {
@@ -219,12 +250,19 @@ func TestDFAConcurrent(t *testing.T) {
 	d.budget = 16 << 10
 	re := regexp.MustCompile(expr)
 	values := dfaInputs(400)
+	answered := make([]atomic.Bool, len(values))
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Go(func() {
 			for i := range values {
-				v := values[(i*7+g*13)%len(values)]
-				if got := d.Match(v); got != dfaUnknown && (got == dfaMatch) != re.MatchString(v) {
+				j := (i*7 + g*13) % len(values)
+				v := values[j]
+				got := d.Match(v)
+				if got == dfaUnknown {
+					continue
+				}
+				answered[j].Store(true)
+				if (got == dfaMatch) != re.MatchString(v) {
 					t.Errorf("value %q: DFA %v", v, got)
 					return
 				}
@@ -232,6 +270,17 @@ func TestDFAConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+	n := 0
+	for j := range answered {
+		if answered[j].Load() {
+			n++
+		} else {
+			settleDFA(t, d, re, values[j]) // states the others built must let it finish
+		}
+	}
+	if n < len(values)/2 {
+		t.Fatalf("the goroutines got %d answers for %d values", n, len(values))
+	}
 }
 
 // FuzzDFA compares every CRS pattern's DFA with Go's regexp on one value.
@@ -261,7 +310,7 @@ func FuzzDFA(f *testing.F) {
 			return
 		}
 		for _, p := range pairs {
-			checkDFA(t, p.d, p.re, []string{v})
+			settleDFA(t, p.d, p.re, v)
 		}
 	})
 }

@@ -6,8 +6,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
-
-	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 )
 
 // TestAutomatonScan checks the Aho-Corasick presence sets against a direct
@@ -44,43 +42,4 @@ func TestAutomatonScan(t *testing.T) {
 			}
 		}
 	}
-}
-
-// TestRxCaptureAndFold covers the operator's edge cases directly: the
-// Kelvin sign under (?i), invalid UTF-8, and a prefilter-rejected value.
-func TestRxCaptureAndFold(t *testing.T) {
-	op, err := newRxOperator(rxOpts(`(?i)(ok)`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tx := &fakeTx{}
-	if !op.Evaluate(tx, "o\u212a") { // Kelvin sign folds to k
-		t.Fatal("(?i)ok must match o + Kelvin sign")
-	}
-	if tx.caps[0] != "o\u212a" || tx.caps[1] != "o\u212a" {
-		t.Fatalf("captures %q", tx.caps)
-	}
-	if op.Evaluate(&fakeTx{}, "nothing here") {
-		t.Fatal("matched without the literal")
-	}
-	bin, err := newRxOperator(rxOpts(`\xbc[^>\xbe]*[>\xbe]`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bin.Evaluate(&fakeTx{}, "a\xbcb\xbe") || bin.Evaluate(&fakeTx{}, "a<b>") {
-		t.Fatal("binary pattern")
-	}
-}
-
-// fakeTx is the part of a transaction the operator uses: capturing on.
-type fakeTx struct {
-	plugintypes.TransactionState
-	caps [maxCaptures]string
-}
-
-func (*fakeTx) Capturing() bool                    { return true }
-func (f *fakeTx) CaptureField(i int, value string) { f.caps[i] = value }
-
-func rxOpts(pattern string) plugintypes.OperatorOptions {
-	return plugintypes.OperatorOptions{Arguments: pattern}
 }
