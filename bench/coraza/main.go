@@ -19,6 +19,9 @@
 //	go run -tags no_fs_access,re2_cgo ./bench/coraza ...        # the accelerated build
 //	benchstat /tmp/bench/stock.txt /tmp/bench/meshwaf.txt
 //
+// With -min-ratio R it exits 1, naming them, when a shape and path's
+// wall-time ratio (median stock / median meshwaf) is below R.
+//
 // A child can be run by hand, e.g. to profile one shape:
 //
 //	go run -tags no_fs_access ./bench/coraza -child meshwaf -shapes JSON1KiB -paths inprocess -cpuprofile cpu.pprof
@@ -73,6 +76,7 @@ type options struct {
 	paths         string
 	cpuprofile    string
 	allowFSAccess bool
+	minRatio      float64
 }
 
 func main() {
@@ -88,6 +92,8 @@ func main() {
 	flag.StringVar(&o.shapes, "shapes", "", "comma-separated shapes to run (default all)")
 	flag.StringVar(&o.paths, "paths", "inprocess,grpc", "comma-separated paths: inprocess, grpc")
 	flag.StringVar(&o.cpuprofile, "cpuprofile", "", "child only: write a CPU profile")
+	flag.Float64Var(&o.minRatio, "min-ratio", 0,
+		"exit 1 when a shape and path's wall-time ratio (median stock / median meshwaf) is below this (0: no check)")
 	flag.BoolVar(&o.allowFSAccess, "allow-fs-access", false,
 		"run even if built without -tags no_fs_access (Coraza then writes multipart uploads to temporary files)")
 	flag.Parse()
@@ -412,11 +418,37 @@ func runParent(o options) error {
 	}
 	fmt.Println("medians over rounds; ratio = stock / meshwaf (higher is faster); cpu = process CPU time per op")
 	fmt.Printf("%-22s %10s %10s %7s | %10s %10s %7s | %13s\n", "shape", "stock", "meshwaf", "ratio", "stock cpu", "mwaf cpu", "ratio", "allocs s/m")
-	for _, r := range summarize(all, names) {
+	rows := summarize(all, names)
+	for _, r := range rows {
 		fmt.Printf("%-22s %10s %10s %6.2fx | %10s %10s %6.2fx | %13s\n", r.name, dur(r.stockWall), dur(r.meshwafWall), r.wallRatio(),
 			dur(r.stockCPU), dur(r.meshwafCPU), r.cpuRatio(), fmt.Sprintf("%d/%d", r.stockAllocs, r.meshwafAllocs))
 	}
 	fmt.Printf("load at end: %s\n", loadavg())
+	if o.minRatio > 0 {
+		if err := checkMinRatio(rows, o.minRatio); err != nil {
+			return err
+		}
+		fmt.Printf("every wall-time ratio is at least %.2fx\n", o.minRatio)
+	}
+	return nil
+}
+
+// checkMinRatio fails, naming each shape and path, when a row's wall-time
+// ratio (median stock / median meshwaf) is below min, or is not a number;
+// no rows at all fail too (nothing was measured).
+func checkMinRatio(rows []summaryRow, minRatio float64) error {
+	if len(rows) == 0 {
+		return errors.New("-min-ratio: no shape was measured on both sides")
+	}
+	var below []string
+	for _, r := range rows {
+		if q := r.wallRatio(); !(q >= minRatio) { // NaN fails too
+			below = append(below, fmt.Sprintf("%s %.2fx", r.name, q))
+		}
+	}
+	if len(below) > 0 {
+		return fmt.Errorf("wall-time ratio (stock / meshwaf) below -min-ratio %.2fx: %s", minRatio, strings.Join(below, ", "))
+	}
 	return nil
 }
 

@@ -104,3 +104,49 @@ func TestBenchtimeFor(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckMinRatio(t *testing.T) {
+	row := func(name string, stock, meshwaf float64) summaryRow {
+		return summaryRow{name: name, stockWall: stock, meshwafWall: meshwaf}
+	}
+	for _, tc := range []struct {
+		name    string
+		rows    []summaryRow
+		min     float64
+		wantErr []string // substrings; nil: no error
+		notIn   []string
+	}{
+		{"all above", []summaryRow{row("inprocess/GET", 2, 1), row("grpc/GET", 1.5, 1)}, 1.4, nil, nil},
+		{"exactly at the threshold", []summaryRow{row("inprocess/GET", 1.4, 1)}, 1.4, nil, nil},
+		{"one below is named", []summaryRow{row("inprocess/GET", 2, 1), row("grpc/SQLi", 1.3, 1)}, 1.4,
+			[]string{"grpc/SQLi 1.30x", "-min-ratio 1.40x"}, []string{"inprocess/GET"}},
+		{"every one below is named", []summaryRow{row("inprocess/GET", 1, 1), row("grpc/SQLi", 0.5, 1)}, 1.4,
+			[]string{"inprocess/GET 1.00x", "grpc/SQLi 0.50x"}, nil},
+		{"meshwaf slower", []summaryRow{row("inprocess/JSON1KiB", 1, 2)}, 1, []string{"inprocess/JSON1KiB 0.50x"}, nil},
+		{"not a number", []summaryRow{row("inprocess/GET", 0, 0)}, 1.4, []string{"inprocess/GET NaN"}, nil},
+		{"nothing measured", nil, 1.4, []string{"no shape was measured"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := checkMinRatio(tc.rows, tc.min)
+			if tc.wantErr == nil {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not name %q", err, w)
+				}
+			}
+			for _, w := range tc.notIn {
+				if strings.Contains(err.Error(), w) {
+					t.Errorf("error %q names %q, which is above the threshold", err, w)
+				}
+			}
+		})
+	}
+}
