@@ -9,6 +9,6 @@
 //
 //	eval "$(.ci/tools.sh)" && (cd test/cluster && go test -count=1 ./...)
 //
-// Without the tool variables the tests are skipped, except under CI=true,
-// where that is an error.
+// Without the tool variables (or when one names a missing file) the run
+// fails, naming the command above.
 package cluster

@@ -43,19 +43,30 @@ type tools struct {
 }
 
 // toolsFromEnv reads the paths .ci/tools.sh exports.
+// toolsInstall is the command that builds the tools (cached per version)
+// and prints the variables that name them.
+const toolsInstall = `eval "$(.ci/tools.sh)"  # from the repo root`
+
 func toolsFromEnv() (tools, error) {
 	t := tools{
 		etcd:      os.Getenv("MESHWAF_ETCD"),
 		apiserver: os.Getenv("MESHWAF_KUBE_APISERVER"),
 		istioctl:  os.Getenv("MESHWAF_ISTIOCTL"),
 	}
-	for name, p := range map[string]string{"MESHWAF_ETCD": t.etcd, "MESHWAF_KUBE_APISERVER": t.apiserver, "MESHWAF_ISTIOCTL": t.istioctl} {
-		if p == "" {
-			return t, fmt.Errorf(`%s is not set: run 'eval "$(.ci/tools.sh)"' from the repo root first`, name)
+	var errs []error
+	for _, v := range []struct{ name, path string }{
+		{"MESHWAF_ETCD", t.etcd}, {"MESHWAF_KUBE_APISERVER", t.apiserver}, {"MESHWAF_ISTIOCTL", t.istioctl},
+	} {
+		if v.path == "" {
+			errs = append(errs, fmt.Errorf("%s is not set", v.name))
+		} else if fi, err := os.Stat(v.path); err != nil {
+			errs = append(errs, fmt.Errorf("%s names a missing tool: %w", v.name, err))
+		} else if fi.IsDir() || fi.Mode()&0o111 == 0 {
+			errs = append(errs, fmt.Errorf("%s=%s is not an executable file", v.name, v.path))
 		}
-		if _, err := os.Stat(p); err != nil {
-			return t, fmt.Errorf("%s: %w", name, err)
-		}
+	}
+	if len(errs) > 0 {
+		return t, fmt.Errorf("%w; build them and set the variables with: %s", errors.Join(errs...), toolsInstall)
 	}
 	return t, nil
 }
