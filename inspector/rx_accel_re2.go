@@ -3,11 +3,17 @@
 package inspector
 
 import (
+	"sync/atomic"
+
 	"github.com/wasilibs/go-re2"
 )
 
 // rxAccelerator names the no-match accelerator of this build.
 const rxAccelerator = "re2-cgo"
+
+// accelAnswers counts the values the accelerator was asked about, so that
+// tests can tell an accelerator that answers from one that never loaded.
+var accelAnswers atomic.Int64
 
 // newAccelerator compiles expr with RE2 (github.com/wasilibs/go-re2 over
 // the system's libre2 through cgo, selected by the re2_cgo build tag). RE2
@@ -21,5 +27,14 @@ func newAccelerator(expr string) noMatcher {
 	if err != nil {
 		return nil
 	}
-	return re
+	return countingRE2{re}
 }
+
+type countingRE2 struct{ re *re2.Regexp }
+
+func (c countingRE2) MatchString(s string) bool {
+	accelAnswers.Add(1)
+	return c.re.MatchString(s)
+}
+
+func accelAnswerCount() int64 { return accelAnswers.Load() }

@@ -1,11 +1,5 @@
 package inspector
 
-import (
-	"context"
-
-	"github.com/corazawaf/coraza/v3"
-)
-
 // Test hooks for the differential test (package inspector_test), which
 // compares meshwaf's engine with Coraza's own operators.
 
@@ -15,13 +9,9 @@ const RaceEnabled = raceEnabled
 // RxRegistered reports whether meshwaf's @rx is in Coraza's registry.
 func RxRegistered() bool { return rxRegistered.Load() }
 
-// InspectWithWAF runs meshwaf's request driver (the one Engine.Inspect
-// uses) with profile p over a WAF the caller built, e.g. plain
-// coraza.NewWAF with Directives(p).
-func InspectWithWAF(waf coraza.WAF, p Profile, req Request) (Verdict, error) {
-	c := &compiled{profile: p.WithDefaults(), waf: waf}
-	return c.inspect(context.Background(), &req)
-}
+// RxAccelAnswers is the number of values the re2_cgo accelerator answered
+// in this process (0 in other builds).
+func RxAccelAnswers() int64 { return accelAnswerCount() }
 
 // DiffCase is one row of the inspector's case table.
 type DiffCase struct {
