@@ -202,6 +202,7 @@ func stockSide(t *testing.T, out string) {
 // or at the body limit (INBOUND_DATA_ERROR) with more bytes than the limit
 // (Coraza also flags a body of exactly the limit).
 func stockVerdict(t *testing.T, waf coraza.WAF, p inspector.Profile, req inspector.Request) diffOutcome {
+	t.Helper()
 	run := &stockRun{waf: waf}
 	hreq := httpRequest(t, req)
 	rec := httptest.NewRecorder()
@@ -330,6 +331,7 @@ func (tx *stockTx) ProcessLogging() {
 // parsing would re-encode it): the middleware passes URL.String() to
 // ProcessURI, and a proxy in front of meshwaf passes the path as sent.
 func httpRequest(t *testing.T, req inspector.Request) *http.Request {
+	t.Helper()
 	hr := &http.Request{
 		Method: req.Method, Proto: req.Protocol, RequestURI: req.URI,
 		Header: http.Header{}, Host: req.Host, Body: http.NoBody,
