@@ -1,12 +1,14 @@
 package istiotest
 
 import (
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	extauthz "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	"google.golang.org/protobuf/encoding/prototext"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -132,15 +134,7 @@ func checkExtAuthz(t *testing.T, cfgs []config.Config, objs []runtime.Object, mc
 				}
 				checkExtAuthzConfig(t, chainName(fc), found[0], cluster)
 				if custom {
-					var shadow strings.Builder
-					for _, r := range chainRBAC(t, fc).shadow {
-						shadow.WriteString(prototext.Format(r))
-					}
-					for _, path := range healthPaths {
-						if !strings.Contains(shadow.String(), strconv.Quote(path)) {
-							t.Errorf("%s: health-check path %s is not excluded from ext_authz in the CUSTOM shadow rules:\n%s", chainName(fc), path, shadow.String())
-						}
-					}
+					checkHealthPathsExcluded(t, chainName(fc), chainRBAC(t, fc).shadow)
 				}
 			}
 			if httpChains == 0 {
@@ -188,4 +182,69 @@ func filterNames[T interface{ GetName() string }](fs []T) []string {
 		names[i] = f.GetName()
 	}
 	return names
+}
+
+// checkHealthPathsExcluded: every CUSTOM shadow policy (the ones that send
+// a request to ext_authz) excludes each health path as an exact path, under
+// a not_rule; a health path under any other matcher fails, and so does a
+// chain without such a policy.
+func checkHealthPathsExcluded(t *testing.T, chain string, shadow []*rbacv3.RBAC) {
+	t.Helper()
+	policies := 0
+	for _, r := range shadow {
+		for _, name := range sortedKeys(r.GetPolicies()) {
+			policies++
+			exact := map[string]bool{}
+			var other []string
+			for _, perm := range r.GetPolicies()[name].GetPermissions() {
+				excludedPaths(perm, false, exact, &other)
+			}
+			for _, path := range healthPaths {
+				if !exact[path] {
+					t.Errorf("%s: CUSTOM policy %s does not exclude health-check path %s exactly (excluded: %v):\n%s",
+						chain, name, path, slices.Sorted(maps.Keys(exact)), prototext.Format(r.GetPolicies()[name]))
+				}
+			}
+			for _, o := range other {
+				for _, path := range healthPaths {
+					if strings.Contains(o, strconv.Quote(path)) {
+						t.Errorf("%s: CUSTOM policy %s matches health-check path %s other than as an excluded exact path: %s", chain, name, path, o)
+					}
+				}
+			}
+		}
+	}
+	if policies == 0 {
+		t.Errorf("%s: no CUSTOM shadow policy", chain)
+	}
+}
+
+// excludedPaths adds to exact the paths p matches exactly under an odd
+// number of not_rules (url_path, or the :path header), and every other
+// path or header matcher to other, as text.
+func excludedPaths(p *rbacv3.Permission, negated bool, exact map[string]bool, other *[]string) {
+	switch r := p.GetRule().(type) {
+	case *rbacv3.Permission_AndRules:
+		for _, q := range r.AndRules.GetRules() {
+			excludedPaths(q, negated, exact, other)
+		}
+	case *rbacv3.Permission_OrRules:
+		for _, q := range r.OrRules.GetRules() {
+			excludedPaths(q, negated, exact, other)
+		}
+	case *rbacv3.Permission_NotRule:
+		excludedPaths(r.NotRule, !negated, exact, other)
+	case *rbacv3.Permission_UrlPath:
+		if sm := r.UrlPath.GetPath(); negated && sm.GetExact() != "" && !sm.GetIgnoreCase() {
+			exact[sm.GetExact()] = true
+		} else {
+			*other = append(*other, prototext.Format(p))
+		}
+	case *rbacv3.Permission_Header:
+		if h := r.Header; negated && h.GetName() == ":path" && h.GetStringMatch().GetExact() != "" && !h.GetStringMatch().GetIgnoreCase() && !h.GetInvertMatch() {
+			exact[h.GetStringMatch().GetExact()] = true
+		} else {
+			*other = append(*other, prototext.Format(p))
+		}
+	}
 }
