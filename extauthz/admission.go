@@ -51,10 +51,11 @@ const (
 	// only slows each one down; a few per CPU let small checks run beside
 	// a large body.
 	InFlightPerCPU = 4
-	// BodyBytesPerCPU of body in flight per CPU: inspecting 1 MiB of body
-	// costs about a CPU-second at paranoia level 1, so this is what a CPU
-	// can work through within a typical deadline of the proxy.
-	BodyBytesPerCPU = 1 << 20
+	// BodyBytesPerCPU of (weighted) body in flight per CPU: a body at
+	// argumentsLimit weighs MaxArgsWeight and costs about 0.4 CPU-seconds
+	// at paranoia level 1 (go run ./bench/flood -n 1 -body 16384), so one
+	// per CPU is what finishes within Envoy's 500 ms; two per CPU did not.
+	BodyBytesPerCPU = 512 << 10
 	// MemoryReserve is the memory kept for the rule sets, the @rx DFAs
 	// and the runtime before bodies are counted.
 	MemoryReserve = 128 << 20

@@ -24,11 +24,11 @@ func TestDefaultLimits(t *testing.T) {
 		inFlight int
 		body     int64
 	}{
-		{"2 CPUs, no memory limit", Resources{CPUs: 2}, 8, 2 * mi},
-		{"2 CPUs, 512Mi: CPU term is smaller", Resources{CPUs: 2, MemoryLimit: 512 * mi}, 8, 2 * mi},
+		{"2 CPUs, no memory limit", Resources{CPUs: 2}, 8, 1 * mi},
+		{"2 CPUs, 512Mi: CPU term is smaller", Resources{CPUs: 2, MemoryLimit: 512 * mi}, 8, 1 * mi},
 		{"64 CPUs, 512Mi: memory term", Resources{CPUs: 64, MemoryLimit: 512 * mi}, 256, 6 * mi},
-		{"16 CPUs, 128Mi: floor of one CPU's bytes", Resources{CPUs: 16, MemoryLimit: 128 * mi}, 64, 1 * mi},
-		{"unknown CPUs count as one", Resources{}, 4, 1 * mi},
+		{"16 CPUs, 128Mi: floor of one CPU's bytes", Resources{CPUs: 16, MemoryLimit: 128 * mi}, 64, mi / 2},
+		{"unknown CPUs count as one", Resources{}, 4, mi / 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -136,7 +136,7 @@ func TestConfigLimits(t *testing.T) {
 	empty := defaultConfig()
 	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "empty.yaml"), &empty))
 	require.Equal(t, extauthz.DefaultLimits(res), empty.limits(res))
-	require.Equal(t, extauthz.Limits{MaxInFlight: 8, MaxBodyBytes: 2 << 20, QueueWait: 100 * time.Millisecond}, empty.limits(res))
+	require.Equal(t, extauthz.Limits{MaxInFlight: 8, MaxBodyBytes: 1 << 20, QueueWait: 100 * time.Millisecond}, empty.limits(res))
 
 	cfg := defaultConfig()
 	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "admission.yaml"), &cfg))
