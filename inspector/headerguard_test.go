@@ -73,7 +73,7 @@ func TestHeaderArgumentsLimit(t *testing.T) {
 				require.Equal(t, RuleArgumentsLimit, v.InterruptingRule)
 				alloc := allocated(func() { inspect(t, e, prof, r) })
 				t.Logf("%d headers: %d bytes allocated", len(r.Headers), alloc)
-				require.LessOrEqual(t, alloc, uint64(bodyGuardAllocMax), "%d bytes allocated", alloc)
+				require.LessOrEqual(t, alloc, refusedCheckAllocMax(), "%d bytes allocated", alloc)
 			})
 		}
 	}
