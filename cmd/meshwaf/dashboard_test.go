@@ -103,10 +103,10 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"meshwaf_checks_total", "meshwaf_check_duration_seconds_bucket", "meshwaf_rule_matches_total",
-		"meshwaf_config_reloads_total", "meshwaf_config_last_reload_success_timestamp_seconds"} {
+		"meshwaf_config_reloads_total", "meshwaf_config_last_reload_success_timestamp_seconds", "meshwaf_checks_rejected_total"} {
 		require.True(t, used[want], "the dashboard does not use %s", want)
 	}
-	for _, want := range []string{"Checks by decision", "Checks by profile", "Check latency", "Top rule ids", "Would-block rate in detect profiles", "Config reloads"} {
+	for _, want := range []string{"Checks by decision", "Checks by profile", "Check latency", "Top rule ids", "Would-block rate in detect profiles", "Config reloads", "Checks refused by admission control"} {
 		require.True(t, titles[want], "missing panel %q", want)
 	}
 }
