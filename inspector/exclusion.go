@@ -3,6 +3,7 @@ package inspector
 import (
 	"errors"
 	"fmt"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -57,8 +58,15 @@ func (e Exclusion) validate() error {
 			errs = append(errs, fmt.Errorf("targets: %q is not a variable like ARGS:name", t))
 		}
 	}
-	if e.PathPrefix != "" && !rePath.MatchString(e.PathPrefix) {
-		errs = append(errs, fmt.Errorf("pathPrefix: %q must start with / and hold only URL path characters", e.PathPrefix))
+	if e.PathPrefix != "" {
+		switch {
+		case !rePath.MatchString(e.PathPrefix):
+			errs = append(errs, fmt.Errorf("pathPrefix: %q must start with / and hold only URL path characters", e.PathPrefix))
+		case strings.ContainsAny(e.PathPrefix, "%+"):
+			errs = append(errs, fmt.Errorf("pathPrefix: %q is compared with the URL-decoded path, where %% and + are decoded: write it decoded", e.PathPrefix))
+		case path.Clean(e.PathPrefix) != strings.TrimSuffix(e.PathPrefix, "/") && e.PathPrefix != "/":
+			errs = append(errs, fmt.Errorf("pathPrefix: %q is compared with the normalised path: write it without //, /./ or /../ (%q)", e.PathPrefix, path.Clean(e.PathPrefix)))
+		}
 	}
 	for _, m := range e.Methods {
 		if !reMethod.MatchString(m) {

@@ -107,6 +107,12 @@ func TestExclusionErrors(t *testing.T) {
 		{"nothing named", Exclusion{PathPrefix: "/x"}, []string{"exclusions[0].ruleIds: an exclusion needs ruleIds or tags"}},
 		{"bad fields", Exclusion{RuleIDs: []int{-1}, Tags: []string{"a b"}, Targets: []string{"ARGS:x\""}, PathPrefix: "x\"", Methods: []string{"get"}},
 			[]string{"exclusions[0].ruleIds: -1", `exclusions[0].tags: "a b"`, "exclusions[0].targets:", "exclusions[0].pathPrefix:", `exclusions[0].methods: "get"`}},
+		// The prefix is compared after t:urlDecodeUni and t:normalizePath:
+		// one that is not decoded or not normal can never match.
+		{"pathPrefix with +", Exclusion{RuleIDs: []int{942100}, PathPrefix: "/search+results"}, []string{`exclusions[0].pathPrefix: "/search+results" is compared with the URL-decoded path`}},
+		{"pathPrefix percent-encoded", Exclusion{RuleIDs: []int{942100}, PathPrefix: "/api/caf%C3%A9"}, []string{`exclusions[0].pathPrefix: "/api/caf%C3%A9" is compared with the URL-decoded path`}},
+		{"pathPrefix not normalised", Exclusion{RuleIDs: []int{942100}, PathPrefix: "/api//pages"}, []string{`exclusions[0].pathPrefix: "/api//pages" is compared with the normalised path`}},
+		{"pathPrefix with dot segment", Exclusion{RuleIDs: []int{942100}, PathPrefix: "/api/./pages/"}, []string{`exclusions[0].pathPrefix: "/api/./pages/" is compared with the normalised path`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
