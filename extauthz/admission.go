@@ -30,6 +30,13 @@ type Limits struct {
 	MaxBodyBytes int64
 	// QueueWait is how long a check may wait for room; 0 rejects at once.
 	QueueWait time.Duration
+	// MaxStreams is the number of Check calls open at once, counted from
+	// before their message is read: being received, waiting here or
+	// inspected. Over it a call is refused with RESOURCE_EXHAUSTED before
+	// its body is held in memory (Envoy applies its failure_mode_allow or
+	// status_on_error). 0: StreamsPerInFlight × MaxInFlight; never
+	// below MaxInFlight.
+	MaxStreams int
 }
 
 // Rejection reasons, the values of the reason label of
@@ -90,6 +97,7 @@ func DefaultLimits(r Resources) Limits {
 		MaxInFlight:  InFlightPerCPU * cpus,
 		MaxBodyBytes: max(body, BodyBytesPerCPU),
 		QueueWait:    DefaultQueueWait,
+		MaxStreams:   StreamsPerInFlight * InFlightPerCPU * cpus,
 	}
 }
 

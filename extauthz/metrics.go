@@ -95,7 +95,7 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
 		m.errors.WithLabelValues(r)
 	}
-	for _, r := range []string{RejectInFlight, RejectBodyBytes} {
+	for _, r := range []string{RejectInFlight, RejectBodyBytes, RejectStreams} {
 		m.rejected.WithLabelValues(r)
 	}
 	return m, nil

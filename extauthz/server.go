@@ -55,6 +55,7 @@ type Server struct {
 	opts    Options
 	metrics *metrics
 	adm     *admission
+	streams *streamGate
 	current atomic.Pointer[snapshot]
 }
 
@@ -78,6 +79,10 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.Limits.MaxInFlight == 0 {
 		opts.Limits = DefaultLimits(Resources{CPUs: runtime.GOMAXPROCS(0)})
 	}
+	if opts.Limits.MaxStreams == 0 {
+		opts.Limits.MaxStreams = StreamsPerInFlight * opts.Limits.MaxInFlight
+	}
+	opts.Limits.MaxStreams = max(opts.Limits.MaxStreams, opts.Limits.MaxInFlight)
 	if l := opts.Limits; l.MaxInFlight < 0 || l.MaxBodyBytes <= 0 || l.QueueWait < 0 {
 		return nil, fmt.Errorf("extauthz: invalid limits %+v", l)
 	}
@@ -87,6 +92,7 @@ func NewServer(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("extauthz: registering metrics: %w", err)
 	}
 	s := &Server{opts: opts, metrics: m, adm: adm}
+	s.streams = &streamGate{max: int64(opts.Limits.MaxStreams), refuse: m.rejected.WithLabelValues(RejectStreams).Inc}
 	s.current.Store(&snapshot{insp: opts.Engine, sel: opts.Selector})
 	return s, nil
 }
@@ -101,7 +107,10 @@ func (s *Server) Update(insp Inspector, sel *Selector) {
 // ServerOptions returns the gRPC server options the service needs: the
 // codec that tolerates invalid UTF-8 in CheckRequests.
 func (s *Server) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.ForceServerCodecV2(newLenientCodec(s.metrics.lenient.Inc))}
+	return []grpc.ServerOption{
+		grpc.ForceServerCodecV2(newLenientCodec(s.metrics.lenient.Inc)),
+		grpc.InTapHandle(s.streams.tap),
+	}
 }
 
 // Register adds the Authorization service to g.

@@ -13,7 +13,8 @@
 // server gets GOMEMLIMIT, which is how the admission defaults see a memory
 // limit when no cgroup sets one. It builds the binary with scripts/build.sh
 // unless -binary names one. It exits 1 when the peak RSS passes -max-rss or
-// a check fails with a gRPC error other than its deadline.
+// a check fails with a gRPC error other than its deadline or the refusal of
+// a call over maxStreams.
 package main
 
 import (
@@ -176,7 +177,7 @@ func run() error {
 		o.n, o.shape, len(body), o.deadline, o.conns, o.gomemlimit)
 	fmt.Printf("  limits      %s\n", srv.limits)
 	fmt.Printf("  burst       %v until the last answer or deadline\n", elapsed.Round(time.Millisecond))
-	for _, k := range []string{outVerdict, outFailure, outDeadline, outError} {
+	for _, k := range []string{outVerdict, outFailure, outRefused, outDeadline, outError} {
 		l := by[k]
 		slices.Sort(l)
 		fmt.Printf("  %-40s %4d", k, len(l))
@@ -185,7 +186,8 @@ func run() error {
 		}
 		fmt.Println()
 	}
-	fmt.Printf("  server      rejected: inflight %.0f, body_bytes %.0f; canceled %.0f; decisions %.0f\n",
+	fmt.Printf("  server      rejected: streams %.0f, inflight %.0f, body_bytes %.0f; canceled %.0f; decisions %.0f\n",
+		m["meshwaf_checks_rejected_total{reason=\"streams\"}"],
 		m["meshwaf_checks_rejected_total{reason=\"inflight\"}"], m["meshwaf_checks_rejected_total{reason=\"body_bytes\"}"],
 		m["meshwaf_check_errors_total{reason=\"canceled\"}"], m["decisions"])
 	fmt.Printf("  rss         idle %.1f MiB, peak (VmHWM) %.1f MiB, limit %.0f MiB\n",
@@ -193,7 +195,7 @@ func run() error {
 
 	var errs []error
 	if n := len(by[outError]); n > 0 {
-		errs = append(errs, fmt.Errorf("%d checks failed with a gRPC error other than the deadline", n))
+		errs = append(errs, fmt.Errorf("%d checks failed with a gRPC error other than the deadline or RESOURCE_EXHAUSTED", n))
 	}
 	if o.deadline > 0 && len(by[outVerdict]) == 0 {
 		fmt.Println("  note        no check got a verdict within the deadline: one body alone takes longer here")
@@ -240,6 +242,7 @@ const (
 	outVerdict  = "verdict in time (admitted)"
 	outFailure  = "failure policy, status 503 (rejected)"
 	outDeadline = "deadline exceeded (Envoy: statusOnError)"
+	outRefused  = "refused unread (Envoy: statusOnError)"
 	outError    = "other gRPC error"
 )
 
@@ -247,6 +250,8 @@ func outcomeOf(resp *authv3.CheckResponse, err error) string {
 	switch {
 	case status.Code(err) == codes.DeadlineExceeded:
 		return outDeadline
+	case status.Code(err) == codes.ResourceExhausted: // maxStreams calls were open
+		return outRefused
 	case err != nil:
 		return outError
 	case resp.GetDeniedResponse().GetStatus().GetCode() == 503:

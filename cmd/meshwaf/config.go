@@ -50,6 +50,10 @@ type Config struct {
 	MaxInFlight          int      `yaml:"maxInFlight"`
 	MaxBodyBytesInFlight int64    `yaml:"maxBodyBytesInFlight"`
 	QueueWait            Duration `yaml:"queueWait"`
+	// MaxStreams bounds the Check calls open at once, counted before their
+	// message is read; 0 derives it (extauthz.StreamsPerInFlight ×
+	// maxInFlight).
+	MaxStreams int `yaml:"maxStreams"`
 
 	file string     // the config file read, if any
 	root *yaml.Node // its YAML tree, to locate errors found later
@@ -94,6 +98,10 @@ func (c Config) limits(r extauthz.Resources) extauthz.Limits {
 		l.MaxBodyBytes = c.MaxBodyBytesInFlight
 	}
 	l.QueueWait = time.Duration(c.QueueWait)
+	l.MaxStreams = extauthz.StreamsPerInFlight * l.MaxInFlight
+	if c.MaxStreams > 0 {
+		l.MaxStreams = c.MaxStreams
+	}
 	return l
 }
 
@@ -249,6 +257,11 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 	}
 	if c.QueueWait < 0 {
 		at("queueWait", "must not be negative")
+	}
+	if c.MaxStreams < 0 {
+		at("maxStreams", "must not be negative")
+	} else if c.MaxStreams > 0 && c.MaxInFlight > 0 && c.MaxStreams < c.MaxInFlight {
+		at("maxStreams", fmt.Sprintf("%d is below maxInFlight (%d): every inspection needs an open call", c.MaxStreams, c.MaxInFlight))
 	}
 	if c.DefaultProfile.Name != "" && c.DefaultProfile.Name != inspector.DefaultProfileName {
 		at("defaultProfile.name", fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))

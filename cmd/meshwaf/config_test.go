@@ -53,6 +53,7 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"bad-max-in-flight.yaml", "bad-max-in-flight.yaml:1: maxInFlight: must not be negative"},
 		{"bad-max-body-bytes-in-flight.yaml", "bad-max-body-bytes-in-flight.yaml:2: maxBodyBytesInFlight: must not be negative"},
 		{"bad-queue-wait.yaml", "bad-queue-wait.yaml:1: queueWait: must not be negative"},
+		{"bad-max-streams.yaml", "bad-max-streams.yaml:2: maxStreams: 2 is below maxInFlight (4)"},
 		{"missing.yaml", "no such file"},
 		{"negative-drain-delay.yaml", "negative-drain-delay.yaml:2: drainDelay: -5s is negative"},
 		{"negative-shutdown-timeout.yaml", "negative-shutdown-timeout.yaml:1: shutdownTimeout: -1s is negative"},
@@ -136,9 +137,9 @@ func TestConfigLimits(t *testing.T) {
 	empty := defaultConfig()
 	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "empty.yaml"), &empty))
 	require.Equal(t, extauthz.DefaultLimits(res), empty.limits(res))
-	require.Equal(t, extauthz.Limits{MaxInFlight: 8, MaxBodyBytes: 1 << 20, QueueWait: 100 * time.Millisecond}, empty.limits(res))
+	require.Equal(t, extauthz.Limits{MaxInFlight: 8, MaxBodyBytes: 1 << 20, QueueWait: 100 * time.Millisecond, MaxStreams: 64}, empty.limits(res))
 
 	cfg := defaultConfig()
 	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "admission.yaml"), &cfg))
-	require.Equal(t, extauthz.Limits{MaxInFlight: 3, MaxBodyBytes: 65536, QueueWait: 0}, cfg.limits(res))
+	require.Equal(t, extauthz.Limits{MaxInFlight: 3, MaxBodyBytes: 65536, QueueWait: 0, MaxStreams: 5}, cfg.limits(res))
 }

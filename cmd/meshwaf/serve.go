@@ -179,7 +179,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 	}()
 	logger.Info("serving", "grpc_address", grpcLis.Addr().String(), "admin_address", adminLis.Addr().String(),
 		"fail_open", cfg.FailOpen, "failure_status", cfg.FailureStatus, "max_message_bytes", cfg.maxMessageBytes(),
-		"max_in_flight", limits.MaxInFlight, "max_body_bytes_in_flight", limits.MaxBodyBytes, "queue_wait", limits.QueueWait.String(),
+		"max_in_flight", limits.MaxInFlight, "max_body_bytes_in_flight", limits.MaxBodyBytes, "queue_wait", limits.QueueWait.String(), "max_streams", limits.MaxStreams,
 		"cpus", res.CPUs, "memory_limit", res.MemoryLimit, "go_memory_limit", debug.SetMemoryLimit(-1))
 
 	var serveErr error
