@@ -355,22 +355,20 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	if state != nil {
 		vars := state.Variables()
 		v.AnomalyScore = atoi(first(vars.TX().Get("blocking_inbound_anomaly_score")))
+		what := ""
 		switch {
 		case excess == headersOverLimit: // as for bodies: Coraza would take them all
-			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
-				Msg:  fmt.Sprintf("More request headers than the inspection limit (%d); headers not inspected", p.ArgumentsLimit),
-				Tags: []string{"meshwaf", "meshwaf/limit"}})
+			what = "request headers than the inspection limit (%d); headers not inspected"
 		case excess == cookiesOverLimit:
-			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
-				Msg:  fmt.Sprintf("More cookies than the inspection limit (%d); Cookie headers not inspected", p.ArgumentsLimit),
-				Tags: []string{"meshwaf", "meshwaf/limit"}})
+			what = "cookies than the inspection limit (%d); Cookie headers not inspected"
 		case bodyOverLimit: // whatever AllowArgumentsOverLimit says: Coraza would parse it all
-			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
-				Msg:  fmt.Sprintf("More multipart parts or XML nodes than the inspection limit (%d); body not parsed", p.ArgumentsLimit),
-				Tags: []string{"meshwaf", "meshwaf/limit"}})
+			what = "multipart parts or XML nodes than the inspection limit (%d); body not parsed"
 		case !p.AllowArgumentsOverLimit && vars.ArgumentsLimitReached().Get() == "1":
+			what = "arguments than the inspection limit (%d)"
+		}
+		if what != "" {
 			v.Matches = append(v.Matches, Match{ID: RuleArgumentsLimit, Severity: "critical",
-				Msg:  fmt.Sprintf("More arguments than the inspection limit (%d)", p.ArgumentsLimit),
+				Msg:  fmt.Sprintf("More "+what, p.ArgumentsLimit),
 				Tags: []string{"meshwaf", "meshwaf/limit"}})
 		}
 		// Coraza flags a body of exactly the limit as over it; compare
