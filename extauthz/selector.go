@@ -2,11 +2,13 @@ package extauthz
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // Match says which checks a profile takes. Selection rests on what the
@@ -81,9 +83,11 @@ var (
 )
 
 // NewSelector builds a selector over the known profile names. Every error
-// is reported, located as "profile <name>: match.<field>": unknown
-// profiles, invalid names, hosts without an identity and the same key
-// (identity, or identity and host) claimed by two profiles.
+// is reported, each an *inspector.ProfileError naming the profile, whose
+// Err is a *fielderr.Error at match.<field> (or, for an unknown profile, at
+// no field): unknown profiles, invalid names, hosts without an identity and
+// the same key (identity, or identity and host) claimed by two profiles.
+// Messages quote values as written.
 func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) (*Selector, error) {
 	s := &Selector{known: map[string]bool{}, byAccount: map[string]*identityRule{}, byNS: map[string]*identityRule{},
 		defProfile: defaultProfile}
@@ -91,39 +95,13 @@ func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) 
 		s.known[k] = true
 	}
 	var errs []error
-	fail := func(pm ProfileMatch, field, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("profile %q: match.%s: %s", pm.Profile, field, fmt.Sprintf(format, args...)))
-	}
 	for _, pm := range matches {
 		if !s.known[pm.Profile] {
-			errs = append(errs, fmt.Errorf("profile %q: no such profile", pm.Profile))
+			errs = append(errs, &inspector.ProfileError{Profile: pm.Profile, Err: errors.New("no such profile")})
 			continue
 		}
-		var hosts []string
-		for _, h := range pm.Match.Hosts {
-			if !reHost.MatchString(strings.ToLower(h)) {
-				fail(pm, "hosts", "%q is not a host name or *.suffix", h)
-				continue
-			}
-			hosts = append(hosts, strings.ToLower(h))
-		}
-		if len(pm.Match.Hosts) > 0 && len(pm.Match.Namespaces)+len(pm.Match.ServiceAccounts) == 0 {
-			fail(pm, "hosts", "needs match.namespaces or match.serviceAccounts: the caller chooses the Host, so hosts only narrow a destination identity")
-		}
-		for _, ns := range pm.Match.Namespaces {
-			if !reDNSLabel.MatchString(ns) {
-				fail(pm, "namespaces", "%q is not a namespace name", ns)
-				continue
-			}
-			claimIdentity(s.byNS, ns, hosts, pm, "namespaces", fail)
-		}
-		for _, a := range pm.Match.ServiceAccounts {
-			ns, sa, ok := strings.Cut(a, "/")
-			if !ok || !reDNSLabel.MatchString(ns) || !validSA(sa) {
-				fail(pm, "serviceAccounts", "%q is not <namespace>/<service account>", a)
-				continue
-			}
-			claimIdentity(s.byAccount, a, hosts, pm, "serviceAccounts", fail)
+		if err := s.add(pm); err != nil {
+			errs = append(errs, &inspector.ProfileError{Profile: pm.Profile, Err: err})
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -132,38 +110,77 @@ func NewSelector(defaultProfile string, known []string, matches []ProfileMatch) 
 	return s, nil
 }
 
-// claimIdentity records that pm takes identity id, for any host or for
-// each of hosts, and reports a key another profile already holds.
-func claimIdentity(m map[string]*identityRule, id string, hosts []string, pm ProfileMatch, field string,
-	fail func(pm ProfileMatch, field, format string, args ...any)) {
+// matchHost is a host of a Match: the key it is selected by (lower case), and
+// the value as written, for messages.
+type matchHost struct{ key, written string }
+
+// add records what pm takes; its errors are at match.<field>.
+func (s *Selector) add(pm ProfileMatch) error {
+	var errs []error
+	fail := func(field, format string, args ...any) {
+		errs = append(errs, fielderr.Errorf(fielderr.At("match", field), format, args...))
+	}
+	var hosts []matchHost
+	for _, h := range pm.Match.Hosts {
+		if !reHost.MatchString(strings.ToLower(h)) {
+			fail("hosts", "%q is not a host name or *.suffix", h)
+			continue
+		}
+		hosts = append(hosts, matchHost{key: strings.ToLower(h), written: h})
+	}
+	if len(pm.Match.Hosts) > 0 && len(pm.Match.Namespaces)+len(pm.Match.ServiceAccounts) == 0 {
+		fail("hosts", "needs match.namespaces or match.serviceAccounts: the caller chooses the Host, so hosts only narrow a destination identity")
+	}
+	for _, ns := range pm.Match.Namespaces {
+		if !reDNSLabel.MatchString(ns) {
+			fail("namespaces", "%q is not a namespace name", ns)
+			continue
+		}
+		claimIdentity(s.byNS, ns, hosts, pm.Profile, "namespaces", fail)
+	}
+	for _, a := range pm.Match.ServiceAccounts {
+		ns, sa, ok := strings.Cut(a, "/")
+		if !ok || !reDNSLabel.MatchString(ns) || !validSA(sa) {
+			fail("serviceAccounts", "%q is not <namespace>/<service account>", a)
+			continue
+		}
+		claimIdentity(s.byAccount, a, hosts, pm.Profile, "serviceAccounts", fail)
+	}
+	return errors.Join(errs...)
+}
+
+// claimIdentity records that profile takes identity id, for any host or
+// for each of hosts, and reports a key another profile already holds.
+func claimIdentity(m map[string]*identityRule, id string, hosts []matchHost, profile, field string,
+	fail func(field, format string, args ...any)) {
 	r := m[id]
 	if r == nil {
 		r = &identityRule{byHost: map[string]string{}}
 		m[id] = r
 	}
 	if len(hosts) == 0 {
-		if r.any != "" && r.any != pm.Profile {
-			fail(pm, field, "%q is already matched by profile %q", id, r.any)
+		if r.any != "" && r.any != profile {
+			fail(field, "%q is already matched by profile %q", id, r.any)
 			return
 		}
-		r.any = pm.Profile
+		r.any = profile
 		return
 	}
 	for _, h := range hosts {
-		if suffix, ok := strings.CutPrefix(h, "*"); ok {
+		if suffix, ok := strings.CutPrefix(h.key, "*"); ok {
 			for _, hs := range r.bySuffix {
-				if hs.suffix == suffix && hs.profile != pm.Profile {
-					fail(pm, "hosts", "%q of %q is already matched by profile %q", h, id, hs.profile)
+				if hs.suffix == suffix && hs.profile != profile {
+					fail("hosts", "%q of %q is already matched by profile %q", h.written, id, hs.profile)
 				}
 			}
-			r.bySuffix = append(r.bySuffix, hostSuffix{suffix: suffix, profile: pm.Profile})
+			r.bySuffix = append(r.bySuffix, hostSuffix{suffix: suffix, profile: profile})
 			continue
 		}
-		if other, ok := r.byHost[h]; ok && other != pm.Profile {
-			fail(pm, "hosts", "%q of %q is already matched by profile %q", h, id, other)
+		if other, ok := r.byHost[h.key]; ok && other != profile {
+			fail("hosts", "%q of %q is already matched by profile %q", h.written, id, other)
 			continue
 		}
-		r.byHost[h] = pm.Profile
+		r.byHost[h.key] = profile
 	}
 }
 

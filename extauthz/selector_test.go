@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 var testMatches = []ProfileMatch{
@@ -88,7 +89,7 @@ func TestSelectorErrors(t *testing.T) {
 		{"namespace claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}}}, {Profile: "b", Match: Match{Namespaces: []string{"x"}}}},
 			`profile "b": match.namespaces: "x" is already matched by profile "a"`},
 		{"host claimed twice", []ProfileMatch{{Profile: "a", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"h.example"}}}, {Profile: "b", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"H.example"}}}},
-			`profile "b": match.hosts: "h.example" of "x" is already matched by profile "a"`},
+			`profile "b": match.hosts: "H.example" of "x" is already matched by profile "a"`}, // as b wrote it
 		{"suffix claimed twice", []ProfileMatch{{Profile: "a", Match: Match{ServiceAccounts: []string{"x/y"}, Hosts: []string{"*.x.example"}}}, {Profile: "b", Match: Match{ServiceAccounts: []string{"x/y"}, Hosts: []string{"*.x.example"}}}},
 			`profile "b": match.hosts: "*.x.example" of "x/y" is already matched by profile "a"`},
 		{"hosts without an identity", []ProfileMatch{{Profile: "a", Match: Match{Hosts: []string{"cms.example.com"}}}},
@@ -104,6 +105,29 @@ func TestSelectorErrors(t *testing.T) {
 			require.ErrorContains(t, err, tt.want)
 		})
 	}
+}
+
+// Each error names its profile and carries its field path as data, so a
+// caller locates it without reading the message.
+func TestSelectorErrorsAreTyped(t *testing.T) {
+	_, err := NewSelector("", []string{"default", "a", "b"}, []ProfileMatch{
+		{Profile: "a", Match: Match{Namespaces: []string{"x"}, Hosts: []string{"Bad_Host"}}},
+		{Profile: "b", Match: Match{ServiceAccounts: []string{"no-slash"}}},
+	})
+	require.Error(t, err)
+	type located struct{ profile, path, msg string }
+	var got []located
+	for _, e := range fielderr.Split(err) {
+		var pe *inspector.ProfileError
+		require.ErrorAs(t, e, &pe)
+		var fe *fielderr.Error
+		require.ErrorAs(t, pe.Err, &fe)
+		got = append(got, located{pe.Profile, fe.Path.String(), fe.Err.Error()})
+	}
+	require.Equal(t, []located{
+		{"a", "match.hosts", `"Bad_Host" is not a host name or *.suffix`},
+		{"b", "match.serviceAccounts", `"no-slash" is not <namespace>/<service account>`},
+	}, got)
 }
 
 // TestUpdateSwapsRulesAndSelection: after Update, checks use the new rule

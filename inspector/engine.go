@@ -20,6 +20,8 @@ import (
 	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 	"github.com/corazawaf/coraza/v3/types"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // CRSVersion is the version of the embedded Core Rule Set.
@@ -69,7 +71,10 @@ func (rs *RuleSet) Profile(name string) Profile {
 // Default returns the default profile's settings.
 func (rs *RuleSet) Default() Profile { return rs.def.profile }
 
-// ProfileError is a profile that failed validation or compilation.
+// ProfileError is a profile that failed validation or compilation. Err
+// holds one or more errors (errors.Join); each is a *fielderr.Error with a
+// path relative to the profile, or, for SecLang that does not compile,
+// Coraza's error.
 type ProfileError struct {
 	Profile string
 	Err     error
@@ -91,7 +96,7 @@ func Compile(def Profile, extra ...Profile) (*RuleSet, error) {
 	seen := make(map[string]bool, len(all))
 	for _, p := range all {
 		if seen[p.Name] {
-			errs = append(errs, &ProfileError{Profile: p.Name, Err: errors.New("name: duplicate profile name")})
+			errs = append(errs, &ProfileError{Profile: p.Name, Err: fielderr.Errorf(fielderr.At("name"), "duplicate profile name")})
 		}
 		seen[p.Name] = true
 	}
@@ -146,12 +151,12 @@ func compile(p Profile) (*compiled, error) {
 	for i, e := range p.Exclusions {
 		for _, id := range e.RuleIDs {
 			if !c.ruleIDs[id] {
-				errs = append(errs, fmt.Errorf("exclusions[%d].ruleIds: rule %d does not exist", i, id))
+				errs = append(errs, fielderr.Errorf(fielderr.At("exclusions").Index(i).Field("ruleIds"), "rule %d does not exist", id))
 			}
 		}
 		for _, t := range e.Tags {
 			if !c.tags[t] {
-				errs = append(errs, fmt.Errorf("exclusions[%d].tags: no rule has tag %q", i, t))
+				errs = append(errs, fielderr.Errorf(fielderr.At("exclusions").Index(i).Field("tags"), "no rule has tag %q", t))
 			}
 		}
 	}

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // Exclusion switches rules off for a profile, the structured form of CRS's
@@ -36,41 +38,41 @@ var (
 	rePath   = regexp.MustCompile(`^/[A-Za-z0-9_.~!$&()*+,;=:@%/-]*$`)
 )
 
-// validate reports every invalid field of e; field names are relative to
-// the exclusion.
+// validate reports every invalid field of e, each a *fielderr.Error whose
+// path is relative to the exclusion.
 func (e Exclusion) validate() error {
 	var errs []error
 	if len(e.RuleIDs) == 0 && len(e.Tags) == 0 {
-		errs = append(errs, errors.New("ruleIds: an exclusion needs ruleIds or tags"))
+		errs = append(errs, fielderr.Errorf(fielderr.At("ruleIds"), "an exclusion needs ruleIds or tags"))
 	}
 	for _, id := range e.RuleIDs {
 		if id <= 0 {
-			errs = append(errs, fmt.Errorf("ruleIds: %d is not a rule id", id))
+			errs = append(errs, fielderr.Errorf(fielderr.At("ruleIds"), "%d is not a rule id", id))
 		}
 	}
 	for _, t := range e.Tags {
 		if !reTag.MatchString(t) {
-			errs = append(errs, fmt.Errorf("tags: %q is not a rule tag", t))
+			errs = append(errs, fielderr.Errorf(fielderr.At("tags"), "%q is not a rule tag", t))
 		}
 	}
 	for _, t := range e.Targets {
 		if !reTarget.MatchString(t) {
-			errs = append(errs, fmt.Errorf("targets: %q is not a variable like ARGS:name", t))
+			errs = append(errs, fielderr.Errorf(fielderr.At("targets"), "%q is not a variable like ARGS:name", t))
 		}
 	}
 	if e.PathPrefix != "" {
 		switch {
 		case !rePath.MatchString(e.PathPrefix):
-			errs = append(errs, fmt.Errorf("pathPrefix: %q must start with / and hold only URL path characters", e.PathPrefix))
+			errs = append(errs, fielderr.Errorf(fielderr.At("pathPrefix"), "%q must start with / and hold only URL path characters", e.PathPrefix))
 		case strings.ContainsAny(e.PathPrefix, "%+"):
-			errs = append(errs, fmt.Errorf("pathPrefix: %q is compared with the URL-decoded path, where %% and + are decoded: write it decoded", e.PathPrefix))
+			errs = append(errs, fielderr.Errorf(fielderr.At("pathPrefix"), "%q is compared with the URL-decoded path, where %% and + are decoded: write it decoded", e.PathPrefix))
 		case path.Clean(e.PathPrefix) != strings.TrimSuffix(e.PathPrefix, "/") && e.PathPrefix != "/":
-			errs = append(errs, fmt.Errorf("pathPrefix: %q is compared with the normalised path: write it without //, /./ or /../ (%q)", e.PathPrefix, path.Clean(e.PathPrefix)))
+			errs = append(errs, fielderr.Errorf(fielderr.At("pathPrefix"), "%q is compared with the normalised path: write it without //, /./ or /../ (%q)", e.PathPrefix, path.Clean(e.PathPrefix)))
 		}
 	}
 	for _, m := range e.Methods {
 		if !reMethod.MatchString(m) {
-			errs = append(errs, fmt.Errorf("methods: %q is not an upper-case HTTP method", m))
+			errs = append(errs, fielderr.Errorf(fielderr.At("methods"), "%q is not an upper-case HTTP method", m))
 		}
 	}
 	return errors.Join(errs...)

@@ -2,20 +2,13 @@ package inspector
 
 import (
 	"errors"
-	"fmt"
 	"regexp"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // reProfileName bounds profile names: they are metric label values.
 var reProfileName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-
-// unjoin splits an errors.Join result into its parts.
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
-	}
-	return []error{err}
-}
 
 // Mode says what a profile does with a request the rules would deny.
 type Mode string
@@ -101,35 +94,34 @@ func (p Profile) WithDefaults() Profile {
 	return p
 }
 
-// Validate reports every invalid field of p (after defaults) at once.
+// Validate reports every invalid field of p (after defaults) at once, each
+// a *fielderr.Error whose path is relative to the profile.
 func (p Profile) Validate() error {
 	var errs []error
 	if p.ParanoiaLevel < 1 || p.ParanoiaLevel > 4 {
-		errs = append(errs, fmt.Errorf("paranoiaLevel: %d is not between 1 and 4", p.ParanoiaLevel))
+		errs = append(errs, fielderr.Errorf(fielderr.At("paranoiaLevel"), "%d is not between 1 and 4", p.ParanoiaLevel))
 	}
 	if p.InboundAnomalyThreshold < 1 {
-		errs = append(errs, fmt.Errorf("inboundAnomalyThreshold: %d is not positive", p.InboundAnomalyThreshold))
+		errs = append(errs, fielderr.Errorf(fielderr.At("inboundAnomalyThreshold"), "%d is not positive", p.InboundAnomalyThreshold))
 	}
 	if p.Mode != ModeBlock && p.Mode != ModeDetect {
-		errs = append(errs, fmt.Errorf("mode: %q is neither %q nor %q", p.Mode, ModeBlock, ModeDetect))
+		errs = append(errs, fielderr.Errorf(fielderr.At("mode"), "%q is neither %q nor %q", p.Mode, ModeBlock, ModeDetect))
 	}
 	if p.RequestBodyLimit < 1 || p.RequestBodyLimit > MaxRequestBodyLimit {
-		errs = append(errs, fmt.Errorf("requestBodyLimit: %d is not between 1 and %d", p.RequestBodyLimit, MaxRequestBodyLimit))
+		errs = append(errs, fielderr.Errorf(fielderr.At("requestBodyLimit"), "%d is not between 1 and %d", p.RequestBodyLimit, MaxRequestBodyLimit))
 	}
 	if p.ArgumentsLimit < 1 {
-		errs = append(errs, fmt.Errorf("argumentsLimit: %d is not positive", p.ArgumentsLimit))
+		errs = append(errs, fielderr.Errorf(fielderr.At("argumentsLimit"), "%d is not positive", p.ArgumentsLimit))
 	}
 	if p.DenyStatus < 400 || p.DenyStatus > 599 {
-		errs = append(errs, fmt.Errorf("denyStatus: %d is not an HTTP 4xx or 5xx status", p.DenyStatus))
+		errs = append(errs, fielderr.Errorf(fielderr.At("denyStatus"), "%d is not an HTTP 4xx or 5xx status", p.DenyStatus))
 	}
 	if !reProfileName.MatchString(p.Name) {
-		errs = append(errs, fmt.Errorf("name: %q is not a profile name (letters, digits, '-', '_', '.'; at most 63)", p.Name))
+		errs = append(errs, fielderr.Errorf(fielderr.At("name"), "%q is not a profile name (letters, digits, '-', '_', '.'; at most 63)", p.Name))
 	}
 	for i, e := range p.Exclusions {
 		if err := e.validate(); err != nil {
-			for _, fe := range unjoin(err) {
-				errs = append(errs, fmt.Errorf("exclusions[%d].%w", i, fe))
-			}
+			errs = append(errs, fielderr.Prefix(fielderr.At("exclusions").Index(i), err))
 		}
 	}
 	return errors.Join(errs...)

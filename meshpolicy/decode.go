@@ -13,6 +13,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // Load reads, decodes and validates the graph file at path.
@@ -45,10 +47,10 @@ func Decode(file string, data []byte) (*Graph, error) {
 	}
 	switch {
 	case len(docs) == 0 || len(docs[0].Content) == 0:
-		return nil, ErrorList{{File: file, Msg: "empty file: want a ServiceGraph document"}}
+		return nil, ErrorList{{File: file, Err: errors.New("empty file: want a ServiceGraph document")}}
 	case len(docs) > 1:
 		n := docs[1]
-		return nil, ErrorList{{File: file, Line: n.Line, Column: n.Column, Msg: "more than one YAML document: want one ServiceGraph"}}
+		return nil, ErrorList{{File: file, Line: n.Line, Column: n.Column, Err: errors.New("more than one YAML document: want one ServiceGraph")}}
 	}
 	g := d.graph(docs[0].Content[0])
 	if len(d.errs) > 0 {
@@ -66,13 +68,13 @@ func Decode(file string, data []byte) (*Graph, error) {
 
 var reSyntaxLine = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-func (d *decoder) syntaxError(err error) *Error {
+func (d *decoder) syntaxError(err error) *fielderr.Error {
 	msg := err.Error()
 	if s := reSyntaxLine.FindStringSubmatch(msg); s != nil {
 		line, _ := strconv.Atoi(s[1])
-		return &Error{File: d.file, Line: line, Msg: "invalid YAML: " + s[2]}
+		return &fielderr.Error{File: d.file, Line: line, Err: errors.New("invalid YAML: " + s[2])}
 	}
-	return &Error{File: d.file, Msg: "invalid YAML: " + strings.TrimPrefix(msg, "yaml: ")}
+	return &fielderr.Error{File: d.file, Err: errors.New("invalid YAML: " + strings.TrimPrefix(msg, "yaml: "))}
 }
 
 type decoder struct {
@@ -80,8 +82,8 @@ type decoder struct {
 	errs ErrorList
 }
 
-func (d *decoder) fail(n *yaml.Node, path, format string, args ...any) {
-	e := &Error{File: d.file, Field: path, Msg: fmt.Sprintf(format, args...)}
+func (d *decoder) fail(n *yaml.Node, path fielderr.Path, format string, args ...any) {
+	e := &fielderr.Error{File: d.file, Path: path, Err: fmt.Errorf(format, args...)}
 	if n != nil {
 		e.Line, e.Column = n.Line, n.Column
 	}
@@ -101,7 +103,7 @@ func isNull(n *yaml.Node) bool {
 
 // fields checks that n is a mapping with only the known keys, each once,
 // and returns the value node of each key present.
-func (d *decoder) fields(n *yaml.Node, path string, known ...string) map[string]*yaml.Node {
+func (d *decoder) fields(n *yaml.Node, path fielderr.Path, known ...string) map[string]*yaml.Node {
 	n = deref(n)
 	out := map[string]*yaml.Node{}
 	if isNull(n) {
@@ -114,7 +116,7 @@ func (d *decoder) fields(n *yaml.Node, path string, known ...string) map[string]
 	keyLine := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		kp := join(path, k.Value)
+		kp := path.Field(k.Value)
 		if !contains(known, k.Value) {
 			d.fail(k, kp, "unknown key (known: %s)", strings.Join(known, ", "))
 			continue
@@ -129,7 +131,7 @@ func (d *decoder) fields(n *yaml.Node, path string, known ...string) map[string]
 	return out
 }
 
-func (d *decoder) str(n *yaml.Node, path string) string {
+func (d *decoder) str(n *yaml.Node, path fielderr.Path) string {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!str" {
 		d.fail(n, path, "want a string, got %s", describe(n))
@@ -138,7 +140,7 @@ func (d *decoder) str(n *yaml.Node, path string) string {
 	return n.Value
 }
 
-func (d *decoder) integer(n *yaml.Node, path string) (int, bool) {
+func (d *decoder) integer(n *yaml.Node, path fielderr.Path) (int, bool) {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!int" {
 		d.fail(n, path, "want an integer, got %s", describe(n))
@@ -152,7 +154,7 @@ func (d *decoder) integer(n *yaml.Node, path string) (int, bool) {
 	return int(v), true
 }
 
-func (d *decoder) port(n *yaml.Node, path string) (int, bool) {
+func (d *decoder) port(n *yaml.Node, path fielderr.Path) (int, bool) {
 	p, ok := d.integer(n, path)
 	if ok && (p < 1 || p > 65535) {
 		d.fail(deref(n), path, "port %d is not between 1 and 65535", p)
@@ -161,7 +163,7 @@ func (d *decoder) port(n *yaml.Node, path string) (int, bool) {
 	return p, ok
 }
 
-func (d *decoder) boolean(n *yaml.Node, path string) bool {
+func (d *decoder) boolean(n *yaml.Node, path fielderr.Path) bool {
 	n = deref(n)
 	if n.Kind != yaml.ScalarNode || n.Tag != "!!bool" {
 		d.fail(n, path, "want true or false, got %s", describe(n))
@@ -170,7 +172,7 @@ func (d *decoder) boolean(n *yaml.Node, path string) bool {
 	return n.Value == "true" || n.Value == "True" || n.Value == "TRUE"
 }
 
-func (d *decoder) seq(n *yaml.Node, path string) []*yaml.Node {
+func (d *decoder) seq(n *yaml.Node, path fielderr.Path) []*yaml.Node {
 	n = deref(n)
 	if isNull(n) {
 		return nil
@@ -183,7 +185,7 @@ func (d *decoder) seq(n *yaml.Node, path string) []*yaml.Node {
 }
 
 // labels decodes a label map (selector) and checks keys and values.
-func (d *decoder) labels(n *yaml.Node, path string) map[string]string {
+func (d *decoder) labels(n *yaml.Node, path fielderr.Path) map[string]string {
 	n = deref(n)
 	if n.Kind != yaml.MappingNode {
 		d.fail(n, path, "want a mapping of labels, got %s", describe(n))
@@ -192,7 +194,7 @@ func (d *decoder) labels(n *yaml.Node, path string) map[string]string {
 	out := map[string]string{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], deref(n.Content[i+1])
-		kp := path + "[" + k.Value + "]"
+		kp := path.Key(k.Value)
 		if _, dup := out[k.Value]; dup {
 			d.fail(k, kp, "duplicate label key")
 			continue
@@ -214,7 +216,7 @@ func (d *decoder) labels(n *yaml.Node, path string) map[string]string {
 	return out
 }
 
-func (d *decoder) dnsLabel(n *yaml.Node, path, what string) string {
+func (d *decoder) dnsLabel(n *yaml.Node, path fielderr.Path, what string) string {
 	s := d.str(n, path)
 	if s == "" && deref(n).Tag != "!!str" {
 		return ""
@@ -225,7 +227,7 @@ func (d *decoder) dnsLabel(n *yaml.Node, path, what string) string {
 	return s
 }
 
-func (d *decoder) dnsSubdomain(n *yaml.Node, path, what string) string {
+func (d *decoder) dnsSubdomain(n *yaml.Node, path fielderr.Path, what string) string {
 	s := d.str(n, path)
 	if s == "" && deref(n).Tag != "!!str" {
 		return ""
@@ -253,15 +255,6 @@ func describe(n *yaml.Node) string {
 	}
 	return "an unexpected node"
 }
-
-func join(path, key string) string {
-	if path == "" {
-		return key
-	}
-	return path + "." + key
-}
-
-func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
 
 func contains(list []string, s string) bool {
 	for _, v := range list {

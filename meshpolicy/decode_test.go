@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 func TestLoadErrors(t *testing.T) {
@@ -92,10 +94,19 @@ func TestLoadErrors(t *testing.T) {
 					"error %d:\n got %s\nwant %s:%s", i, got, path, w)
 				require.Equal(t, path, list[i].File)
 			}
-			var one *Error
-			require.True(t, errors.As(err, &one), "errors.As finds each *Error")
+			var one *fielderr.Error
+			require.True(t, errors.As(err, &one), "errors.As finds each *fielderr.Error")
 		})
 	}
+}
+
+// The field path of an error is data: segments, not text to parse back.
+func TestErrorPathIsData(t *testing.T) {
+	_, err := Load(filepath.Join("testdata", "l7-narrowing.yaml"))
+	var list ErrorList
+	require.ErrorAs(t, err, &list)
+	require.Equal(t, fielderr.At("spec", "edges").Index(1).Field("methods").Index(0), list[1].Path)
+	require.Equal(t, `invalid HTTP method "get": want upper-case letters, e.g. GET`, list[1].Err.Error())
 }
 
 func TestLoadValidFull(t *testing.T) {

@@ -7,8 +7,9 @@
 package meshpolicy
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // The document type a graph file declares.
@@ -177,35 +178,11 @@ func (g *Graph) Service(ref string) (*Service, bool) {
 	return nil, false
 }
 
-// Error is one problem in a graph file, located by line, column and the
-// field path (e.g. spec.services[1].ports[0].port). YAML syntax errors have
-// no column (0) and no field.
-type Error struct {
-	File   string
-	Line   int
-	Column int
-	Field  string
-	Msg    string
-}
-
-func (e *Error) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
-	}
-	if e.Column > 0 {
-		fmt.Fprintf(&b, ":%d", e.Column)
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
-
-// ErrorList is every problem found in one graph file, in file order.
-type ErrorList []*Error
+// ErrorList is every problem found in one graph file, in file order, each
+// located by file, line, column and field path (e.g.
+// spec.services[1].ports[0].port); YAML syntax errors have no column and
+// no path.
+type ErrorList []*fielderr.Error
 
 func (l ErrorList) Error() string {
 	msgs := make([]string, len(l))
@@ -215,7 +192,7 @@ func (l ErrorList) Error() string {
 	return strings.Join(msgs, "\n")
 }
 
-// Unwrap lets errors.As find each *Error.
+// Unwrap lets errors.As find each *fielderr.Error.
 func (l ErrorList) Unwrap() []error {
 	out := make([]error, len(l))
 	for i, e := range l {

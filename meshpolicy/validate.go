@@ -8,19 +8,21 @@ import (
 
 	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // rawService and rawEdge keep the nodes that later checks point at.
 type rawService struct {
 	Service
 	node, nameNode *yaml.Node
-	path           string
+	path           fielderr.Path
 }
 
 type rawEdge struct {
 	fromN, toN, portsN *yaml.Node
 	portNodes          []*yaml.Node
-	path               string
+	path               fielderr.Path
 	Edge
 	fromRaw, toRaw string
 }
@@ -32,57 +34,57 @@ var (
 )
 
 func (d *decoder) graph(root *yaml.Node) *Graph {
-	top := d.fields(root, "", "apiVersion", "kind", "metadata", "spec")
+	top := d.fields(root, nil, "apiVersion", "kind", "metadata", "spec")
 	if deref(root).Kind != yaml.MappingNode {
 		return nil
 	}
 	g := &Graph{TrustDomain: DefaultTrustDomain}
 	if n, ok := top["apiVersion"]; !ok {
-		d.fail(root, "apiVersion", "missing; want %s", APIVersion)
-	} else if v := d.str(n, "apiVersion"); v != APIVersion && deref(n).Tag == "!!str" {
-		d.fail(deref(n), "apiVersion", "%q is not %s", v, APIVersion)
+		d.fail(root, fielderr.At("apiVersion"), "missing; want %s", APIVersion)
+	} else if v := d.str(n, fielderr.At("apiVersion")); v != APIVersion && deref(n).Tag == "!!str" {
+		d.fail(deref(n), fielderr.At("apiVersion"), "%q is not %s", v, APIVersion)
 	}
 	if n, ok := top["kind"]; !ok {
-		d.fail(root, "kind", "missing; want %s", Kind)
-	} else if v := d.str(n, "kind"); v != Kind && deref(n).Tag == "!!str" {
-		d.fail(deref(n), "kind", "%q is not %s", v, Kind)
+		d.fail(root, fielderr.At("kind"), "missing; want %s", Kind)
+	} else if v := d.str(n, fielderr.At("kind")); v != Kind && deref(n).Tag == "!!str" {
+		d.fail(deref(n), fielderr.At("kind"), "%q is not %s", v, Kind)
 	}
 	if n, ok := top["metadata"]; !ok {
-		d.fail(root, "metadata", "missing; want metadata.name")
+		d.fail(root, fielderr.At("metadata"), "missing; want metadata.name")
 	} else {
-		md := d.fields(n, "metadata", "name", "labels", "annotations")
+		md := d.fields(n, fielderr.At("metadata"), "name", "labels", "annotations")
 		if nn, ok := md["name"]; ok {
-			g.Name = d.dnsSubdomain(nn, "metadata.name", "name")
+			g.Name = d.dnsSubdomain(nn, fielderr.At("metadata", "name"), "name")
 		} else {
-			d.fail(deref(n), "metadata.name", "missing")
+			d.fail(deref(n), fielderr.At("metadata", "name"), "missing")
 		}
 		if ln, ok := md["labels"]; ok {
-			d.labels(ln, "metadata.labels")
+			d.labels(ln, fielderr.At("metadata", "labels"))
 		}
 		if an, ok := md["annotations"]; ok {
-			for k, v := range d.fields(an, "metadata.annotations", annotationKeys(an)...) {
-				d.str(v, "metadata.annotations["+k+"]")
+			for k, v := range d.fields(an, fielderr.At("metadata", "annotations"), annotationKeys(an)...) {
+				d.str(v, fielderr.At("metadata", "annotations").Key(k))
 			}
 		}
 	}
 	specN, ok := top["spec"]
 	if !ok {
-		d.fail(root, "spec", "missing")
+		d.fail(root, fielderr.At("spec"), "missing")
 		return g
 	}
-	spec := d.fields(specN, "spec", "trustDomain", "settings", "services", "edges")
+	spec := d.fields(specN, fielderr.At("spec"), "trustDomain", "settings", "services", "edges")
 	if n, ok := spec["trustDomain"]; ok {
-		td := d.str(n, "spec.trustDomain")
+		td := d.str(n, fielderr.At("spec", "trustDomain"))
 		if deref(n).Tag == "!!str" && !reTrustDomain.MatchString(td) {
-			d.fail(deref(n), "spec.trustDomain", "invalid trust domain %q: want letters, digits, '.', '-' or '_'", td)
+			d.fail(deref(n), fielderr.At("spec", "trustDomain"), "invalid trust domain %q: want letters, digits, '.', '-' or '_'", td)
 		}
 		g.TrustDomain = td
 	}
-	g.Settings = d.settings(spec["settings"], "spec.settings", g.TrustDomain)
+	g.Settings = d.settings(spec["settings"], fielderr.At("spec", "settings"), g.TrustDomain)
 	var svcs []rawService
 	if n, ok := spec["services"]; ok {
-		for i, sn := range d.seq(n, "spec.services") {
-			svcs = append(svcs, d.service(sn, index("spec.services", i)))
+		for i, sn := range d.seq(n, fielderr.At("spec", "services")) {
+			svcs = append(svcs, d.service(sn, fielderr.At("spec", "services").Index(i)))
 		}
 	}
 	if len(svcs) == 0 {
@@ -90,12 +92,12 @@ func (d *decoder) graph(root *yaml.Node) *Graph {
 		if n, ok := spec["services"]; ok {
 			at = deref(n)
 		}
-		d.fail(at, "spec.services", "want at least one service")
+		d.fail(at, fielderr.At("spec", "services"), "want at least one service")
 	}
 	var edges []rawEdge
 	if n, ok := spec["edges"]; ok {
-		for i, en := range d.seq(n, "spec.edges") {
-			edges = append(edges, d.edge(en, index("spec.edges", i)))
+		for i, en := range d.seq(n, fielderr.At("spec", "edges")) {
+			edges = append(edges, d.edge(en, fielderr.At("spec", "edges").Index(i)))
 		}
 	}
 	d.checkServices(svcs)
@@ -120,7 +122,7 @@ func annotationKeys(n *yaml.Node) []string {
 	return keys
 }
 
-func (d *decoder) settings(n *yaml.Node, path, trustDomain string) Settings {
+func (d *decoder) settings(n *yaml.Node, path fielderr.Path, trustDomain string) Settings {
 	s := Settings{
 		Meshwaf: Meshwaf{
 			Namespace: DefaultMeshwafNamespace, ServiceAccount: DefaultMeshwafSA,
@@ -133,33 +135,33 @@ func (d *decoder) settings(n *yaml.Node, path, trustDomain string) Settings {
 	}
 	f := d.fields(n, path, "meshwaf", "scraper", "ingressGateway")
 	if mn, ok := f["meshwaf"]; ok {
-		mp := join(path, "meshwaf")
+		mp := path.Field("meshwaf")
 		m := d.fields(mn, mp, "namespace", "serviceAccount", "selector", "grpcPort", "metricsPort")
 		if v, ok := m["namespace"]; ok {
-			s.Meshwaf.Namespace = d.dnsLabel(v, join(mp, "namespace"), "namespace")
+			s.Meshwaf.Namespace = d.dnsLabel(v, mp.Field("namespace"), "namespace")
 		}
 		if v, ok := m["serviceAccount"]; ok {
-			s.Meshwaf.ServiceAccount = d.dnsSubdomain(v, join(mp, "serviceAccount"), "service account")
+			s.Meshwaf.ServiceAccount = d.dnsSubdomain(v, mp.Field("serviceAccount"), "service account")
 		}
 		if v, ok := m["selector"]; ok {
-			s.Meshwaf.Selector = d.labels(v, join(mp, "selector"))
+			s.Meshwaf.Selector = d.labels(v, mp.Field("selector"))
 		}
 		if v, ok := m["grpcPort"]; ok {
-			s.Meshwaf.GRPCPort, _ = d.port(v, join(mp, "grpcPort"))
+			s.Meshwaf.GRPCPort, _ = d.port(v, mp.Field("grpcPort"))
 		}
 		if v, ok := m["metricsPort"]; ok {
-			s.Meshwaf.MetricsPort, _ = d.port(v, join(mp, "metricsPort"))
+			s.Meshwaf.MetricsPort, _ = d.port(v, mp.Field("metricsPort"))
 			if s.Meshwaf.MetricsPort == s.Meshwaf.GRPCPort && s.Meshwaf.GRPCPort != 0 {
-				d.fail(deref(v), join(mp, "metricsPort"), "must differ from grpcPort %d", s.Meshwaf.GRPCPort)
+				d.fail(deref(v), mp.Field("metricsPort"), "must differ from grpcPort %d", s.Meshwaf.GRPCPort)
 			}
 		}
 	}
 	if v, ok := f["scraper"]; ok && !isNull(deref(v)) {
-		id := d.identity(v, join(path, "scraper"), Identity{}, trustDomain)
+		id := d.identity(v, path.Field("scraper"), Identity{}, trustDomain)
 		s.Scraper = &id
 	}
 	if v, ok := f["ingressGateway"]; ok {
-		s.IngressGateway = d.identity(v, join(path, "ingressGateway"), Identity{Selector: DefaultIngressSelector()}, trustDomain)
+		s.IngressGateway = d.identity(v, path.Field("ingressGateway"), Identity{Selector: DefaultIngressSelector()}, trustDomain)
 	}
 	return s
 }
@@ -169,24 +171,24 @@ func (d *decoder) settings(n *yaml.Node, path, trustDomain string) Settings {
 // trust domain cluster.local is an error when the graph's is another one:
 // Istio reads cluster.local in a policy's principal as the mesh's own trust
 // domain, so the rendered policy would admit someone else.
-func (d *decoder) identity(n *yaml.Node, path string, def Identity, trustDomain string) Identity {
+func (d *decoder) identity(n *yaml.Node, path fielderr.Path, def Identity, trustDomain string) Identity {
 	id := def
 	f := d.fields(n, path, "principal", "namespace", "serviceAccount", "selector")
 	if v, ok := f["principal"]; ok {
-		id.Principal = d.str(v, join(path, "principal"))
+		id.Principal = d.str(v, path.Field("principal"))
 		switch {
 		case strings.HasPrefix(id.Principal, "spiffe://"):
-			d.fail(deref(v), join(path, "principal"), "drop the spiffe:// prefix: Istio principals are <trustDomain>/ns/<namespace>/sa/<serviceAccount>")
+			d.fail(deref(v), path.Field("principal"), "drop the spiffe:// prefix: Istio principals are <trustDomain>/ns/<namespace>/sa/<serviceAccount>")
 		case id.Principal == "" || strings.ContainsAny(id.Principal, " \t*"):
-			d.fail(deref(v), join(path, "principal"), "invalid principal %q: want <trustDomain>/ns/<namespace>/sa/<serviceAccount>", id.Principal)
+			d.fail(deref(v), path.Field("principal"), "invalid principal %q: want <trustDomain>/ns/<namespace>/sa/<serviceAccount>", id.Principal)
 		}
 		if _, ok := f["namespace"]; ok {
-			d.fail(deref(v), join(path, "principal"), "set either principal or namespace and serviceAccount, not both")
+			d.fail(deref(v), path.Field("principal"), "set either principal or namespace and serviceAccount, not both")
 		}
 		if td, ns, sa, ok := ParsePrincipal(id.Principal); ok {
 			id.Namespace = ns
 			if td == DefaultTrustDomain && trustDomain != DefaultTrustDomain {
-				d.fail(deref(v), join(path, "principal"), "trust domain %s: Istio reads it in a policy as the mesh's own trust domain %s, so the policy would admit %s instead",
+				d.fail(deref(v), path.Field("principal"), "trust domain %s: Istio reads it in a policy as the mesh's own trust domain %s, so the policy would admit %s instead",
 					td, trustDomain, Principal(trustDomain, ns, sa))
 			}
 		}
@@ -197,97 +199,97 @@ func (d *decoder) identity(n *yaml.Node, path string, def Identity, trustDomain 
 			d.fail(deref(n), path, "set principal, or both namespace and serviceAccount")
 		}
 		if nok {
-			id.Namespace = d.dnsLabel(nv, join(path, "namespace"), "namespace")
+			id.Namespace = d.dnsLabel(nv, path.Field("namespace"), "namespace")
 		}
 		if sok {
-			id.ServiceAccount = d.dnsSubdomain(sv, join(path, "serviceAccount"), "service account")
+			id.ServiceAccount = d.dnsSubdomain(sv, path.Field("serviceAccount"), "service account")
 		}
 	}
 	if v, ok := f["selector"]; ok {
-		id.Selector = d.labels(v, join(path, "selector"))
+		id.Selector = d.labels(v, path.Field("selector"))
 	}
 	return id
 }
 
-func (d *decoder) service(n *yaml.Node, path string) rawService {
+func (d *decoder) service(n *yaml.Node, path fielderr.Path) rawService {
 	f := d.fields(n, path, "name", "namespace", "serviceAccount", "selector", "ports", "ingress", "inspect")
 	rs := rawService{node: deref(n), path: path}
 	s := &rs.Service
 	s.Namespace = DefaultNamespace
 	if v, ok := f["name"]; ok {
 		rs.nameNode = deref(v)
-		s.Name = d.dnsLabel(v, join(path, "name"), "service name")
+		s.Name = d.dnsLabel(v, path.Field("name"), "service name")
 	} else {
-		d.fail(deref(n), join(path, "name"), "missing")
+		d.fail(deref(n), path.Field("name"), "missing")
 	}
 	if v, ok := f["namespace"]; ok {
-		s.Namespace = d.dnsLabel(v, join(path, "namespace"), "namespace")
+		s.Namespace = d.dnsLabel(v, path.Field("namespace"), "namespace")
 	}
 	s.ServiceAccount = s.Name
 	if v, ok := f["serviceAccount"]; ok {
-		s.ServiceAccount = d.dnsSubdomain(v, join(path, "serviceAccount"), "service account")
+		s.ServiceAccount = d.dnsSubdomain(v, path.Field("serviceAccount"), "service account")
 	}
 	if v, ok := f["selector"]; ok {
-		s.Selector = d.labels(v, join(path, "selector"))
+		s.Selector = d.labels(v, path.Field("selector"))
 	} else if s.Name != "" {
 		s.Selector = map[string]string{defaultSelectorLabelName: s.Name}
 	}
 	if v, ok := f["ports"]; ok {
 		seen := map[int]int{}
-		for i, pn := range d.seq(v, join(path, "ports")) {
-			pp := index(join(path, "ports"), i)
+		for i, pn := range d.seq(v, path.Field("ports")) {
+			pp := path.Field("ports").Index(i)
 			pf := d.fields(pn, pp, "port", "protocol", "metrics")
 			p := Port{Protocol: DefaultProtocol}
 			if v, ok := pf["port"]; ok {
 				var good bool
-				if p.Port, good = d.port(v, join(pp, "port")); good {
+				if p.Port, good = d.port(v, pp.Field("port")); good {
 					if line, dup := seen[p.Port]; dup {
-						d.fail(deref(v), join(pp, "port"), "duplicate port %d (first on line %d)", p.Port, line)
+						d.fail(deref(v), pp.Field("port"), "duplicate port %d (first on line %d)", p.Port, line)
 					}
 					seen[p.Port] = deref(v).Line
 				}
 			} else {
-				d.fail(deref(pn), join(pp, "port"), "missing")
+				d.fail(deref(pn), pp.Field("port"), "missing")
 			}
 			if v, ok := pf["protocol"]; ok {
-				p.Protocol = d.str(v, join(pp, "protocol"))
+				p.Protocol = d.str(v, pp.Field("protocol"))
 				if deref(v).Tag == "!!str" && !contains(protocols, p.Protocol) {
-					d.fail(deref(v), join(pp, "protocol"), "%q is not one of %s", p.Protocol, strings.Join(protocols, ", "))
+					d.fail(deref(v), pp.Field("protocol"), "%q is not one of %s", p.Protocol, strings.Join(protocols, ", "))
 				}
 			}
 			if v, ok := pf["metrics"]; ok {
-				p.Metrics = d.boolean(v, join(pp, "metrics"))
+				p.Metrics = d.boolean(v, pp.Field("metrics"))
 			}
 			s.Ports = append(s.Ports, p)
 		}
 	}
 	if v, ok := f["ingress"]; ok {
-		s.Ingress = d.boolean(v, join(path, "ingress"))
+		s.Ingress = d.boolean(v, path.Field("ingress"))
 	}
 	if v, ok := f["inspect"]; ok {
-		s.Inspect = d.boolean(v, join(path, "inspect"))
+		s.Inspect = d.boolean(v, path.Field("inspect"))
 	}
 	return rs
 }
 
-func (d *decoder) edge(n *yaml.Node, path string) rawEdge {
+func (d *decoder) edge(n *yaml.Node, path fielderr.Path) rawEdge {
 	f := d.fields(n, path, "from", "to", "ports", "methods", "paths")
 	e := rawEdge{path: path, fromN: deref(n), toN: deref(n)}
 	if v, ok := f["from"]; ok {
-		e.fromN, e.fromRaw = deref(v), d.str(v, join(path, "from"))
+		e.fromN, e.fromRaw = deref(v), d.str(v, path.Field("from"))
 	} else {
-		d.fail(deref(n), join(path, "from"), "missing")
+		d.fail(deref(n), path.Field("from"), "missing")
 	}
 	if v, ok := f["to"]; ok {
-		e.toN, e.toRaw = deref(v), d.str(v, join(path, "to"))
+		e.toN, e.toRaw = deref(v), d.str(v, path.Field("to"))
 	} else {
-		d.fail(deref(n), join(path, "to"), "missing")
+		d.fail(deref(n), path.Field("to"), "missing")
 	}
 	if v, ok := f["ports"]; ok {
 		e.portsN = deref(v)
 		seen := map[int]bool{}
-		for i, pn := range d.seq(v, join(path, "ports")) {
-			pp := index(join(path, "ports"), i)
+		for i, pn := range d.seq(v, path.Field("ports")) {
+			pp := path.Field("ports").Index(i)
 			p, good := d.port(pn, pp)
 			if !good {
 				continue
@@ -301,13 +303,13 @@ func (d *decoder) edge(n *yaml.Node, path string) rawEdge {
 			e.portNodes = append(e.portNodes, deref(pn))
 		}
 		if len(e.Ports) == 0 && len(seen) == 0 && !isNull(deref(v)) && deref(v).Kind == yaml.SequenceNode {
-			d.fail(deref(v), join(path, "ports"), "empty list: omit ports to allow every port of the target")
+			d.fail(deref(v), path.Field("ports"), "empty list: omit ports to allow every port of the target")
 		}
 	}
 	if v, ok := f["methods"]; ok {
 		seen := map[string]bool{}
-		for i, mn := range d.seq(v, join(path, "methods")) {
-			mp := index(join(path, "methods"), i)
+		for i, mn := range d.seq(v, path.Field("methods")) {
+			mp := path.Field("methods").Index(i)
 			m := d.str(mn, mp)
 			switch {
 			case deref(mn).Tag != "!!str":
@@ -323,8 +325,8 @@ func (d *decoder) edge(n *yaml.Node, path string) rawEdge {
 	}
 	if v, ok := f["paths"]; ok {
 		seen := map[string]bool{}
-		for i, pn := range d.seq(v, join(path, "paths")) {
-			pp := index(join(path, "paths"), i)
+		for i, pn := range d.seq(v, path.Field("paths")) {
+			pp := path.Field("paths").Index(i)
 			p := d.str(pn, pp)
 			switch {
 			case deref(pn).Tag != "!!str":
@@ -367,7 +369,7 @@ func (d *decoder) checkServices(svcs []rawService) {
 		}
 		ref := s.Ref()
 		if line, dup := first[ref]; dup {
-			d.fail(s.nameNode, join(s.path, "name"), "duplicate service %s (first on line %d)", ref, line)
+			d.fail(s.nameNode, s.path.Field("name"), "duplicate service %s (first on line %d)", ref, line)
 			continue
 		}
 		first[ref] = s.nameNode.Line
@@ -395,7 +397,7 @@ func newServiceIndex(svcs []rawService) serviceIndex {
 	return ix
 }
 
-func (d *decoder) resolve(ix serviceIndex, ref string, n *yaml.Node, path string) (*rawService, bool) {
+func (d *decoder) resolve(ix serviceIndex, ref string, n *yaml.Node, path fielderr.Path) (*rawService, bool) {
 	if ref == "" {
 		return nil, false
 	}
@@ -436,8 +438,8 @@ func (d *decoder) resolveEdges(svcs []rawService, edges []rawEdge) {
 	ix := newServiceIndex(svcs)
 	for i := range edges {
 		e := &edges[i]
-		from, fok := d.resolve(ix, e.fromRaw, e.fromN, join(e.path, "from"))
-		to, tok := d.resolve(ix, e.toRaw, e.toN, join(e.path, "to"))
+		from, fok := d.resolve(ix, e.fromRaw, e.fromN, e.path.Field("from"))
+		to, tok := d.resolve(ix, e.toRaw, e.toN, e.path.Field("to"))
 		if fok {
 			e.From = from.Ref()
 		}
@@ -447,7 +449,7 @@ func (d *decoder) resolveEdges(svcs []rawService, edges []rawEdge) {
 		e.To = to.Ref()
 		if e.portsN == nil {
 			if len(to.Ports) == 0 {
-				d.fail(e.toN, join(e.path, "to"), "service %s declares no ports", e.To)
+				d.fail(e.toN, e.path.Field("to"), "service %s declares no ports", e.To)
 			}
 			for _, p := range to.Ports {
 				if !p.Metrics {
@@ -457,9 +459,9 @@ func (d *decoder) resolveEdges(svcs []rawService, edges []rawEdge) {
 			}
 		}
 		for j, p := range e.Ports {
-			pp := index(join(e.path, "ports"), j)
+			pp := e.path.Field("ports").Index(j)
 			if e.portsN == nil {
-				pp = join(e.path, "to")
+				pp = e.path.Field("to")
 			}
 			sp, ok := to.Port(p)
 			if !ok {

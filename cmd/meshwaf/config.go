@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // Config is everything `meshwaf serve` and `meshwaf inspect` read from the
@@ -112,33 +113,24 @@ type Duration time.Duration
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
 	if err != nil {
-		return fmt.Errorf("line %d: %q is not a duration like 15s", n.Line, n.Value)
+		return &lineError{line: n.Line, err: fmt.Errorf("%q is not a duration like 15s", n.Value)}
 	}
 	*d = Duration(v)
 	return nil
 }
 
-// FieldError is one problem in a config file, located by line and field.
-type FieldError struct {
-	File  string
-	Line  int
-	Field string
-	Msg   string
+// lineError is an error of one of Config's own YAML decoders, at a line;
+// decodeConfig names the field there.
+type lineError struct {
+	line int
+	err  error
 }
 
-func (e *FieldError) Error() string {
-	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":" + strconv.Itoa(e.Line))
-	}
-	if e.Field != "" {
-		b.WriteString(": " + e.Field)
-	}
-	b.WriteString(": " + e.Msg)
-	return b.String()
-}
+func (e *lineError) Error() string { return fmt.Sprintf("line %d: %v", e.line, e.err) }
+func (e *lineError) Unwrap() error { return e.err }
 
+// yaml.v3 reports unknown keys, wrong types and syntax errors only as
+// text: these read its line and, for an unknown key, the key.
 var (
 	reUnknownField = regexp.MustCompile(`^line (\d+): field (\S+) not found in type`)
 	reLine         = regexp.MustCompile(`^line (\d+): (.*)$`)
@@ -155,6 +147,8 @@ func loadConfigFile(path string, cfg *Config) error {
 	return decodeConfig(path, data, cfg)
 }
 
+// decodeConfig decodes data, the content of the file name, strictly over
+// cfg (see loadConfigFile); each error is a *fielderr.Error.
 func decodeConfig(name string, data []byte, cfg *Config) error {
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
@@ -168,12 +162,16 @@ func decodeConfig(name string, data []byte, cfg *Config) error {
 	next := *cfg
 	var errs []error
 	if err := dec.Decode(&next); err != nil {
-		if !errors.As(err, new(*yaml.TypeError)) {
+		var le *lineError
+		switch {
+		case errors.As(err, &le):
+			return &fielderr.Error{File: name, Line: le.line, Path: pathAtLine(&root, le.line), Err: le.err}
+		case !errors.As(err, new(*yaml.TypeError)):
 			return yamlErrors(name, err, &root)
 		}
 		// Unknown keys and wrong types: the rest was decoded, so its
 		// invalid values are reported in the same run.
-		errs = unjoin(yamlErrors(name, err, &root))
+		errs = fielderr.Split(yamlErrors(name, err, &root))
 	}
 	next.file, next.root = name, &root
 	if errs = append(errs, validateConfig(name, &root, next)...); len(errs) > 0 {
@@ -184,8 +182,8 @@ func decodeConfig(name string, data []byte, cfg *Config) error {
 	return nil
 }
 
-// yamlErrors turns yaml.v3's messages into FieldErrors; root, when known,
-// names the field at the line of each error.
+// yamlErrors turns yaml.v3's messages into located errors; root, when
+// known, names the field at the line of each error.
 func yamlErrors(name string, err error, root *yaml.Node) error {
 	var te *yaml.TypeError
 	var msgs []string
@@ -198,19 +196,20 @@ func yamlErrors(name string, err error, root *yaml.Node) error {
 	for _, m := range msgs {
 		if s := reUnknownField.FindStringSubmatch(m); s != nil {
 			line, _ := strconv.Atoi(s[1])
-			field := fieldAtLine(root, line)
-			if field == "" {
-				field = s[2]
+			path := pathAtLine(root, line)
+			if path == nil {
+				path = fielderr.At(s[2])
 			}
-			out = append(out, &FieldError{File: name, Line: line, Field: field, Msg: "unknown key"})
+			out = append(out, &fielderr.Error{File: name, Line: line, Path: path, Err: errors.New("unknown key")})
 			continue
 		}
 		if s := reLine.FindStringSubmatch(m); s != nil {
 			line, _ := strconv.Atoi(s[1])
-			out = append(out, &FieldError{File: name, Line: line, Field: fieldAtLine(root, line), Msg: strings.TrimPrefix(s[2], fmt.Sprintf("line %d: ", line))})
+			out = append(out, &fielderr.Error{File: name, Line: line, Path: pathAtLine(root, line),
+				Err: errors.New(strings.TrimPrefix(s[2], fmt.Sprintf("line %d: ", line)))})
 			continue
 		}
-		out = append(out, &FieldError{File: name, Msg: m})
+		out = append(out, &fielderr.Error{File: name, Err: errors.New(m)})
 	}
 	return errors.Join(out...)
 }
@@ -219,26 +218,27 @@ func yamlErrors(name string, err error, root *yaml.Node) error {
 // file through the YAML node tree.
 func validateConfig(name string, root *yaml.Node, c Config) []error {
 	var errs []error
-	at := func(field, msg string) {
-		errs = append(errs, &FieldError{File: name, Line: lineOf(root, field), Field: field, Msg: msg})
+	at := func(path fielderr.Path, msg string) {
+		errs = append(errs, &fielderr.Error{File: name, Line: lineOf(root, path), Path: path, Err: errors.New(msg)})
 	}
+	field := fielderr.At
 	if c.FailureStatus < 400 || c.FailureStatus > 599 {
-		at("failureStatus", fmt.Sprintf("%d is not an HTTP 4xx or 5xx status", c.FailureStatus))
+		at(field("failureStatus"), fmt.Sprintf("%d is not an HTTP 4xx or 5xx status", c.FailureStatus))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		at("logLevel", fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
+		at(field("logLevel"), fmt.Sprintf("%q is not one of debug, info, warn, error", c.LogLevel))
 	}
 	for _, a := range []struct{ field, addr string }{{"grpcAddress", c.GRPCAddress}, {"adminAddress", c.AdminAddress}} {
 		if err := checkAddress(a.addr); err != nil {
-			at(a.field, err.Error())
+			at(field(a.field), err.Error())
 		}
 	}
 	if c.MaxMessageBytes < 0 {
-		at("maxMessageBytes", "must not be negative")
+		at(field("maxMessageBytes"), "must not be negative")
 	} else if need, from := c.messageNeed(); c.MaxMessageBytes > 0 && c.MaxMessageBytes < need {
-		at("maxMessageBytes", fmt.Sprintf("%d is below %d, the largest requestBodyLimit (%d, %s) plus 64 KiB for headers and framing",
+		at(field("maxMessageBytes"), fmt.Sprintf("%d is below %d, the largest requestBodyLimit (%d, %s) plus 64 KiB for headers and framing",
 			c.MaxMessageBytes, need, need-checkOverhead, from))
 	}
 	for _, d := range []struct {
@@ -246,40 +246,35 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 		v     Duration
 	}{{"drainDelay", c.DrainDelay}, {"shutdownTimeout", c.ShutdownTimeout}} {
 		if d.v < 0 {
-			at(d.field, time.Duration(d.v).String()+" is negative")
+			at(field(d.field), time.Duration(d.v).String()+" is negative")
 		}
 	}
 	if c.MaxInFlight < 0 {
-		at("maxInFlight", "must not be negative")
+		at(field("maxInFlight"), "must not be negative")
 	}
 	if c.MaxBodyBytesInFlight < 0 {
-		at("maxBodyBytesInFlight", "must not be negative")
+		at(field("maxBodyBytesInFlight"), "must not be negative")
 	}
 	if c.QueueWait < 0 {
-		at("queueWait", "must not be negative")
+		at(field("queueWait"), "must not be negative")
 	}
 	if c.MaxStreams < 0 {
-		at("maxStreams", "must not be negative")
+		at(field("maxStreams"), "must not be negative")
 	} else if c.MaxStreams > 0 && c.MaxInFlight > 0 && c.MaxStreams < c.MaxInFlight {
-		at("maxStreams", fmt.Sprintf("%d is below maxInFlight (%d): every inspection needs an open call", c.MaxStreams, c.MaxInFlight))
+		at(field("maxStreams"), fmt.Sprintf("%d is below maxInFlight (%d): every inspection needs an open call", c.MaxStreams, c.MaxInFlight))
 	}
 	if c.DefaultProfile.Name != "" && c.DefaultProfile.Name != inspector.DefaultProfileName {
-		at("defaultProfile.name", fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))
+		at(field("defaultProfile", "name"), fmt.Sprintf("the default profile is named %q; leave name out", inspector.DefaultProfileName))
 	}
-	validateProfile := func(prefix string, p inspector.Profile) {
-		if err := p.WithDefaults().Validate(); err != nil {
-			for _, e := range unjoin(err) {
-				field, msg, _ := strings.Cut(e.Error(), ": ")
-				at(prefix+field, msg)
-			}
-		}
+	validateProfile := func(prefix fielderr.Path, p inspector.Profile) {
+		errs = append(errs, locateIn(name, root, prefix, p.WithDefaults().Validate())...)
 	}
-	validateProfile("defaultProfile.", c.DefaultProfile)
+	validateProfile(field("defaultProfile"), c.DefaultProfile)
 	seen := map[string]int{inspector.DefaultProfileName: -1}
 	for i, p := range c.Profiles {
-		prefix := fmt.Sprintf("profiles[%d].", i)
+		prefix := field("profiles").Index(i)
 		if p.Name == "" {
-			at(prefix+"name", "every profile needs a name")
+			at(prefix.Field("name"), "every profile needs a name")
 			continue
 		}
 		if j, dup := seen[p.Name]; dup {
@@ -287,7 +282,7 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 			if j >= 0 {
 				where = fmt.Sprintf("profiles[%d]", j)
 			}
-			at(prefix+"name", fmt.Sprintf("%q is already the name of %s", p.Name, where))
+			at(prefix.Field("name"), fmt.Sprintf("%q is already the name of %s", p.Name, where))
 			continue
 		}
 		seen[p.Name] = i
@@ -296,98 +291,100 @@ func validateConfig(name string, root *yaml.Node, c Config) []error {
 	return errs
 }
 
-func unjoin(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		return j.Unwrap()
+// locateIn returns the errors of err with prefix put before their paths,
+// each located at the line of its path in the file name with tree root.
+func locateIn(name string, root *yaml.Node, prefix fielderr.Path, err error) []error {
+	parts := fielderr.Split(fielderr.Prefix(prefix, err))
+	for _, e := range parts {
+		var fe *fielderr.Error
+		errors.As(e, &fe) // Prefix makes every part one
+		fe.File, fe.Line = name, lineOf(root, fe.Path)
 	}
-	return []error{err}
+	return parts
 }
 
-// lineOf returns the line of the key at a dotted path in a YAML document,
-// or of the deepest ancestor found; 0 when nothing matches.
-func lineOf(root *yaml.Node, path string) int {
+// lineOf returns the line of the value at path in a YAML document: of its
+// key, or of its list element; of the deepest ancestor found when the path
+// goes further than the document; 0 when nothing matches.
+func lineOf(root *yaml.Node, path fielderr.Path) int {
 	n := root
 	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
 		n = n.Content[0]
 	}
 	line := 0
-	for _, key := range strings.Split(path, ".") {
-		idx := -1
-		if i := strings.IndexByte(key, '['); i > 0 && strings.HasSuffix(key, "]") {
-			idx, _ = strconv.Atoi(key[i+1 : len(key)-1])
-			key = key[:i]
-		}
-		if n.Kind != yaml.MappingNode {
-			return line
-		}
-		found := false
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == key {
-				line = n.Content[i].Line
-				n = n.Content[i+1]
-				found = true
-				break
-			}
-		}
-		if !found {
-			return line
-		}
-		if idx >= 0 {
-			if n.Kind != yaml.SequenceNode || idx >= len(n.Content) {
+	for _, seg := range path {
+		switch seg.Kind {
+		case fielderr.IndexKind:
+			if n.Kind != yaml.SequenceNode || seg.Index >= len(n.Content) {
 				return line
 			}
-			n = n.Content[idx]
+			n = n.Content[seg.Index]
 			line = n.Line
+		default:
+			if n.Kind != yaml.MappingNode {
+				return line
+			}
+			found := false
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == seg.Name {
+					line = n.Content[i].Line
+					n = n.Content[i+1]
+					found = true
+					break
+				}
+			}
+			if !found {
+				return line
+			}
 		}
 	}
 	return line
 }
 
-// fieldAtLine returns the dotted path of the mapping key on line, or "".
-func fieldAtLine(root *yaml.Node, line int) string {
+// pathAtLine returns the path of the mapping key on line, or nil.
+func pathAtLine(root *yaml.Node, line int) fielderr.Path {
 	if root == nil {
-		return ""
+		return nil
 	}
-	var walk func(n *yaml.Node, prefix string) string
-	walk = func(n *yaml.Node, prefix string) string {
+	var walk func(n *yaml.Node, prefix fielderr.Path) fielderr.Path
+	walk = func(n *yaml.Node, prefix fielderr.Path) fielderr.Path {
 		switch n.Kind {
 		case yaml.DocumentNode:
 			for _, c := range n.Content {
-				if p := walk(c, prefix); p != "" {
+				if p := walk(c, prefix); p != nil {
 					return p
 				}
 			}
 		case yaml.SequenceNode:
 			for i, c := range n.Content {
-				if p := walk(c, fmt.Sprintf("%s[%d]", prefix, i)); p != "" {
+				if p := walk(c, prefix.Index(i)); p != nil {
 					return p
 				}
 			}
 		case yaml.MappingNode:
 			for i := 0; i+1 < len(n.Content); i += 2 {
 				k, v := n.Content[i], n.Content[i+1]
-				path := k.Value
-				if prefix != "" {
-					path = prefix + "." + k.Value
-				}
+				path := prefix.Field(k.Value)
 				if k.Line == line {
 					return path
 				}
-				if p := walk(v, path); p != "" {
+				if p := walk(v, path); p != nil {
 					return p
 				}
 			}
 		}
-		return ""
+		return nil
 	}
-	return walk(root, "")
+	return walk(root, nil)
 }
 
-// locate prefixes err with the config file and the line of field, when the
-// config came from a file.
-func (c Config) locate(field string, err error) error {
+// locate places err at path in the config file, at the line of path when
+// the config came from a file: a *fielderr.Error at path, or several
+// joined, when err holds several and has paths of its own (relative to
+// path).
+func (c Config) locate(path fielderr.Path, err error) error {
 	if c.file == "" {
-		return err
+		return fielderr.Prefix(path, err)
 	}
-	return &FieldError{File: c.file, Line: lineOf(c.root, field), Field: field, Msg: err.Error()}
+	return errors.Join(locateIn(c.file, c.root, path, err)...)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 func TestLoadConfigFile(t *testing.T) {
@@ -106,7 +107,7 @@ func TestCompileErrorIsLocated(t *testing.T) {
 	require.NoError(t, loadConfigFile(path, &cfg), "the SecLang is only compiled later")
 	_, err := inspector.Compile(cfg.DefaultProfile)
 	require.Error(t, err)
-	located := cfg.locate("defaultProfile", err)
+	located := cfg.locate(fielderr.At("defaultProfile"), err)
 	require.Contains(t, located.Error(), path+":1: defaultProfile: profile \"default\": compiling rules:")
 	require.Contains(t, located.Error(), "missing closing )")
 }
@@ -114,10 +115,10 @@ func TestCompileErrorIsLocated(t *testing.T) {
 func TestLineOf(t *testing.T) {
 	cfg := defaultConfig()
 	require.NoError(t, loadConfigFile(filepath.Join("testdata", "config", "valid.yaml"), &cfg))
-	require.Equal(t, 11, lineOf(cfg.root, "defaultProfile"))
-	require.Equal(t, 12, lineOf(cfg.root, "defaultProfile.paranoiaLevel"))
-	require.Equal(t, 11, lineOf(cfg.root, "defaultProfile.nothing"), "falls back to the nearest ancestor")
-	require.Equal(t, 0, lineOf(cfg.root, "nothing"))
+	require.Equal(t, 11, lineOf(cfg.root, fielderr.At("defaultProfile")))
+	require.Equal(t, 12, lineOf(cfg.root, fielderr.At("defaultProfile", "paranoiaLevel")))
+	require.Equal(t, 11, lineOf(cfg.root, fielderr.At("defaultProfile", "nothing")), "falls back to the nearest ancestor")
+	require.Equal(t, 0, lineOf(cfg.root, fielderr.At("nothing")))
 }
 
 func TestExampleConfig(t *testing.T) {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // errInvalidConfig is returned by `config validate` after it printed the
@@ -53,7 +55,7 @@ func validateFile(path string) []string {
 	cfg := defaultConfig()
 	var msgs []string
 	add := func(err error) {
-		for _, e := range unjoin(err) {
+		for _, e := range fielderr.Split(err) {
 			msgs = append(msgs, strings.TrimSpace(e.Error()))
 		}
 	}

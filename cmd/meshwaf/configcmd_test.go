@@ -22,8 +22,8 @@ func TestConfigValidate(t *testing.T) {
 		{"rule-does-not-compile.yaml", []string{`rule-does-not-compile.yaml:2: profiles[0]: profile "cms": compiling rules:`}},
 		{"exclusion-unknown-rule.yaml", []string{`exclusion-unknown-rule.yaml:4: profiles[0].exclusions[0].ruleIds: profile "cms": rule 999999 does not exist`}},
 		{"duplicate-profile.yaml", []string{`duplicate-profile.yaml:4: profiles[2].name: "payments" is already the name of profiles[0]`}},
-		{"duplicate-match.yaml", []string{`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": match.namespaces: "shop" is already matched by profile "a"`}},
-		{"hosts-without-identity.yaml", []string{`hosts-without-identity.yaml:5: profiles[0].match.hosts: profile "cms": match.hosts: needs match.namespaces or match.serviceAccounts`}},
+		{"duplicate-match.yaml", []string{`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": "shop" is already matched by profile "a"`}},
+		{"hosts-without-identity.yaml", []string{`hosts-without-identity.yaml:5: profiles[0].match.hosts: profile "cms": needs match.namespaces or match.serviceAccounts`}},
 		{"several-errors.yaml", []string{
 			`several-errors.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`,
 			"several-errors.yaml:5: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
@@ -59,6 +59,33 @@ func TestConfigValidate(t *testing.T) {
 				require.True(t, strings.HasPrefix(lines[i], filepath.Join(dir, w)), "line %d: %q does not start with %q", i, lines[i], w)
 			}
 			require.Equal(t, "meshwaf config: configuration is not valid", lines[len(lines)-1])
+		})
+	}
+}
+
+// The whole message a user reads for a bad profile match: the field path
+// once (not again inside the message) and the value as written, not
+// lower-cased.
+func TestConfigValidateMessages(t *testing.T) {
+	tests := []struct {
+		file, path, written string
+		want                string
+	}{
+		{"bad-match-host.yaml", "profiles[0].match.hosts", `"Bad_Host"`,
+			`bad-match-host.yaml:5: profiles[0].match.hosts: profile "cms": "Bad_Host" is not a host name or *.suffix`},
+		{"duplicate-host.yaml", "profiles[1].match.hosts", `"Shop.Example.com"`,
+			`duplicate-host.yaml:5: profiles[1].match.hosts: profile "b": "Shop.Example.com" of "shop" is already matched by profile "a"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			path := filepath.Join("testdata", "config", tt.file)
+			code, _, stderr := runCLI(t, "", "config", "validate", path)
+			require.Equal(t, exitError, code)
+			msg, _, _ := strings.Cut(stderr, "\n")
+			require.Equal(t, filepath.Join("testdata", "config", tt.want), msg)
+			field := tt.path[strings.LastIndexByte(tt.path, '.')+1:]
+			require.Equal(t, 1, strings.Count(msg, field), "the field is named once: %s", msg)
+			require.Contains(t, msg, tt.written)
 		})
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // checkOverhead is what a CheckRequest holds besides its body: Envoy's
@@ -90,7 +91,7 @@ func checkAddress(addr string) error {
 // order of errors on the same line (and of errors without one).
 func sortByLine(errs []error) {
 	line := func(e error) int {
-		var fe *FieldError
+		var fe *fielderr.Error
 		if errors.As(e, &fe) {
 			return fe.Line
 		}

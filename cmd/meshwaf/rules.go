@@ -3,11 +3,10 @@ package main
 import (
 	"errors"
 	"fmt"
-	"regexp"
-	"strings"
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
 // compiled is what serve runs with: every profile compiled and the
@@ -16,10 +15,6 @@ type compiled struct {
 	rules    *inspector.RuleSet
 	selector *extauthz.Selector
 }
-
-// reField matches an error that starts with a field path, e.g.
-// "exclusions[0].ruleIds: rule 1 does not exist".
-var reField = regexp.MustCompile(`^([A-Za-z]+(?:\[\d+\])?(?:\.[A-Za-z]+(?:\[\d+\])?)*): (.*)$`)
 
 // compileConfig compiles every profile of cfg and builds the selector. All
 // errors are returned, each located in the config file when there is one.
@@ -32,53 +27,38 @@ func compileConfig(cfg Config) (compiled, error) {
 		index[p.Name] = i
 		matches = append(matches, extauthz.ProfileMatch{Profile: p.Name, Match: p.Match})
 	}
-	// prefix is where a profile lives in the file.
-	prefix := func(name string) string {
+	// at is where a profile lives in the file.
+	at := func(name string) fielderr.Path {
 		if i, ok := index[name]; ok {
-			return fmt.Sprintf("profiles[%d]", i)
+			return fielderr.At("profiles").Index(i)
 		}
-		return "defaultProfile"
+		return fielderr.At("defaultProfile")
 	}
 	var errs []error
-	rs, err := inspector.Compile(cfg.DefaultProfile, extra...)
-	if err != nil {
-		for _, e := range unjoin(err) {
+	// locate places each error of a profile at the profile's path followed
+	// by the error's own; the message names the profile.
+	locate := func(err error) {
+		for _, e := range fielderr.Split(err) {
 			var pe *inspector.ProfileError
 			if !errors.As(e, &pe) {
 				errs = append(errs, e)
 				continue
 			}
-			for _, inner := range unjoin(pe.Err) {
-				field := prefix(pe.Profile)
-				msg := inner.Error()
-				if m := reField.FindStringSubmatch(msg); m != nil {
-					field, msg = field+"."+m[1], m[2]
-				}
-				errs = append(errs, cfg.locate(field, fmt.Errorf("profile %q: %s", pe.Profile, msg)))
+			for _, e := range fielderr.Split(fielderr.Prefix(at(pe.Profile), pe.Err)) {
+				var fe *fielderr.Error
+				errors.As(e, &fe) // Prefix makes every part one
+				errs = append(errs, cfg.locate(fe.Path, fmt.Errorf("profile %q: %w", pe.Profile, fe.Err)))
 			}
 		}
 	}
+	rs, err := inspector.Compile(cfg.DefaultProfile, extra...)
+	locate(err)
 	known := []string{inspector.DefaultProfileName}
 	for _, p := range cfg.Profiles {
 		known = append(known, p.Name)
 	}
 	sel, err := extauthz.NewSelector("", known, matches)
-	if err != nil {
-		for _, e := range unjoin(err) {
-			field := "profiles"
-			msg := e.Error()
-			// "profile "x": match.hosts: ..." names the profile and field.
-			if rest, ok := strings.CutPrefix(msg, "profile \""); ok {
-				if name, tail, ok := strings.Cut(rest, "\": "); ok {
-					field = prefix(name)
-					if m := reField.FindStringSubmatch(tail); m != nil {
-						field += "." + m[1]
-					}
-				}
-			}
-			errs = append(errs, cfg.locate(field, e))
-		}
-	}
+	locate(err)
 	if len(errs) > 0 {
 		return compiled{}, errors.Join(errs...)
 	}
