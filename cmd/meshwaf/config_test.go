@@ -44,7 +44,7 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		want string
 	}{
 		{"unknown-key.yaml", "unknown-key.yaml:2: grpcAdress: unknown key"},
-		{"unknown-profile-key.yaml", "unknown-profile-key.yaml:3: defaultProfile.paranoia: unknown key"},
+		{"unknown-key.yaml", "unknown-key.yaml:5: defaultProfile.paranoia: unknown key"},
 		{"bad-paranoia-level.yaml", "bad-paranoia-level.yaml:4: defaultProfile.paranoiaLevel: 7 is not between 1 and 4"},
 		{"bad-mode.yaml", `bad-mode.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`},
 		{"wrong-type.yaml", "wrong-type.yaml:2: defaultProfile.inboundAnomalyThreshold: cannot unmarshal !!str `high` into int"},

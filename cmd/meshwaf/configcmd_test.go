@@ -8,28 +8,33 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// One file per way a profile config can be wrong; every error names the
-// file, the line, the field and, where it comes from a profile, its name.
+// Every bad-config fixture through `config validate`: every error names
+// the file, the line, the field and, where it comes from a profile, its
+// name; all of a file's errors are reported at once.
 func TestConfigValidate(t *testing.T) {
-	dir := filepath.Join("testdata", "validate")
+	dir := filepath.Join("testdata", "config")
 	tests := []struct {
 		file string
 		want []string // one line each, in order
 	}{
 		{"valid-profiles.yaml", nil},
-		{"unknown-key.yaml", []string{"unknown-key.yaml:3: profiles[0].paranoiaLvl: unknown key"}},
-		{"bad-paranoia-level.yaml", []string{"bad-paranoia-level.yaml:4: profiles[1].paranoiaLevel: 5 is not between 1 and 4"}},
-		{"rule-does-not-compile.yaml", []string{`rule-does-not-compile.yaml:2: profiles[0]: profile "cms": compiling rules:`}},
+		{"unknown-key.yaml", []string{
+			"unknown-key.yaml:2: grpcAdress: unknown key",
+			"unknown-key.yaml:5: defaultProfile.paranoia: unknown key",
+			"unknown-key.yaml:8: profiles[0].paranoiaLvl: unknown key",
+		}},
+		{"bad-paranoia-level.yaml", []string{
+			"bad-paranoia-level.yaml:4: defaultProfile.paranoiaLevel: 7 is not between 1 and 4",
+			"bad-paranoia-level.yaml:8: profiles[1].paranoiaLevel: 5 is not between 1 and 4",
+		}},
+		{"bad-rules.yaml", []string{
+			`bad-rules.yaml:1: defaultProfile: profile "default": compiling rules:`,
+			`bad-rules.yaml:5: profiles[0]: profile "cms": compiling rules:`,
+		}},
 		{"exclusion-unknown-rule.yaml", []string{`exclusion-unknown-rule.yaml:4: profiles[0].exclusions[0].ruleIds: profile "cms": rule 999999 does not exist`}},
 		{"duplicate-profile.yaml", []string{`duplicate-profile.yaml:4: profiles[2].name: "payments" is already the name of profiles[0]`}},
 		{"duplicate-match.yaml", []string{`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": "shop" is already matched by profile "a"`}},
 		{"hosts-without-identity.yaml", []string{`hosts-without-identity.yaml:5: profiles[0].match.hosts: profile "cms": needs match.namespaces or match.serviceAccounts`}},
-		{"several-errors.yaml", []string{
-			`several-errors.yaml:2: defaultProfile.mode: "blocking" is neither "block" nor "detect"`,
-			"several-errors.yaml:5: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
-			"several-errors.yaml:6: profiles[0].inboundAnomalyThreshold: -1 is not positive",
-			"several-errors.yaml:7: profiles[1].name: every profile needs a name",
-		}},
 		// Unknown keys do not hide invalid values: every error, in file order.
 		{"every-error.yaml", []string{
 			"every-error.yaml:1: grpcAdress: unknown key",
@@ -41,6 +46,8 @@ func TestConfigValidate(t *testing.T) {
 			"every-error.yaml:8: maxMessageBytes: 10 is below 1114112",
 			"every-error.yaml:11: profiles[0].paranoiaLvl: unknown key",
 			"every-error.yaml:12: profiles[0].paranoiaLevel: 9 is not between 1 and 4",
+			"every-error.yaml:13: profiles[0].inboundAnomalyThreshold: -1 is not positive",
+			"every-error.yaml:14: profiles[1].name: every profile needs a name",
 		}},
 	}
 	for _, tt := range tests {
@@ -75,6 +82,10 @@ func TestConfigValidateMessages(t *testing.T) {
 			`bad-match-host.yaml:5: profiles[0].match.hosts: profile "cms": "Bad_Host" is not a host name or *.suffix`},
 		{"duplicate-host.yaml", "profiles[1].match.hosts", `"Shop.Example.com"`,
 			`duplicate-host.yaml:5: profiles[1].match.hosts: profile "b": "Shop.Example.com" of "shop" is already matched by profile "a"`},
+		{"duplicate-match.yaml", "profiles[1].match.namespaces", `"shop"`,
+			`duplicate-match.yaml:5: profiles[1].match.namespaces: profile "b": "shop" is already matched by profile "a"`},
+		{"exclusion-unknown-rule.yaml", "profiles[0].exclusions[0].ruleIds", "999999",
+			`exclusion-unknown-rule.yaml:4: profiles[0].exclusions[0].ruleIds: profile "cms": rule 999999 does not exist`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.file, func(t *testing.T) {
@@ -96,13 +107,13 @@ func TestConfigValidateUsage(t *testing.T) {
 		require.Equal(t, exitUsage, code, args)
 		require.Contains(t, stderr, "usage: meshwaf config validate FILE")
 	}
-	code, _, stderr := runCLI(t, "", "config", "validate", "testdata/validate/nosuch.yaml")
+	code, _, stderr := runCLI(t, "", "config", "validate", "testdata/config/nosuch.yaml")
 	require.Equal(t, exitError, code)
 	require.Contains(t, stderr, "no such file")
 }
 
 func TestInspectWithProfile(t *testing.T) {
-	cfg := filepath.Join("testdata", "validate", "valid-profiles.yaml")
+	cfg := filepath.Join("testdata", "config", "valid-profiles.yaml")
 	seed := "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"
 	code, stdout, stderr := runCLI(t, "", "inspect", "-config", cfg, "-profile", "cms", "-url", seed)
 	require.Equal(t, exitOK, code, stderr)

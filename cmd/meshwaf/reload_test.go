@@ -76,7 +76,7 @@ func (a *applied) get() (extauthz.Inspector, int) {
 const (
 	configBlock  = "defaultProfile: {mode: block}\n"
 	configDetect = "defaultProfile: {mode: detect}\n"
-	configBroken = "defaultProfile: {mode: detect, afterCRS: 'SecRule ARGS \"@rx (\" \"id:1,phase:2,deny\"'}\n"
+	configBroken = "testdata/config/bad-rules.yaml" // SecLang that does not compile
 )
 
 func seedDecision(t *testing.T, insp extauthz.Inspector) inspector.Decision {
@@ -126,7 +126,7 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 	require.Equal(t, float64(now.Unix()), testutil.ToFloat64(rl.lastOK))
 
 	// A broken file changes nothing and is counted.
-	cm.update(configBroken)
+	cm.update(mustRead(t, configBroken))
 	require.Eventually(t, func() bool { return failures() == 1 }, 10*time.Second, 20*time.Millisecond)
 	_, n := got.get()
 	require.Equal(t, 1, n, "a broken config is never applied")
