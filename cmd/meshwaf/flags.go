@@ -23,6 +23,39 @@ func (c *commonFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, "mode", "", "block or detect for the default profile (default block; env MESHWAF_MODE)")
 }
 
+// listFlag is a repeatable string flag: each use adds its value as given.
+// Given at all, it replaces the initial values (the default shown in help).
+type listFlag struct {
+	vals []string
+	set  bool
+}
+
+func (l *listFlag) String() string { return strings.Join(l.vals, ",") }
+
+func (l *listFlag) Set(v string) error {
+	if !l.set {
+		l.vals, l.set = nil, true
+	}
+	l.vals = append(l.vals, v)
+	return nil
+}
+
+// nonEmpty returns the values without the empty ones, for flags where an
+// empty value clears the list: the initial values when the flag was not
+// given, else those given that are not empty (nil for none).
+func (l *listFlag) nonEmpty() []string {
+	if !l.set {
+		return l.vals
+	}
+	var out []string
+	for _, v := range l.vals {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // envName is the environment variable that sets a flag.
 func envName(flagName string) string {
 	return "MESHWAF_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))

@@ -16,12 +16,6 @@ import (
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
-// headerList collects repeated -H flags.
-type headerList []string
-
-func (h *headerList) String() string     { return strings.Join(*h, ", ") }
-func (h *headerList) Set(v string) error { *h = append(*h, v); return nil }
-
 // inspectCommand evaluates one request offline with the same compile and
 // inspection as serve. denied reports a deny verdict.
 func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) (denied bool, err error) {
@@ -30,7 +24,7 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 	common.register(fs)
 	method := fs.String("method", "", "HTTP method (default GET, or POST with a body)")
 	rawURL := fs.String("url", "/", "request URL: http://host/path?query or /path?query (sent as given, not re-encoded)")
-	var headers headerList
+	var headers listFlag
 	fs.Var(&headers, "H", "request `HEADER` \"Name: value\" (repeatable)")
 	data := fs.String("data", "", "request body; Content-Type defaults to application/x-www-form-urlencoded as with curl")
 	dataFile := fs.String("data-file", "", "read the request body from a file ('-' for stdin)")
@@ -63,7 +57,7 @@ func inspectCommand(ctx context.Context, args []string, stdin io.Reader, stdout,
 			body = []byte(*data)
 		}
 		if err == nil {
-			req, err = buildRequest(*method, *rawURL, headers, body)
+			req, err = buildRequest(*method, *rawURL, headers.vals, body)
 		}
 	}
 	if err != nil {

@@ -14,24 +14,6 @@ import (
 	"github.com/meshwaf/meshwaf/istio"
 )
 
-// stringsFlag is a repeatable string flag; given at all, it replaces the
-// default, and an empty value clears the list.
-type stringsFlag struct {
-	vals []string
-	set  bool
-}
-
-func (s *stringsFlag) String() string { return strings.Join(s.vals, ",") }
-func (s *stringsFlag) Set(v string) error {
-	if !s.set {
-		s.vals, s.set = nil, true
-	}
-	if v != "" {
-		s.vals = append(s.vals, v)
-	}
-	return nil
-}
-
 // manifestsCommand is `meshwaf manifests`.
 func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) error {
 	o := istio.DefaultInstallOptions()
@@ -57,10 +39,10 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 	fs.BoolVar(&o.PackAsBytes, "pack-as-bytes", o.PackAsBytes, "send the body as raw bytes (raw_body)")
 	fs.IntVar(&o.RequestBodyLimit, "request-body-limit", o.RequestBodyLimit, "meshwaf's defaultProfile.requestBodyLimit in the rendered config")
 	optIn := fs.String("opt-in-label", o.OptInLabel+"="+o.OptInValue, "label KEY=VALUE that opts a workload in")
-	exclude := &stringsFlag{vals: o.ExcludePaths}
+	exclude := &listFlag{vals: o.ExcludePaths}
 	fs.Var(exclude, "exclude-path", "`PATH` the CUSTOM policy never sends to meshwaf (repeatable; empty clears; default "+strings.Join(o.ExcludePaths, ", ")+")")
-	scrapers := &stringsFlag{vals: o.ScraperNamespaces}
-	callers := &stringsFlag{vals: o.CallerNamespaces}
+	scrapers := &listFlag{vals: o.ScraperNamespaces}
+	callers := &listFlag{vals: o.CallerNamespaces}
 	fs.Var(callers, "caller-namespace", "only sidecars in this `NAMESPACE` may call meshwaf's gRPC port (repeatable; default: any mesh identity over mTLS)")
 	fs.Var(scrapers, "scraper-namespace", "`NAMESPACE` allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
 	fs.StringVar(&o.LocalHost, "local-host", o.LocalHost, "ServiceEntry host of the pod mode")
@@ -75,7 +57,7 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 		return usageError{fmt.Errorf("--opt-in-label %q: want KEY=VALUE", *optIn)}
 	}
 	o.OptInLabel, o.OptInValue = key, value
-	o.ExcludePaths, o.ScraperNamespaces, o.CallerNamespaces = exclude.vals, scrapers.vals, callers.vals
+	o.ExcludePaths, o.ScraperNamespaces, o.CallerNamespaces = exclude.nonEmpty(), scrapers.nonEmpty(), callers.nonEmpty()
 	var errs []error
 	for _, n := range []struct {
 		flag string

@@ -11,12 +11,6 @@ import (
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
-// fileList collects repeated -f flags.
-type fileList []string
-
-func (f *fileList) String() string     { return strings.Join(*f, ", ") }
-func (f *fileList) Set(v string) error { *f = append(*f, v); return nil }
-
 // policyCommand is `meshwaf policy generate|verify`.
 func policyCommand(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
@@ -93,7 +87,7 @@ const matrixLimit = 60
 func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("policy verify")
 	graph := fs.String("graph", "", "ServiceGraph file ('-' for stdin)")
-	var files fileList
+	var files listFlag
 	fs.Var(&files, "f", "AuthorizationPolicy YAML `FILE` or directory (repeatable)")
 	root := fs.String("root-namespace", "istio-system", "Istio's root namespace: its policies apply to every namespace")
 	strict := fs.Bool("strict", false, "count conditional flows (decided by attributes verify cannot evaluate) as mismatches")
@@ -107,7 +101,7 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	if *graph == "" {
 		return usageError{errors.New("--graph graph.yaml is required")}
 	}
-	if len(files) == 0 {
+	if len(files.vals) == 0 {
 		return usageError{errors.New("-f policies.yaml is required (repeatable; files or directories)")}
 	}
 	if *matrix != "auto" && *matrix != "always" && *matrix != "never" {
@@ -117,7 +111,7 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	set, err := istio.LoadPolicies(files...)
+	set, err := istio.LoadPolicies(files.vals...)
 	if err != nil {
 		return usageError{err}
 	}
