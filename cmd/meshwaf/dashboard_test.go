@@ -29,7 +29,7 @@ func servedFamilies(t *testing.T) []*dto.MetricFamily {
 	require.NoError(t, err)
 	srv, err := extauthz.NewServer(extauthz.Options{Engine: rs, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
 	require.NoError(t, err)
-	_, err = newReloader(defaultConfig(), nil, srv.Update, reg, slog.New(slog.DiscardHandler), time.Now)
+	_, err = newReloader(defaultConfig(), nil, configSource{}, srv.Update, reg, slog.New(slog.DiscardHandler), time.Now)
 	require.NoError(t, err)
 	// One denied check, so that the labelled series exist.
 	_, err = srv.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{

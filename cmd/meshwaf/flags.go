@@ -91,9 +91,32 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (map[string]b
 
 // loadConfig builds the Config: defaults, then the file, then flags/env.
 func loadConfig(c *commonFlags, set map[string]bool) (Config, error) {
+	data, err := readConfig(c, os.ReadFile)
+	if err != nil {
+		return Config{}, err
+	}
+	return configFrom(c, set, data)
+}
+
+// readConfig returns the content of the config file, or nil when there is
+// none.
+func readConfig(c *commonFlags, read func(string) ([]byte, error)) ([]byte, error) {
+	if c.config == "" {
+		return nil, nil
+	}
+	data, err := read(c.config)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return data, nil
+}
+
+// configFrom builds the Config: defaults, then data (the content of the
+// config file, when there is one), then flags/env.
+func configFrom(c *commonFlags, set map[string]bool, data []byte) (Config, error) {
 	cfg := defaultConfig()
 	if c.config != "" {
-		if err := loadConfigFile(c.config, &cfg); err != nil {
+		if err := decodeConfig(c.config, data, &cfg); err != nil {
 			return Config{}, usageError{err}
 		}
 	}

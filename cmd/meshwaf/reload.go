@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"os"
@@ -21,13 +22,22 @@ import (
 // ConfigMap update swaps a symlink: several creates, renames and removes).
 const reloadDebounce = 200 * time.Millisecond
 
+// configSource is where a Config comes from: read returns the config
+// file's bytes (os.ReadFile), load builds the Config from those bytes, then
+// flags and environment. A reload reads the file once and loads, hashes and
+// applies those same bytes.
+type configSource struct {
+	read func(path string) ([]byte, error)
+	load func(data []byte) (Config, error)
+}
+
 // reloader re-reads the config file, compiles every profile aside and, only
 // when all of that succeeds, swaps rules and selection in one step. A
 // failure keeps what is running, is logged and counted. Safe for
 // concurrent use.
 type reloader struct {
 	path    string
-	load    func() (Config, error)
+	src     configSource
 	apply   func(extauthz.Inspector, *extauthz.Selector)
 	logger  *slog.Logger
 	now     func() time.Time
@@ -37,13 +47,15 @@ type reloader struct {
 	mu      sync.Mutex // serialises reloads
 	running Config
 	inForce *inspector.RuleSet // closed when a reload replaces it
-	sum     [sha256.Size]byte
+	sum     [sha256.Size]byte  // of the bytes in force
 }
 
-func newReloader(cfg Config, load func() (Config, error), apply func(extauthz.Inspector, *extauthz.Selector),
+// newReloader returns the reloader of cfg, which was loaded from data (the
+// content of cfg's file; nil when there is none).
+func newReloader(cfg Config, data []byte, src configSource, apply func(extauthz.Inspector, *extauthz.Selector),
 	reg prometheus.Registerer, logger *slog.Logger, now func() time.Time) (*reloader, error) {
 	r := &reloader{
-		path: cfg.file, load: load, apply: apply, logger: logger, now: now, running: cfg,
+		path: cfg.file, src: src, apply: apply, logger: logger, now: now, running: cfg, sum: sha256.Sum256(data),
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshwaf_config_reloads_total",
 			Help: "Config reloads by result (success, failure); a failure keeps the rules in force.",
@@ -61,20 +73,17 @@ func newReloader(cfg Config, load func() (Config, error), apply func(extauthz.In
 	r.results.WithLabelValues("success")
 	r.results.WithLabelValues("failure")
 	r.lastOK.Set(float64(now().Unix()))
-	if r.path != "" {
-		if data, err := os.ReadFile(r.path); err == nil {
-			r.sum = sha256.Sum256(data)
-		}
-	}
 	return r, nil
 }
 
 // reload loads and applies the file when its content changed, or always
-// when force is set. It returns the load or compile error, if any.
+// when force is set. It reads the file once: the bytes hashed, loaded and
+// logged (sha256) are the bytes applied. It returns the read, load or
+// compile error, if any.
 func (r *reloader) reload(trigger string, force bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	data, err := os.ReadFile(r.path)
+	data, err := r.src.read(r.path)
 	if err != nil {
 		return r.fail(trigger, err)
 	}
@@ -83,7 +92,7 @@ func (r *reloader) reload(trigger string, force bool) error {
 		return nil
 	}
 	started := r.now()
-	cfg, err := r.load()
+	cfg, err := r.src.load(data)
 	if err != nil {
 		return r.fail(trigger, err)
 	}
@@ -105,7 +114,7 @@ func (r *reloader) reload(trigger string, force bool) error {
 	r.warnRestartOnly(cfg)
 	r.running = cfg
 	r.logger.Info("config reloaded", "trigger", trigger, "profiles", c.rules.Profiles(),
-		"took", r.now().Sub(started).String())
+		"sha256", hex.EncodeToString(sum[:]), "took", r.now().Sub(started).String())
 	return nil
 }
 

@@ -1,7 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -79,6 +83,27 @@ const (
 	configBroken = "testdata/config/bad-rules.yaml" // SecLang that does not compile
 )
 
+// fileSource reads path from disk and decodes it over the defaults, as
+// serve does without flags.
+func fileSource(path string) configSource {
+	return configSource{read: os.ReadFile, load: func(data []byte) (Config, error) {
+		c := defaultConfig()
+		err := decodeConfig(path, data, &c)
+		return c, err
+	}}
+}
+
+// loadTestConfig loads path as serve does at start: the Config and the
+// bytes it came from.
+func loadTestConfig(t *testing.T, path string) (Config, []byte) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	require.NoError(t, err)
+	cfg, err := fileSource(path).load(data)
+	require.NoError(t, err)
+	return cfg, data
+}
+
 func seedDecision(t *testing.T, insp extauthz.Inspector) inspector.Decision {
 	t.Helper()
 	v, err := insp.Inspect(context.Background(), inspector.Request{
@@ -91,16 +116,11 @@ func seedDecision(t *testing.T, insp extauthz.Inspector) inspector.Decision {
 
 func TestReloadOnConfigMapSwap(t *testing.T) {
 	cm := newConfigMapDir(t, configBlock)
-	cfg := defaultConfig()
-	require.NoError(t, loadConfigFile(cm.path(), &cfg))
-	load := func() (Config, error) {
-		c := defaultConfig()
-		return c, loadConfigFile(cm.path(), &c)
-	}
+	cfg, data := loadTestConfig(t, cm.path())
 	reg := prometheus.NewRegistry()
 	var got applied
 	now := time.Unix(1_800_000_000, 0)
-	rl, err := newReloader(cfg, load, got.apply, reg, slog.New(slog.DiscardHandler), func() time.Time { return now })
+	rl, err := newReloader(cfg, data, fileSource(cm.path()), got.apply, reg, slog.New(slog.DiscardHandler), func() time.Time { return now })
 	require.NoError(t, err)
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -152,13 +172,9 @@ func TestReloadOnConfigMapSwap(t *testing.T) {
 
 func TestReloadUnchangedFileIsSkipped(t *testing.T) {
 	cm := newConfigMapDir(t, configBlock)
-	cfg := defaultConfig()
-	require.NoError(t, loadConfigFile(cm.path(), &cfg))
+	cfg, data := loadTestConfig(t, cm.path())
 	var got applied
-	rl, err := newReloader(cfg, func() (Config, error) {
-		c := defaultConfig()
-		return c, loadConfigFile(cm.path(), &c)
-	}, got.apply, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), time.Now)
+	rl, err := newReloader(cfg, data, fileSource(cm.path()), got.apply, prometheus.NewRegistry(), slog.New(slog.DiscardHandler), time.Now)
 	require.NoError(t, err)
 	require.NoError(t, rl.reload("test", false))
 	_, n := got.get()
@@ -166,6 +182,62 @@ func TestReloadUnchangedFileIsSkipped(t *testing.T) {
 	require.NoError(t, rl.reload("test", true))
 	_, n = got.get()
 	require.Equal(t, 1, n)
+}
+
+// A reload reads the file once and applies, hashes and logs those bytes,
+// even when the file changes between two reads: here every read returns
+// new content, alternating between block and detect.
+func TestReloadReadsOnce(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meshwaf.yaml")
+	var (
+		reads  int
+		served [][]byte
+		loaded [][]byte
+	)
+	contents := []string{configDetect, configBlock}
+	src := configSource{
+		read: func(p string) ([]byte, error) {
+			require.Equal(t, path, p)
+			data := []byte(fmt.Sprintf("%s# read %d\n", contents[reads%2], reads))
+			reads++
+			served = append(served, data)
+			return data, nil
+		},
+		load: func(data []byte) (Config, error) {
+			loaded = append(loaded, data)
+			c := defaultConfig()
+			err := decodeConfig(path, data, &c)
+			return c, err
+		},
+	}
+	initial := []byte(configBlock)
+	cfg, err := src.load(initial)
+	require.NoError(t, err)
+	loaded = nil
+	var logs bytes.Buffer
+	var got applied
+	rl, err := newReloader(cfg, initial, src, got.apply, prometheus.NewRegistry(), slog.New(slog.NewJSONHandler(&logs, nil)), time.Now)
+	require.NoError(t, err)
+	require.Zero(t, reads, "the start-up bytes are not read again")
+
+	for i, want := range []inspector.Decision{inspector.Detect, inspector.Deny, inspector.Detect} {
+		logs.Reset()
+		require.NoError(t, rl.reload("test", false))
+		require.Equal(t, i+1, reads, "one read per reload")
+		require.Equal(t, served[i], loaded[i], "the bytes loaded are the bytes read")
+		insp, n := got.get()
+		require.Equal(t, i+1, n)
+		require.Equal(t, want, seedDecision(t, insp), "the rules applied are those of the bytes read")
+		var line struct {
+			Msg    string `json:"msg"`
+			SHA256 string `json:"sha256"`
+		}
+		require.NoError(t, json.Unmarshal(logs.Bytes(), &line))
+		require.Equal(t, "config reloaded", line.Msg)
+		sum := sha256.Sum256(served[i])
+		require.Equal(t, hex.EncodeToString(sum[:]), line.SHA256, "the logged hash is of the bytes applied")
+		require.Equal(t, sum, rl.sum)
+	}
 }
 
 // TestMetricNames lints every metric serve exports with promlint.

@@ -42,10 +42,10 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	// load reads the file and applies flags and environment over it; the
-	// reloader calls it again for every change of the file.
-	load := func() (Config, error) {
-		cfg, err := loadConfig(&common, set)
+	// load decodes the file's bytes and applies flags and environment over
+	// them; the reloader calls it again for every change of the file.
+	load := func(data []byte) (Config, error) {
+		cfg, err := configFrom(&common, set, data)
 		if err != nil {
 			return Config{}, err
 		}
@@ -68,7 +68,11 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		}
 		return cfg, nil
 	}
-	cfg, err := load()
+	data, err := readConfig(&common, os.ReadFile)
+	if err != nil {
+		return err
+	}
+	cfg, err := load(data)
 	if err != nil {
 		return err
 	}
@@ -78,14 +82,14 @@ func serveCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	auditLog := slog.New(slog.NewJSONHandler(stdout, nil))
-	return run(ctx, cfg, load, logger, auditLog)
+	return run(ctx, cfg, data, configSource{read: os.ReadFile, load: load}, logger, auditLog)
 }
 
 // run serves checks until ctx ends, then drains: health turns NOT_SERVING,
 // checks in flight finish (bounded by cfg.ShutdownTimeout), and it returns.
-// When cfg came from a file, load is called again to reload it on change
-// or SIGHUP.
-func run(ctx context.Context, cfg Config, load func() (Config, error), logger, auditLog *slog.Logger) error {
+// When cfg came from a file (data, its content), src reads and loads it
+// again on change or SIGHUP.
+func run(ctx context.Context, cfg Config, data []byte, src configSource, logger, auditLog *slog.Logger) error {
 	started := time.Now()
 	c, err := compileConfig(cfg)
 	if err != nil {
@@ -118,7 +122,7 @@ func run(ctx context.Context, cfg Config, load func() (Config, error), logger, a
 	if err != nil {
 		return err
 	}
-	rl, err := newReloader(cfg, load, srv.Update, reg, logger, time.Now)
+	rl, err := newReloader(cfg, data, src, srv.Update, reg, logger, time.Now)
 	if err != nil {
 		return err
 	}
