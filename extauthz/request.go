@@ -18,15 +18,37 @@ const (
 	ContextKeyProfile = "meshwaf-profile"
 )
 
-// requestFrom maps an Envoy CheckRequest onto an inspector.Request. ok is
-// false when the CheckRequest carries no HTTP request (Envoy's network-level
-// ext_authz, which Istio's CUSTOM action also installs). It is a pure
-// function: it reads req and never retains it.
-func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
+// ProfileHint is what profile selection reads of a CheckRequest. requestFrom
+// takes it from the CheckRequest together with the inspector.Request, so the
+// proto is read once.
+type ProfileHint struct {
+	// Extension is the ContextKeyProfile context extension ("" when absent).
+	Extension string
+	// Destination is the destination workload's identity, parsed from its
+	// SPIFFE principal, which the mesh sets; zero when the principal is
+	// absent or not spiffe://<trust domain>/ns/<ns>/sa/<sa>.
+	Destination Identity
+	// Host is the request's Host as the caller sent it (attributes host,
+	// else :authority from the headers or header_map), lower case and
+	// without port.
+	Host string
+}
+
+// Identity is a Kubernetes workload identity: namespace and service account.
+type Identity struct {
+	Namespace, ServiceAccount string
+}
+
+// requestFrom maps an Envoy CheckRequest onto an inspector.Request and the
+// hint profile selection needs. ok is false when the CheckRequest carries
+// no HTTP request (Envoy's network-level ext_authz, which Istio's CUSTOM
+// action also installs). It is a pure function: it reads req and never
+// retains it.
+func requestFrom(req *authv3.CheckRequest) (out inspector.Request, hint ProfileHint, ok bool) {
 	attrs := req.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	if h == nil {
-		return inspector.Request{}, false
+		return inspector.Request{}, ProfileHint{}, false
 	}
 	out = inspector.Request{
 		ID:          h.GetId(),
@@ -67,8 +89,8 @@ func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
 	// HTTP/2 has no Host header and Envoy turns HTTP/1's Host into
 	// :authority; CRS expects Host, so give it one, empty when the request
 	// had an empty authority (CRS tells missing from empty: 920280, 920290).
-	if !hasHeader(out.Headers, "host") && (out.Host != "" || hasAuthority) {
-		out.Headers = append(out.Headers, inspector.Header{Name: "host", Value: out.Host})
+	if out.Host != "" || hasAuthority {
+		out.AddHostHeader(out.Host)
 	}
 	if out.Protocol == "" {
 		out.Protocol = "HTTP/1.1"
@@ -78,8 +100,17 @@ func requestFrom(req *authv3.CheckRequest) (out inspector.Request, ok bool) {
 	} else if b := h.GetBody(); b != "" {
 		out.Body = []byte(b)
 	}
-	return out, true
+	ns, sa, _ := spiffeIdentity(out.Destination.Principal)
+	hint = ProfileHint{
+		Extension:   attrs.GetContextExtensions()[ContextKeyProfile],
+		Destination: Identity{Namespace: ns, ServiceAccount: sa},
+		Host:        hostKey(out.Host),
+	}
+	return out, hint, true
 }
+
+// hostKey is a Host value as profile matches name hosts: lower case, no port.
+func hostKey(host string) string { return strings.ToLower(inspector.Hostname(host)) }
 
 // headersFromStrings turns Envoy's merged header map into a list sorted by
 // name. Pseudo-headers and Envoy's own partial-body marker are returned
@@ -121,15 +152,6 @@ func addHeader(out []inspector.Header, pseudo map[string]string, name, value str
 		return out, pseudo
 	}
 	return append(out, inspector.Header{Name: name, Value: value}), pseudo
-}
-
-func hasHeader(hs []inspector.Header, name string) bool {
-	for _, h := range hs {
-		if h.Name == name {
-			return true
-		}
-	}
-	return false
 }
 
 func peerFrom(p *authv3.AttributeContext_Peer) inspector.Peer {

@@ -3,6 +3,8 @@ package extauthz
 import (
 	"testing"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshwaf/meshwaf/inspector"
@@ -109,7 +111,7 @@ func TestRequestFrom(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.fixture, func(t *testing.T) {
 			cr := loadCheckRequest(t, tt.fixture)
-			got, ok := requestFrom(cr)
+			got, _, ok := requestFrom(cr)
 			require.Equal(t, tt.wantHTTP, ok)
 			require.Equal(t, tt.want, got)
 		})
@@ -117,6 +119,53 @@ func TestRequestFrom(t *testing.T) {
 }
 
 func TestRequestFromNilSafe(t *testing.T) {
-	_, ok := requestFrom(nil)
+	_, _, ok := requestFrom(nil)
 	require.False(t, ok)
+}
+
+func TestHostKey(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"db.default.svc.cluster.local:8080", "db.default.svc.cluster.local"},
+		{"HOST", "host"},
+		{"CMS.Example.com:8080", "cms.example.com"},
+		{"::1", "::1"}, // bare IPv6: no port to cut (was ":" before the two strip functions became one)
+		{"[::1]:8080", "::1"},
+		{"[::1]", "::1"},
+		{"10.0.0.9:80", "10.0.0.9"},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		require.Equal(t, tt.want, hostKey(tt.in), "hostKey(%q)", tt.in)
+	}
+}
+
+// TestProfileHintFrom: requestFrom reads the selection facts from the same
+// places as the request, whichever way Envoy encoded the headers.
+func TestProfileHintFrom(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(cr *authv3.CheckRequest)
+		want   ProfileHint
+	}{
+		{"attributes host", func(cr *authv3.CheckRequest) {
+			cr.Attributes.Destination = &authv3.AttributeContext_Peer{Principal: "spiffe://td/ns/shop/sa/web"}
+			cr.Attributes.Request.Http.Host = "WWW.Example.com:8443"
+		}, ProfileHint{Destination: Identity{Namespace: "shop", ServiceAccount: "web"}, Host: "www.example.com"}},
+		{"header_map :authority", func(cr *authv3.CheckRequest) {
+			cr.Attributes.Request.Http.Host = ""
+		}, ProfileHint{Host: "www"}},
+		{"context extension, malformed principal", func(cr *authv3.CheckRequest) {
+			cr.Attributes.ContextExtensions = map[string]string{ContextKeyProfile: "watch"}
+			cr.Attributes.Destination = &authv3.AttributeContext_Peer{Principal: "spiffe://td/ns/shop"}
+		}, ProfileHint{Extension: "watch", Host: "www"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cr := loadCheckRequest(t, "header_map.json")
+			tt.mutate(cr)
+			_, got, ok := requestFrom(cr)
+			require.True(t, ok)
+			require.Equal(t, tt.want, got)
+		})
+	}
 }

@@ -33,34 +33,42 @@ type deniedBody struct {
 // a denied_response with the verdict's status and a small JSON body for
 // deny. Dynamic metadata is always set. It is a pure function.
 func responseFrom(v inspector.Verdict, requestID string) *authv3.CheckResponse {
-	resp := &authv3.CheckResponse{DynamicMetadata: metadataFrom(v)}
+	meta := metadata(v.Decision, v.AnomalyScore, v.RuleIDs(), v.Profile)
 	if v.Decision != inspector.Deny {
-		resp.Status = &status.Status{Code: int32(code.Code_OK)}
-		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}}
-		return resp
+		return okResponse(meta)
 	}
-	st := v.Status
-	if st == 0 {
-		st = inspector.DefaultDenyStatus
-	}
-	resp.Status = &status.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: "denied by meshwaf"}
-	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied(st, "request denied by meshwaf", requestID)}
-	return resp
+	return deniedResponse(meta, v.Status, "request denied by meshwaf", requestID)
 }
 
 // failureResponse answers a check that could not be inspected: OK when
-// failing open, otherwise a denial with status st.
+// failing open, otherwise a denial with status st. Its metadata says allow
+// or deny with no score and no rules.
 func failureResponse(failOpen bool, st int, profile, requestID string) *authv3.CheckResponse {
-	d := inspector.Deny
 	if failOpen {
-		d = inspector.Allow
+		return okResponse(metadata(inspector.Allow, 0, nil, profile))
 	}
-	v := inspector.Verdict{Decision: d, Status: st, Profile: profile}
-	resp := responseFrom(v, requestID)
-	if dr, ok := resp.HttpResponse.(*authv3.CheckResponse_DeniedResponse); ok {
-		dr.DeniedResponse = denied(st, "request could not be inspected", requestID)
+	return deniedResponse(metadata(inspector.Deny, 0, nil, profile), st, "request could not be inspected", requestID)
+}
+
+func okResponse(meta *structpb.Struct) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status:          &status.Status{Code: int32(code.Code_OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{}},
+		DynamicMetadata: meta,
 	}
-	return resp
+}
+
+// deniedResponse is a denial with HTTP status st (DefaultDenyStatus when 0)
+// and a JSON body saying msg.
+func deniedResponse(meta *structpb.Struct, st int, msg, requestID string) *authv3.CheckResponse {
+	if st == 0 {
+		st = inspector.DefaultDenyStatus
+	}
+	return &authv3.CheckResponse{
+		Status:          &status.Status{Code: int32(code.Code_PERMISSION_DENIED), Message: "denied by meshwaf"},
+		HttpResponse:    &authv3.CheckResponse_DeniedResponse{DeniedResponse: denied(st, msg, requestID)},
+		DynamicMetadata: meta,
+	}
 }
 
 // networkResponse answers a CheckRequest without an HTTP request (the
@@ -82,12 +90,12 @@ func denied(st int, msg, requestID string) *authv3.DeniedHttpResponse {
 	}
 }
 
-func metadataFrom(v inspector.Verdict) *structpb.Struct {
+func metadata(d inspector.Decision, score int, ruleIDs []int, profile string) *structpb.Struct {
 	return &structpb.Struct{Fields: map[string]*structpb.Value{
-		MetaDecision:     structpb.NewStringValue(string(v.Decision)),
-		MetaAnomalyScore: structpb.NewNumberValue(float64(v.AnomalyScore)),
-		MetaRuleIDs:      structpb.NewStringValue(joinIDs(v.RuleIDs())),
-		MetaProfile:      structpb.NewStringValue(strings.ToValidUTF8(v.Profile, "\uFFFD")),
+		MetaDecision:     structpb.NewStringValue(string(d)),
+		MetaAnomalyScore: structpb.NewNumberValue(float64(score)),
+		MetaRuleIDs:      structpb.NewStringValue(joinIDs(ruleIDs)),
+		MetaProfile:      structpb.NewStringValue(strings.ToValidUTF8(profile, "\uFFFD")),
 	}}
 }
 

@@ -5,8 +5,6 @@ import (
 	"regexp"
 	"strings"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-
 	"github.com/meshwaf/meshwaf/inspector"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
@@ -199,33 +197,27 @@ func validSA(sa string) bool {
 
 // Select returns the profile for a check, in this order: the
 // `meshwaf-profile` context extension (set per route by the mesh operator,
-// when it names a known profile); the destination principal's service
-// account, then its namespace, each narrowed by Host where the matching
-// profiles name hosts (exact host, then the longest "*." suffix, then the
-// profile that names the identity without hosts); else the default. The
-// Host alone never selects a profile: the caller chooses it. A nil
-// Selector selects the default ("").
-func (s *Selector) Select(req *authv3.CheckRequest) string {
+// when it names a known profile); the destination's service account, then
+// its namespace, each narrowed by Host where the matching profiles name
+// hosts (exact host, then the longest "*." suffix, then the profile that
+// names the identity without hosts); else the default. The Host alone
+// never selects a profile: the caller chooses it. A nil Selector selects
+// the default ("").
+func (s *Selector) Select(h ProfileHint) string {
 	if s == nil {
 		return ""
 	}
-	attrs := req.GetAttributes()
-	if p := attrs.GetContextExtensions()[ContextKeyProfile]; p != "" && s.known[p] {
-		return p
+	if h.Extension != "" && s.known[h.Extension] {
+		return h.Extension
 	}
-	ns, sa, ok := spiffeIdentity(attrs.GetDestination().GetPrincipal())
-	if !ok {
+	id := h.Destination
+	if id.Namespace == "" || id.ServiceAccount == "" {
 		return s.defProfile
 	}
-	host := attrs.GetRequest().GetHttp().GetHost()
-	if host == "" {
-		host = attrs.GetRequest().GetHttp().GetHeaders()[":authority"]
-	}
-	host = hostOnly(host)
-	if p := s.byAccount[ns+"/"+sa].profile(host); p != "" {
+	if p := s.byAccount[id.Namespace+"/"+id.ServiceAccount].profile(h.Host); p != "" {
 		return p
 	}
-	if p := s.byNS[ns].profile(host); p != "" {
+	if p := s.byNS[id.Namespace].profile(h.Host); p != "" {
 		return p
 	}
 	return s.defProfile
@@ -242,19 +234,4 @@ func spiffeIdentity(principal string) (ns, sa string, ok bool) {
 		return "", "", false
 	}
 	return parts[2], parts[4], true
-}
-
-// hostOnly lower-cases a Host value and strips its port.
-func hostOnly(h string) string {
-	h = strings.ToLower(h)
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i > 0 {
-			return h[1:i]
-		}
-		return h
-	}
-	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		return h[:i]
-	}
-	return h
 }

@@ -44,6 +44,14 @@ func checkTo(t *testing.T, principal, host, ctxProfile string) *authv3.CheckRequ
 	return cr
 }
 
+// hintOf is the profile hint requestFrom reads from an HTTP CheckRequest.
+func hintOf(t *testing.T, cr *authv3.CheckRequest) ProfileHint {
+	t.Helper()
+	_, h, ok := requestFrom(cr)
+	require.True(t, ok)
+	return h
+}
+
 func TestSelectProfile(t *testing.T) {
 	tests := []struct {
 		name, principal, host, ctx, want string
@@ -72,10 +80,10 @@ func TestSelectProfile(t *testing.T) {
 	s := testSelector(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			require.Equal(t, tt.want, s.Select(checkTo(t, tt.principal, tt.host, tt.ctx)))
+			require.Equal(t, tt.want, s.Select(hintOf(t, checkTo(t, tt.principal, tt.host, tt.ctx))))
 		})
 	}
-	require.Empty(t, (*Selector)(nil).Select(checkTo(t, "", "", "watch")), "no selector: default")
+	require.Empty(t, (*Selector)(nil).Select(hintOf(t, checkTo(t, "", "", "watch"))), "no selector: default")
 }
 
 func TestSelectorErrors(t *testing.T) {
@@ -205,4 +213,28 @@ func TestForgedHostKeepsDestinationProfile(t *testing.T) {
 	meta = resp.GetDynamicMetadata().AsMap()
 	require.Equal(t, "watch", meta[MetaProfile])
 	require.Equal(t, "detect", meta[MetaDecision])
+}
+
+// TestHeaderMapHostSelectsProfile: with encode_raw_headers Envoy sends the
+// authority only in header_map; the Host there must narrow the destination
+// identity's profile as it does when it comes in the headers map.
+func TestHeaderMapHostSelectsProfile(t *testing.T) {
+	sel, err := NewSelector("", []string{inspector.DefaultProfileName, "watch"}, []ProfileMatch{
+		{Profile: "watch", Match: Match{Namespaces: []string{"shop"}, Hosts: []string{"www"}}},
+	})
+	require.NoError(t, err)
+	ts := newTestServer(t, testEngine(t), func(o *Options) { o.Selector = sel })
+
+	cr := loadCheckRequest(t, "header_map.json") // :authority www:8080 in header_map only
+	cr.Attributes.Request.Http.Host = ""
+	require.Empty(t, cr.Attributes.Request.Http.Headers)
+	cr.Attributes.Destination = &authv3.AttributeContext_Peer{Principal: "spiffe://cluster.local/ns/shop/sa/web"}
+	resp, err := ts.Check(context.Background(), cr)
+	require.NoError(t, err)
+	require.Equal(t, "watch", resp.GetDynamicMetadata().AsMap()[MetaProfile])
+
+	cr.Attributes.Destination.Principal = "spiffe://cluster.local/ns/other/sa/web"
+	resp, err = ts.Check(context.Background(), cr)
+	require.NoError(t, err)
+	require.Equal(t, inspector.DefaultProfileName, resp.GetDynamicMetadata().AsMap()[MetaProfile], "the host alone selects nothing")
 }

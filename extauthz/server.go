@@ -121,18 +121,29 @@ func (s *Server) Limits() Limits { return s.opts.Limits }
 
 // Check answers one CheckRequest. It never returns a gRPC error: a request
 // that cannot be inspected is answered by the failure policy, and a panic
-// in the inspection is recovered and answered the same way. A check over
-// the Limits is answered by the failure policy as soon as its queue wait
-// ends. A check whose ctx ends before its verdict is counted as canceled,
-// never as a decision.
+// anywhere in the check is recovered and answered the same way. A check
+// over the Limits is answered by the failure policy as soon as its queue
+// wait ends. A check whose ctx ends before its verdict is counted as
+// canceled, never as a decision.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, _ error) {
-	r, ok := requestFrom(req)
+	var (
+		r       inspector.Request
+		profile string
+	)
+	// Installed first, so it runs after every other deferred call.
+	defer func() {
+		if p := recover(); p != nil {
+			s.opts.Logger.Error("panic in check", "request_id", r.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			resp = s.fail(reasonPanic, profile, r.ID)
+		}
+	}()
+	r, hint, ok := requestFrom(req)
 	if !ok {
 		s.metrics.networkChecks.Inc()
 		return networkResponse(), nil
 	}
 	cur := s.current.Load()
-	profile := cur.sel.Select(req)
+	profile = cur.sel.Select(hint)
 	s.metrics.inFlight.Inc()
 	defer s.metrics.inFlight.Dec()
 	start := s.opts.Now()
@@ -149,13 +160,6 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		return s.answerFailure(profile, r.ID), nil
 	}
 	defer release()
-
-	defer func() {
-		if p := recover(); p != nil {
-			s.opts.Logger.Error("panic in check", "request_id", r.ID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			resp = s.fail(reasonPanic, profile, r.ID)
-		}
-	}()
 
 	v, err := cur.insp.Inspect(ctx, r, profile)
 	if err != nil {

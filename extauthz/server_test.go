@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -261,4 +262,30 @@ func TestNewServerRequiresDependencies(t *testing.T) {
 	require.NoError(t, err)
 	_, err = NewServer(opts)
 	require.Error(t, err, "registering twice on one registry is refused")
+}
+
+// TestCheckPanicBeforeInspection: a panic in the early part of a check
+// (here the clock, read before admission) is answered by the failure
+// policy like one in the inspection, and the gauges are restored.
+func TestCheckPanicBeforeInspection(t *testing.T) {
+	for _, failOpen := range []bool{false, true} {
+		ts := newTestServer(t, faultyInspector{}, func(o *Options) {
+			o.FailOpen = failOpen
+			o.Now = func() time.Time { panic("clock broke") }
+		})
+		resp, err := ts.Check(context.Background(), loadCheckRequest(t, "http2.json"))
+		require.NoError(t, err)
+		if failOpen {
+			require.EqualValues(t, 0, resp.GetStatus().GetCode())
+			require.NotNil(t, resp.GetOkResponse())
+		} else {
+			require.EqualValues(t, 7, resp.GetStatus().GetCode())
+			require.EqualValues(t, 403, resp.GetDeniedResponse().GetStatus().GetCode())
+			require.Contains(t, resp.GetDeniedResponse().GetBody(), "could not be inspected")
+		}
+		require.Equal(t, inspector.DefaultProfileName, resp.GetDynamicMetadata().AsMap()[MetaProfile])
+		require.Equal(t, 1.0, testutil.ToFloat64(ts.metrics.errors.WithLabelValues(reasonPanic)))
+		require.Equal(t, 0.0, testutil.ToFloat64(ts.metrics.inFlight))
+		require.Contains(t, strings.Join(ts.logs.lines(), "\n"), "panic in check")
+	}
 }

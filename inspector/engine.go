@@ -323,7 +323,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 		if !hasHost {
 			tx.AddRequestHeader("Host", req.Host)
 		}
-		tx.SetServerName(hostname(req.Host))
+		tx.SetServerName(Hostname(req.Host))
 	}
 
 	// ctx is checked between phases (a phase itself runs to its end): no
@@ -436,18 +436,6 @@ func (v Verdict) RuleIDs() []int {
 	}
 	slices.Sort(ids)
 	return slices.Compact(ids)
-}
-
-func hostname(host string) string {
-	if strings.HasPrefix(host, "[") {
-		if i := strings.IndexByte(host, ']'); i > 0 {
-			return host[1:i]
-		}
-	}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && strings.IndexByte(host, ':') == i {
-		return host[:i]
-	}
-	return host
 }
 
 func first(s []string) string {

@@ -133,7 +133,7 @@ func buildRequest(method, rawURL string, headers []string, body []byte) (inspect
 	if req.Host == "" {
 		req.Host = "localhost"
 	}
-	req.Headers = append(req.Headers, inspector.Header{Name: "host", Value: req.Host})
+	req.AddHostHeader(req.Host)
 	for _, d := range []inspector.Header{{Name: "user-agent", Value: "meshwaf-inspect/" + version()}, {Name: "accept", Value: "*/*"}} {
 		if !seen[d.Name] {
 			req.Headers = append(req.Headers, d)
@@ -191,7 +191,7 @@ func readRawRequest(path string, stdin io.Reader, limit int) (inspector.Request,
 		}
 	}
 	if hr.Host != "" {
-		req.Headers = append(req.Headers, inspector.Header{Name: "host", Value: hr.Host})
+		req.AddHostHeader(hr.Host) // net/http moved Host out of hr.Header
 	}
 	for _, te := range hr.TransferEncoding {
 		req.Headers = append(req.Headers, inspector.Header{Name: "transfer-encoding", Value: te})
