@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,12 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
@@ -161,16 +156,12 @@ func run(ctx context.Context, cfg Config, data []byte, src configSource, logger,
 	)
 	g := grpc.NewServer(opts...)
 	srv.Register(g)
-	hs := health.NewServer()
-	drain := make(chan struct{})
-	healthpb.RegisterHealthServer(g, drainingHealth{Server: hs, drain: drain})
-	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	hs := extauthz.NewHealth()
+	hs.Register(g)
 	reflection.Register(g)
 
-	var draining atomic.Bool
 	admin := &http.Server{
-		Handler:           adminMux(reg, &draining),
+		Handler:           adminMux(reg, hs.Draining),
 		ReadHeaderTimeout: 5 * time.Second,
 	}
 
@@ -193,23 +184,11 @@ func run(ctx context.Context, cfg Config, data []byte, src configSource, logger,
 		logger.Error("server failed", "error", serveErr)
 	}
 
-	// Drain: report NOT_SERVING first, then stop taking new checks and let
-	// the ones in flight finish.
-	draining.Store(true)
-	hs.Shutdown()
-	logger.Info("draining", "drain_delay", time.Duration(cfg.DrainDelay).String(), "timeout", time.Duration(cfg.ShutdownTimeout).String())
-	if cfg.DrainDelay > 0 && serveErr == nil {
-		time.Sleep(time.Duration(cfg.DrainDelay))
+	delay := time.Duration(cfg.DrainDelay)
+	if serveErr != nil {
+		delay = 0 // nothing to wait for: the server already failed
 	}
-	close(drain) // ends health Watch streams, which GracefulStop would wait for
-	stopped := make(chan struct{})
-	go func() { g.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-time.After(time.Duration(cfg.ShutdownTimeout)):
-		logger.Warn("drain timed out; closing connections")
-		g.Stop()
-	}
+	hs.Drain(g, delay, time.Duration(cfg.ShutdownTimeout), logger)
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = admin.Shutdown(sctx)
@@ -231,14 +210,14 @@ func newRegistry() *prometheus.Registry {
 	return reg
 }
 
-func adminMux(reg *prometheus.Registry, draining *atomic.Bool) *http.ServeMux {
+func adminMux(reg *prometheus.Registry, draining func() bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if draining.Load() {
+		if draining() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
