@@ -30,6 +30,8 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/meshwaf/meshwaf/internal/checkreq"
 )
 
 const authzService = "envoy.service.auth.v3.Authorization"
@@ -214,8 +216,8 @@ func TestNetworkCheck(t *testing.T) {
 	t.Parallel()
 	p := startServer(t)
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer(srcAddress, 41234, srcPrincipal),
-		Destination: peer(dstAddress, 5432, dstPrincipal),
+		Source:      checkreq.Peer(srcAddress, 41234, srcPrincipal),
+		Destination: checkreq.Peer(dstAddress, 5432, dstPrincipal),
 	}}
 	resp := p.check(t, req)
 	assert.EqualValues(t, codes.OK, resp.GetStatus().GetCode())
@@ -728,7 +730,7 @@ func runMeshwaf(t *testing.T, env []string, args ...string) (code int, stdout, s
 // invalidUTF8Check is a request whose header value and body hold bytes that
 // are not UTF-8, as Envoy copies them from the wire, plus an SQLi in the
 // body. protobuf-go refuses to marshal it, so its wire form is patched.
-func invalidUTF8Check(t *testing.T) rawMessage {
+func invalidUTF8Check(t *testing.T) checkreq.Raw {
 	t.Helper()
 	hdr := "caf\xe9 \xff\xfe latin-1"
 	body := "name=caf\xe9+au+lait&q=%27+UNION+SELECT+username%2C+password+FROM+users--&x=\xc3\x28\xff"
@@ -763,7 +765,7 @@ func TestInvalidUTF8(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
 		defer cancel()
 		var resp authv3.CheckResponse
-		err := conn.Invoke(ctx, "/"+authzService+"/Check", invalidUTF8Check(t), &resp, grpc.ForceCodecV2(rawCodec{}))
+		err := conn.Invoke(ctx, checkreq.Method, invalidUTF8Check(t), &resp, grpc.ForceCodecV2(checkreq.Codec{}))
 		require.NoError(t, err)
 		v := verdictOf(t, &resp)
 		// The body was inspected despite the bytes: the SQLi is found.

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -17,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
@@ -25,9 +25,10 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshwaf/meshwaf/internal/checkreq"
 )
 
 // binPath is the meshwaf binary built once by TestMain.
@@ -442,16 +443,6 @@ const seedSQLiPath = "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C
 // seedSQLiRules are the rules CRS 4.25 at PL1 reports for seedSQLiPath.
 const seedSQLiRules = "942190,942360,949110"
 
-func peer(addr string, port uint32, principal string) *authv3.AttributeContext_Peer {
-	return &authv3.AttributeContext_Peer{
-		Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address:       addr,
-			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-		}}},
-		Principal: principal,
-	}
-}
-
 // httpCheck is the parts of an HTTP request that vary between tests.
 type httpCheck struct {
 	streamID  string // attributes.request.http.id: Envoy's stream id
@@ -479,10 +470,6 @@ func (c httpCheck) request() *authv3.CheckRequest {
 		authority = "api.default.svc.cluster.local:8080"
 	}
 	h := map[string]string{
-		":authority":   authority,
-		":method":      c.method,
-		":path":        c.path,
-		":scheme":      "http",
 		"user-agent":   "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
 		"accept":       "*/*",
 		"x-request-id": c.requestID,
@@ -491,24 +478,19 @@ func (c httpCheck) request() *authv3.CheckRequest {
 		h["content-length"] = fmt.Sprint(len(c.body))
 		h["x-envoy-auth-partial-body"] = "false"
 	}
-	for k, v := range c.headers {
-		h[k] = v
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer(srcAddress, 41234, srcPrincipal),
-		Destination: peer(dstAddress, 8080, dstPrincipal),
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id:       c.streamID,
-			Method:   c.method,
-			Headers:  h,
-			Path:     c.path,
-			Host:     c.host,
-			Scheme:   "http",
-			Protocol: c.protocol,
-			Size:     int64(len(c.body)),
-			Body:     c.body,
-		}},
-	}}
+	maps.Copy(h, c.headers)
+	return checkreq.HTTP{
+		StreamID:    c.streamID,
+		Method:      c.method,
+		Path:        c.path,
+		Authority:   authority,
+		Host:        c.host,
+		Protocol:    c.protocol,
+		Headers:     h,
+		Body:        c.body,
+		Source:      checkreq.Peer(srcAddress, 41234, srcPrincipal),
+		Destination: checkreq.Peer(dstAddress, 8080, dstPrincipal),
+	}.CheckRequest()
 }
 
 // sqliCheck is the seed SQL injection as a GET to the db service.
@@ -569,36 +551,6 @@ func verdictOf(t testing.TB, resp *authv3.CheckResponse) verdict {
 }
 
 // --- raw wire messages -----------------------------------------------------
-
-// rawMessage is a CheckRequest already encoded; rawCodec sends it as is.
-type rawMessage []byte
-
-// rawCodec is gRPC's "proto" codec on the client side, except that it sends
-// a rawMessage byte for byte. It lets a test send string fields holding
-// invalid UTF-8, which protobuf-go refuses to marshal.
-type rawCodec struct{}
-
-func (rawCodec) Name() string { return "proto" }
-
-func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if r, ok := v.(rawMessage); ok {
-		return mem.BufferSlice{mem.SliceBuffer(r)}, nil
-	}
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("rawCodec: cannot marshal %T", v)
-	}
-	b, err := proto.Marshal(m)
-	return mem.BufferSlice{mem.SliceBuffer(b)}, err
-}
-
-func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return fmt.Errorf("rawCodec: cannot unmarshal into %T", v)
-	}
-	return proto.Unmarshal(data.Materialize(), m)
-}
 
 // wireWithBytes marshals m and then replaces each placeholder (a key of
 // repl, which m must contain exactly once on the wire) with its value of

@@ -6,41 +6,14 @@ import (
 	"net"
 	"testing"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/meshwaf/meshwaf/inspector"
 	"github.com/meshwaf/meshwaf/internal/corpus"
 )
-
-// checkRequestFor builds the CheckRequest Envoy would send for r.
-func checkRequestFor(r inspector.Request) *authv3.CheckRequest {
-	headers := map[string]string{":authority": r.Host, ":method": r.Method, ":path": r.URI, ":scheme": "http"}
-	for _, h := range r.Headers {
-		if h.Name != "host" {
-			headers[h.Name] = h.Value
-		}
-	}
-	peer := func(p inspector.Peer) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: p.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p.Port)}}}},
-			Principal: p.Principal,
-		}
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer(r.Source),
-		Destination: peer(r.Destination),
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: r.ID, Method: r.Method, Path: r.URI, Host: r.Host, Scheme: "http", Protocol: r.Protocol,
-			Headers: headers, Body: string(r.Body), Size: int64(len(r.Body)),
-		}},
-	}}
-}
 
 // loopbackClient serves s on a real 127.0.0.1 socket and dials it.
 func loopbackClient(tb testing.TB, s *Server) authv3.AuthorizationClient {
@@ -71,7 +44,7 @@ func BenchmarkCheck(b *testing.B) {
 	client := loopbackClient(b, s)
 	ctx := context.Background()
 	for _, c := range corpus.Bench {
-		cr := checkRequestFor(c.Request())
+		cr := corpus.CheckRequest(c.Request())
 		b.Run("inprocess/"+c.Name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -96,7 +69,7 @@ func BenchmarkCheckParallel(b *testing.B) {
 	s := benchServer(b)
 	client := loopbackClient(b, s)
 	for _, c := range corpus.Bench {
-		cr := checkRequestFor(c.Request())
+		cr := corpus.CheckRequest(c.Request())
 		b.Run("grpc/"+c.Name, func(b *testing.B) {
 			b.ReportAllocs()
 			b.RunParallel(func(pb *testing.PB) {
@@ -119,7 +92,7 @@ func TestBenchCorpusVerdicts(t *testing.T) {
 	client := loopbackClient(t, s)
 	want := map[string]string{"GET": "allow", "JSON1KiB": "allow", "SQLi": "deny"}
 	for _, c := range corpus.Bench {
-		resp, err := client.Check(context.Background(), checkRequestFor(c.Request()))
+		resp, err := client.Check(context.Background(), corpus.CheckRequest(c.Request()))
 		require.NoError(t, err)
 		require.Equal(t, want[c.Name], resp.GetDynamicMetadata().AsMap()[MetaDecision], c.Name)
 	}

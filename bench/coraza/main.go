@@ -50,7 +50,6 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
@@ -58,6 +57,7 @@ import (
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/corpus"
 )
 
 const (
@@ -211,7 +211,7 @@ func runChild(o options, w io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", s.name, err)
 		}
-		resp, err := server.Check(ctx, checkRequest(s.req))
+		resp, err := server.Check(ctx, corpus.CheckRequest(s.req))
 		if err != nil {
 			return fmt.Errorf("%s via Check: %w", s.name, err)
 		}
@@ -226,7 +226,7 @@ func runChild(o options, w io.Writer) error {
 		case "inprocess":
 			return func() error { _, err := inproc(s.req); return err }, nil
 		case "grpc":
-			cr := checkRequest(s.req)
+			cr := corpus.CheckRequest(s.req)
 			return func() error { _, err := client.Check(ctx, cr); return err }, nil
 		}
 		return nil, fmt.Errorf("unknown path %q", p)
@@ -349,27 +349,6 @@ func loopback(register func(*grpc.Server)) (authv3.AuthorizationClient, func(), 
 		return nil, nil, err
 	}
 	return authv3.NewAuthorizationClient(conn), func() { _ = conn.Close(); g.Stop() }, nil
-}
-
-// checkRequest builds the CheckRequest Envoy sends for r.
-func checkRequest(r inspector.Request) *authv3.CheckRequest {
-	headers := map[string]string{":authority": r.Host, ":method": r.Method, ":path": r.URI, ":scheme": "http"}
-	for _, h := range r.Headers {
-		if h.Name != "host" {
-			headers[h.Name] = h.Value
-		}
-	}
-	peer := func(p inspector.Peer) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-			Address: p.Address, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p.Port)}}}}}
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: peer(r.Source), Destination: peer(r.Destination),
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: r.ID, Method: r.Method, Path: r.URI, Host: r.Host, Scheme: "http", Protocol: r.Protocol,
-			Headers: headers, Body: string(r.Body), Size: int64(len(r.Body)),
-		}},
-	}}
 }
 
 func runParent(o options) error {

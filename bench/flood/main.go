@@ -36,14 +36,14 @@ import (
 	"syscall"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/meshwaf/meshwaf/internal/checkreq"
 )
 
 func main() {
@@ -132,7 +132,7 @@ func run() error {
 	results := make([]result, o.n)
 	// Encoded up front, as Envoy holds the buffered body: the burst costs
 	// the client a copy per check, not a marshal.
-	reqs := make([]preEncoded, o.n)
+	reqs := make([]checkreq.Raw, o.n)
 	for i := range reqs {
 		if reqs[i], err = proto.Marshal(check(i, body)); err != nil {
 			return err
@@ -149,8 +149,7 @@ func run() error {
 			t0 := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, o.deadline)
 			defer cancel()
-			resp := new(authv3.CheckResponse)
-			err := conn.Invoke(cctx, checkMethod, reqs[i], resp, grpc.ForceCodecV2(preEncodedCodec{}))
+			resp, err := checkreq.Invoke(cctx, conn, reqs[i])
 			results[i] = result{lat: time.Since(t0), outcome: outcomeOf(resp, err)}
 		}()
 	}
@@ -204,37 +203,6 @@ func run() error {
 		errs = append(errs, fmt.Errorf("peak RSS %d MiB is over the limit %d MiB", hwmKiB/1024, o.maxRSS>>20))
 	}
 	return errors.Join(errs...)
-}
-
-const checkMethod = "/envoy.service.auth.v3.Authorization/Check"
-
-// preEncoded is a CheckRequest already in its wire form.
-type preEncoded []byte
-
-// preEncodedCodec is gRPC's proto codec on the client side, except that a
-// preEncoded message is sent as it is.
-type preEncodedCodec struct{}
-
-func (preEncodedCodec) Name() string { return "proto" }
-
-func (preEncodedCodec) Marshal(v any) (mem.BufferSlice, error) {
-	if b, ok := v.(preEncoded); ok {
-		return mem.BufferSlice{mem.SliceBuffer(b)}, nil
-	}
-	m, ok := v.(proto.Message)
-	if !ok {
-		return nil, fmt.Errorf("cannot marshal %T", v)
-	}
-	b, err := proto.Marshal(m)
-	return mem.BufferSlice{mem.SliceBuffer(b)}, err
-}
-
-func (preEncodedCodec) Unmarshal(data mem.BufferSlice, v any) error {
-	m, ok := v.(proto.Message)
-	if !ok {
-		return fmt.Errorf("cannot unmarshal into %T", v)
-	}
-	return proto.Unmarshal(data.Materialize(), m)
 }
 
 // Outcomes of a check, as Envoy would see them.
@@ -295,28 +263,17 @@ func check(i int, body string) *authv3.CheckRequest {
 	if body != "" && body[0] != '{' {
 		ct = "text/plain"
 	}
-	h := map[string]string{
-		":authority": authority, ":method": "POST", ":path": "/api/v1/orders", ":scheme": "http",
-		"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", "accept": "application/json",
-		"content-type": ct, "content-length": strconv.Itoa(len(body)), "x-envoy-auth-partial-body": "false",
-		"x-request-id": fmt.Sprintf("flood-%d", i),
-	}
-	peer := func(addr string, port uint32, principal string) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-			}}},
-			Principal: principal,
-		}
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer("10.0.0.5", 41234, "spiffe://cluster.local/ns/default/sa/www"),
-		Destination: peer("10.0.0.9", 8080, "spiffe://cluster.local/ns/default/sa/orders"),
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: strconv.Itoa(i), Method: "POST", Headers: h, Path: "/api/v1/orders", Host: authority,
-			Scheme: "http", Protocol: "HTTP/1.1", Size: int64(len(body)), Body: body,
-		}},
-	}}
+	return checkreq.HTTP{
+		StreamID: strconv.Itoa(i), Method: "POST", Path: "/api/v1/orders", Authority: authority, Host: authority,
+		Protocol: "HTTP/1.1", Body: body,
+		Headers: map[string]string{
+			"user-agent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0", "accept": "application/json",
+			"content-type": ct, "content-length": strconv.Itoa(len(body)), "x-envoy-auth-partial-body": "false",
+			"x-request-id": fmt.Sprintf("flood-%d", i),
+		},
+		Source:      checkreq.Peer("10.0.0.5", 41234, "spiffe://cluster.local/ns/default/sa/www"),
+		Destination: checkreq.Peer("10.0.0.9", 8080, "spiffe://cluster.local/ns/default/sa/orders"),
+	}.CheckRequest()
 }
 
 // --- the server ---------------------------------------------------------------

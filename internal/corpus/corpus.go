@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"strings"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/checkreq"
 )
 
 // SeedSQLiURI is the SQL injection of the seed walkthrough.
@@ -102,4 +105,22 @@ func JSONBody(n int) []byte {
 	}
 	b.WriteString("]}}")
 	return []byte(b.String())
+}
+
+// CheckRequest is the CheckRequest Envoy sends for r: its Host as
+// :authority, its other headers, source and destination with principals.
+func CheckRequest(r inspector.Request) *authv3.CheckRequest {
+	headers := make(map[string]string, len(r.Headers))
+	for _, h := range r.Headers {
+		if h.Name != "host" {
+			headers[h.Name] = h.Value
+		}
+	}
+	peer := func(p inspector.Peer) *authv3.AttributeContext_Peer {
+		return checkreq.Peer(p.Address, uint32(p.Port), p.Principal)
+	}
+	return checkreq.HTTP{
+		StreamID: r.ID, Method: r.Method, Path: r.URI, Authority: r.Host, Host: r.Host, Protocol: r.Protocol,
+		Headers: headers, Body: string(r.Body), Source: peer(r.Source), Destination: peer(r.Destination),
+	}.CheckRequest()
 }
