@@ -8,6 +8,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/defaults"
 )
 
 // Header names with a meaning in Envoy's CheckRequest.
@@ -15,7 +16,7 @@ const (
 	headerPartialBody = "x-envoy-auth-partial-body"
 	headerRequestID   = "x-request-id"
 	// ContextKeyProfile is the context_extensions key that names a profile.
-	ContextKeyProfile = "meshwaf-profile"
+	ContextKeyProfile = defaults.ProfileContextKey
 )
 
 // ProfileHint is what profile selection reads of a CheckRequest. requestFrom

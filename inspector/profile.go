@@ -4,6 +4,7 @@ import (
 	"errors"
 	"regexp"
 
+	"github.com/meshwaf/meshwaf/internal/defaults"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
@@ -26,7 +27,7 @@ const (
 	DefaultParanoiaLevel           = 1
 	DefaultInboundAnomalyThreshold = 5
 	DefaultMode                    = ModeBlock
-	DefaultRequestBodyLimit        = 1 << 20 // 1 MiB
+	DefaultRequestBodyLimit        = defaults.RequestBodyLimit // 1 MiB
 	DefaultArgumentsLimit          = 1000
 	DefaultDenyStatus              = 403
 	// MaxRequestBodyLimit bounds the memory one check may hold for a body.

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/meshwaf/meshwaf/internal/defaults"
 	"github.com/meshwaf/meshwaf/internal/version"
 )
 
@@ -43,8 +44,8 @@ const (
 	DefaultRootNamespace = "istio-system"
 	DefaultServiceName   = "meshwaf"
 	DefaultProviderName  = "meshwaf"
-	DefaultGRPCPort      = 9000
-	DefaultMetricsPort   = 9090
+	DefaultGRPCPort      = defaults.GRPCPort
+	DefaultMetricsPort   = defaults.AdminPort
 	// DefaultTimeout bounds one check as Envoy sees it. Istio's own
 	// provider default is 600 s, which would hold requests for minutes
 	// when meshwaf hangs, so it is always set.
@@ -56,7 +57,7 @@ const (
 	// meshwaf).
 	DefaultStatusOnError = http.StatusForbidden
 	// DefaultRequestBodyLimit is meshwaf's defaultProfile.requestBodyLimit.
-	DefaultRequestBodyLimit = 1 << 20
+	DefaultRequestBodyLimit = defaults.RequestBodyLimit
 	// DefaultMaxRequestBytes is the body Envoy buffers and sends; it must
 	// not exceed RequestBodyLimit.
 	DefaultMaxRequestBytes = DefaultRequestBodyLimit
@@ -68,7 +69,7 @@ const (
 	NameLabel = "app.kubernetes.io/name"
 	// ProfileContextKey is the context_extensions key that picks a
 	// meshwaf profile per route.
-	ProfileContextKey = "meshwaf-profile"
+	ProfileContextKey = defaults.ProfileContextKey
 	// NoteAnnotation carries a human note on generated objects.
 	NoteAnnotation = "meshwaf.io/note"
 )

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"text/template"
-	"time"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
 	typev1beta1 "istio.io/api/type/v1beta1"
@@ -20,6 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
+
+	"github.com/meshwaf/meshwaf/internal/defaults"
 )
 
 // Where the config lives in meshwaf's containers, and its drain timing.
@@ -28,8 +29,8 @@ const (
 	ConfigKey       = "meshwaf.yaml"
 	// ConfigPath is what serve's --config names.
 	ConfigPath      = ConfigMountPath + "/" + ConfigKey
-	drainDelay      = 5 * time.Second
-	shutdownTimeout = 15 * time.Second
+	drainDelay      = defaults.DrainDelay
+	shutdownTimeout = defaults.ShutdownTimeout
 	// terminationGrace exceeds drainDelay + shutdownTimeout.
 	terminationGrace = 30
 	// RunAsUser is the numeric non-root user of the image.

@@ -9,6 +9,7 @@ package meshpolicy
 import (
 	"strings"
 
+	"github.com/meshwaf/meshwaf/internal/defaults"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
@@ -24,8 +25,8 @@ const (
 	DefaultNamespace         = "default"
 	DefaultMeshwafNamespace  = "meshwaf-system"
 	DefaultMeshwafSA         = "meshwaf"
-	DefaultGRPCPort          = 9000
-	DefaultMetricsPort       = 9090
+	DefaultGRPCPort          = defaults.GRPCPort
+	DefaultMetricsPort       = defaults.AdminPort
 	DefaultIngressNamespace  = "istio-system"
 	DefaultIngressSA         = "istio-ingressgateway-service-account"
 	DefaultProtocol          = "TCP"

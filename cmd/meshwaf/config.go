@@ -14,6 +14,7 @@ import (
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/internal/defaults"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
@@ -70,10 +71,10 @@ type ProfileConfig struct {
 
 // Defaults of the fields of Config.
 const (
-	defaultGRPCAddress     = ":9000"
-	defaultAdminAddress    = ":9090"
+	defaultGRPCAddress     = defaults.GRPCAddress
+	defaultAdminAddress    = defaults.AdminAddress
 	defaultLogLevel        = "info"
-	defaultShutdownTimeout = 15 * time.Second
+	defaultShutdownTimeout = defaults.ShutdownTimeout
 	minMaxMessageBytes     = 4 << 20
 )
 
