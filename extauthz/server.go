@@ -1,7 +1,8 @@
 // Package extauthz serves Envoy's ext_authz gRPC v3 API
 // (envoy.service.auth.v3.Authorization/Check) with an inspector.Engine.
 // It maps CheckRequests onto inspector requests, verdicts onto
-// CheckResponses, and owns the check metrics and the audit log.
+// CheckResponses, and owns the check metrics, the audit log, and the gRPC
+// health service with the drain sequence (Health).
 package extauthz
 
 import (
