@@ -31,11 +31,12 @@ import (
 	"syscall"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meshwaf/meshwaf/internal/checkreq"
 )
 
 func main() {
@@ -214,7 +215,6 @@ func requestMix() []mixed {
 func envoyCheck(method, path, contentType, body string) *authv3.CheckRequest {
 	const authority = "auth.default.svc.cluster.local:8080"
 	h := map[string]string{
-		":authority": authority, ":method": method, ":path": path, ":scheme": "http",
 		"user-agent":        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
 		"accept":            "application/json",
 		"accept-encoding":   "gzip, deflate, br",
@@ -226,22 +226,12 @@ func envoyCheck(method, path, contentType, body string) *authv3.CheckRequest {
 		h["content-length"] = strconv.Itoa(len(body))
 		h["x-envoy-auth-partial-body"] = "false"
 	}
-	peer := func(addr string, port uint32, principal string) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
-			}}},
-			Principal: principal,
-		}
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer("10.0.0.5", 41234, "spiffe://cluster.local/ns/default/sa/www"),
-		Destination: peer("10.0.0.9", 8080, "spiffe://cluster.local/ns/default/sa/auth"),
-		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
-			Id: "11393487597445375813", Method: method, Headers: h, Path: path, Host: authority,
-			Scheme: "http", Protocol: "HTTP/1.1", Size: int64(len(body)), Body: body,
-		}},
-	}}
+	return checkreq.HTTP{
+		StreamID: "11393487597445375813", Method: method, Path: path, Authority: authority, Host: authority,
+		Protocol: "HTTP/1.1", Headers: h, Body: body,
+		Source:      checkreq.Peer("10.0.0.5", 41234, "spiffe://cluster.local/ns/default/sa/www"),
+		Destination: checkreq.Peer("10.0.0.9", 8080, "spiffe://cluster.local/ns/default/sa/auth"),
+	}.CheckRequest()
 }
 
 // --- the server ----------------------------------------------------------------
