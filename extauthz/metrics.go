@@ -71,20 +71,11 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 			Help: "CheckRequests that carried invalid UTF-8 in string fields and were decoded leniently.",
 		}),
 	}
-	// The @rx DFAs are shared by every rule set in the process.
-	dfaBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "meshwaf_rx_dfa_bytes",
-		Help: "Memory held by the states of the @rx DFAs (bounded; see the README).",
-	}, func() float64 { b, _ := inspector.RxDFAStats(); return float64(b) })
-	dfaResets := prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "meshwaf_rx_dfa_resets_total",
-		Help: "Times an @rx DFA dropped its states for lack of budget (its values then went to Go's regexp).",
-	}, func() float64 { _, n := inspector.RxDFAStats(); return float64(n) })
 	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshwaf_check_body_bytes_in_flight",
 		Help: "Request body bytes of the inspections running now (bounded by the admission limits).",
 	}, func() float64 { return float64(adm.bodyBytes()) })
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient, dfaBytes, dfaResets, bodyBytes} {
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient, bodyBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

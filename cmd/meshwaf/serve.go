@@ -197,10 +197,21 @@ func run(ctx context.Context, cfg Config, data []byte, src configSource, logger,
 }
 
 // newRegistry is the registry serve exports on /metrics, before the check
-// and reload metrics are added.
+// and reload metrics are added: the process collectors, among them the @rx
+// DFAs' memory (shared by every rule set in the process), and build info.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "meshwaf_rx_dfa_bytes",
+			Help: "Memory held by the states of the @rx DFAs (bounded; see the README).",
+		}, func() float64 { b, _ := inspector.RxDFAStats(); return float64(b) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "meshwaf_rx_dfa_resets_total",
+			Help: "Times an @rx DFA dropped its states for lack of budget (its values then went to Go's regexp).",
+		}, func() float64 { _, n := inspector.RxDFAStats(); return float64(n) }),
+	)
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "meshwaf_build_info",
 		Help: "meshwaf build: version and embedded CRS version; always 1.",
