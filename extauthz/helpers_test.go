@@ -25,20 +25,17 @@ func loadCheckRequest(t testing.TB, name string) *authv3.CheckRequest {
 
 var (
 	engineOnce sync.Once
-	engine     *inspector.Engine
+	engine     *inspector.RuleSet
 	engineErr  error
 )
 
-// testEngine returns an engine with the default profile and a detect-mode
-// profile named "watch", compiled once per test binary.
-func testEngine(t testing.TB) *inspector.Engine {
+// testEngine returns a rule set with the default profile and a detect-mode
+// profile named "watch", compiled once per test binary: what serve gives
+// the server.
+func testEngine(t testing.TB) *inspector.RuleSet {
 	t.Helper()
 	engineOnce.Do(func() {
-		var rs *inspector.RuleSet
-		rs, engineErr = inspector.Compile(inspector.Profile{}, inspector.Profile{Name: "watch", Mode: inspector.ModeDetect})
-		if engineErr == nil {
-			engine = inspector.NewEngine(rs)
-		}
+		engine, engineErr = inspector.Compile(inspector.Profile{}, inspector.Profile{Name: "watch", Mode: inspector.ModeDetect})
 	})
 	require.NoError(t, engineErr)
 	return engine

@@ -1,5 +1,5 @@
 // Package extauthz serves Envoy's ext_authz gRPC v3 API
-// (envoy.service.auth.v3.Authorization/Check) with an inspector.Engine.
+// (envoy.service.auth.v3.Authorization/Check) with an inspector.RuleSet.
 // It maps CheckRequests onto inspector requests, verdicts onto
 // CheckResponses, and owns the check metrics, the audit log, and the gRPC
 // health service with the drain sequence (Health).
@@ -22,7 +22,7 @@ import (
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
-// Inspector is what the server needs of inspector.Engine.
+// Inspector is what the server needs of an *inspector.RuleSet.
 type Inspector interface {
 	Inspect(ctx context.Context, req inspector.Request, profile string) (inspector.Verdict, error)
 }

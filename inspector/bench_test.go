@@ -22,9 +22,9 @@ func benchCases(b *testing.B) []inspectCase {
 
 // checkBenchVerdict fails the benchmark if the row's outcome changed, so a
 // benchmark never measures a different path than the table test checks.
-func checkBenchVerdict(b *testing.B, e *Engine, tc inspectCase) {
+func checkBenchVerdict(b *testing.B, rs *RuleSet, tc inspectCase) {
 	b.Helper()
-	v, err := e.Inspect(context.Background(), tc.req, tc.profile)
+	v, err := rs.Inspect(context.Background(), tc.req, tc.profile)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -37,15 +37,15 @@ func checkBenchVerdict(b *testing.B, e *Engine, tc inspectCase) {
 // 10 headers), JSON1KiB (a 1 KiB JSON POST with 54 leaves) and SQLi (the
 // seed SQLi GET, denied).
 func BenchmarkInspect(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, tc := range benchCases(b) {
 		b.Run(tc.bench, func(b *testing.B) {
-			checkBenchVerdict(b, e, tc)
+			checkBenchVerdict(b, rs, tc)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				if _, err := e.Inspect(ctx, tc.req, tc.profile); err != nil {
+				if _, err := rs.Inspect(ctx, tc.req, tc.profile); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -55,16 +55,16 @@ func BenchmarkInspect(b *testing.B) {
 
 // BenchmarkInspectParallel is BenchmarkInspect from GOMAXPROCS goroutines.
 func BenchmarkInspectParallel(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, tc := range benchCases(b) {
 		b.Run(tc.bench, func(b *testing.B) {
-			checkBenchVerdict(b, e, tc)
+			checkBenchVerdict(b, rs, tc)
 			ctx := context.Background()
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
-					if _, err := e.Inspect(ctx, tc.req, tc.profile); err != nil {
+					if _, err := rs.Inspect(ctx, tc.req, tc.profile); err != nil {
 						b.Error(err)
 						return
 					}

@@ -19,13 +19,13 @@ import (
 //
 //	go test -run '^$' -bench BodyBomb -benchmem ./inspector
 func BenchmarkBodyBomb(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, bc := range []struct{ name, ct, body string }{
 		{"multipart-10000-parts", multipartCT, multipartBomb(10000)},
 		{"xml-50000-elements", "application/xml", xmlLeaves(50000)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchRefused(b, e, send("POST", "HTTP/1.1", "/upload", bc.ct, bc.body), len(bc.body))
+			benchRefused(b, rs, send("POST", "HTTP/1.1", "/upload", bc.ct, bc.body), len(bc.body))
 		})
 	}
 }
@@ -36,7 +36,7 @@ func BenchmarkBodyBomb(b *testing.B) {
 //
 //	go test -run '^$' -bench BodyAtLimit -benchmem ./inspector
 func BenchmarkBodyAtLimit(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, bc := range []struct{ name, ct, body string }{
 		{"multipart-1000-parts", multipartCT, multipartBomb(DefaultArgumentsLimit)},
 		{"xml-1000-nodes", "application/xml", `<r id="x">` + xmlLeaves(499)[3:]},
@@ -44,7 +44,7 @@ func BenchmarkBodyAtLimit(b *testing.B) {
 		{"json-1000-values", "application/json", jsonArray(DefaultArgumentsLimit)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchAllowed(b, e, send("POST", "HTTP/1.1", "/upload", bc.ct, bc.body), len(bc.body))
+			benchAllowed(b, rs, send("POST", "HTTP/1.1", "/upload", bc.ct, bc.body), len(bc.body))
 		})
 	}
 }
@@ -53,10 +53,10 @@ func BenchmarkBodyAtLimit(b *testing.B) {
 // (99001) must deny, with the process's peak RSS over the benchmark
 // (peak-RSS-MiB, Linux only) next to its RSS before (base-RSS-MiB). n is
 // the bytes r carries beyond a plain GET, for b.SetBytes (0: none).
-func benchRefused(b *testing.B, e *Engine, r Request, n int) {
+func benchRefused(b *testing.B, rs *RuleSet, r Request, n int) {
 	b.Helper()
 	ctx := context.Background()
-	v, err := e.Inspect(ctx, r, "")
+	v, err := rs.Inspect(ctx, r, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func benchRefused(b *testing.B, e *Engine, r Request, n int) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		if _, err := e.Inspect(ctx, r, ""); err != nil {
+		if _, err := rs.Inspect(ctx, r, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -85,10 +85,10 @@ func benchRefused(b *testing.B, e *Engine, r Request, n int) {
 
 // benchAllowed benchmarks the inspection of r, which must be allowed (n as
 // for benchRefused).
-func benchAllowed(b *testing.B, e *Engine, r Request, n int) {
+func benchAllowed(b *testing.B, rs *RuleSet, r Request, n int) {
 	b.Helper()
 	ctx := context.Background()
-	v, err := e.Inspect(ctx, r, "")
+	v, err := rs.Inspect(ctx, r, "")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func benchAllowed(b *testing.B, e *Engine, r Request, n int) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := e.Inspect(ctx, r, ""); err != nil {
+		if _, err := rs.Inspect(ctx, r, ""); err != nil {
 			b.Fatal(err)
 		}
 	}

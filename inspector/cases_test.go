@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody/grpctest"
 )
 
 // The seed SQLi from the project brief, verbatim.
@@ -76,11 +78,6 @@ func testRuleSet(tb testing.TB) *RuleSet {
 	shared.once.Do(func() { shared.rs, shared.err = Compile(Profile{}, testProfiles()...) })
 	require.NoError(tb, shared.err, "compiling the shared test rule set")
 	return shared.rs
-}
-
-func testEngine(tb testing.TB) *Engine {
-	tb.Helper()
-	return NewEngine(testRuleSet(tb))
 }
 
 // inspectCase is one row of the case table shared by TestInspectCases, the
@@ -307,7 +304,7 @@ func grpcCall(msg []byte, encoding string) Request {
 			msg = out.Bytes()
 		}
 	}
-	r.Body = grpcFrame(flag, msg)
+	r.Body = grpctest.Frame(flag, msg)
 	r = withHeader(r, "Content-Length", strconv.Itoa(len(r.Body)))
 	return r
 }
@@ -393,18 +390,18 @@ func cases() []inspectCase {
 		{name: "allow/crud/delete", req: withMethod(get("HTTP/2", "/api/v1/users/42"), "DELETE"), want: Allow},
 		{name: "allow/grpc-web", req: grpcWeb(), want: Allow},
 		{name: "allow/grpc", req: withHeader(withHeader(grpcWeb(), "Content-Type", "application/grpc"), "TE", "trailers"), want: Allow},
-		// gRPC messages' string fields are ARGS (grpcbody.go): an injection
+		// gRPC messages' string fields are ARGS (internal/grpcbody): an injection
 		// in a nested field is found, and so is one in a gzip-compressed call.
-		{name: "allow/grpc/order", req: grpcCall(pbMessage(pbString(1, "orders/7"), pbString(2, string(pbMessage(pbString(1, "Ada Lovelace"), pbVarint(2, 3), pbString(3, "12 St James's Square, London"))))), ""), want: Allow},
-		{name: "deny/grpc/sqli-nested", req: grpcCall(pbMessage(pbString(1, "orders"), pbString(2, string(pbMessage(pbString(1, "1' UNION SELECT password FROM users--"), pbVarint(2, 256))))), ""), want: Deny, wantRuleIDs: []int{942100, 949110}},
-		{name: "deny/grpc/rce-gzip", req: grpcCall(pbString(1, "; cat /etc/passwd"), "gzip"), want: Deny, wantRuleIDs: []int{930120, 932160, 949110}},
+		{name: "allow/grpc/order", req: grpcCall(grpctest.Message(grpctest.String(1, "orders/7"), grpctest.String(2, string(grpctest.Message(grpctest.String(1, "Ada Lovelace"), grpctest.Varint(2, 3), grpctest.String(3, "12 St James's Square, London"))))), ""), want: Allow},
+		{name: "deny/grpc/sqli-nested", req: grpcCall(grpctest.Message(grpctest.String(1, "orders"), grpctest.String(2, string(grpctest.Message(grpctest.String(1, "1' UNION SELECT password FROM users--"), grpctest.Varint(2, 256))))), ""), want: Deny, wantRuleIDs: []int{942100, 949110}},
+		{name: "deny/grpc/rce-gzip", req: grpcCall(grpctest.String(1, "; cat /etc/passwd"), "gzip"), want: Deny, wantRuleIDs: []int{930120, 932160, 949110}},
 		// multipart/related is not among them: CRS 4 removed it, and Coraza
 		// parses only multipart/form-data, so its body was read as a form
 		// and refused by 921120/921150 anyway.
 		{name: "deny/policy/multipart-related", req: send("POST", "HTTP/1.1", "/upload/files", `multipart/related; boundary=rel7; type="application/json"`,
 			"--rel7\r\nContent-Type: application/json\r\n\r\n{\"name\":\"report.txt\"}\r\n--rel7\r\nContent-Type: text/plain\r\n\r\nquarterly figures\r\n--rel7--\r\n"),
 			want: Deny, wantRuleIDs: []int{920420}},
-		{name: "deny/grpc/unreadable-compression", req: grpcCall(pbString(1, "hello"), "snappy"), want: Deny, wantRuleIDs: []int{200002}},
+		{name: "deny/grpc/unreadable-compression", req: grpcCall(grpctest.String(1, "hello"), "snappy"), want: Deny, wantRuleIDs: []int{200002}},
 
 		// CRS's own policy, restored by a profile: tx.allowed_methods is
 		// "GET HEAD POST OPTIONS" (911100) and gRPC-web is not an allowed
@@ -484,12 +481,12 @@ func profileOf(t testing.TB, rs *RuleSet, name string) Profile {
 }
 
 func TestInspectCases(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	for _, tc := range cases() {
 		t.Run(tc.name, func(t *testing.T) {
-			v, err := e.Inspect(context.Background(), tc.req, tc.profile)
+			v, err := rs.Inspect(context.Background(), tc.req, tc.profile)
 			require.NoError(t, err)
-			p := profileOf(t, e.RuleSet(), tc.profile)
+			p := profileOf(t, rs, tc.profile)
 			requireValidVerdict(t, p, v)
 			require.Equal(t, tc.want, v.Decision, "score %d, rules %v", v.AnomalyScore, v.RuleIDs())
 			require.Subset(t, v.RuleIDs(), tc.wantRuleIDs)

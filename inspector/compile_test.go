@@ -174,7 +174,7 @@ func TestCompileDuplicateProfileNames(t *testing.T) {
 // a CRS rule, one of meshwaf's own rules (200002, whose status Directives
 // sets) or a guard decided it.
 func TestProfileDenyStatus(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	tests := []struct {
 		name     string
 		profile  string
@@ -189,8 +189,8 @@ func TestProfileDenyStatus(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			require.Equal(t, tc.profile == profDeny406, e.RuleSet().Profile(tc.profile).DenyStatus == 406)
-			v := inspect(t, e, tc.profile, tc.req)
+			require.Equal(t, tc.profile == profDeny406, rs.Profile(tc.profile).DenyStatus == 406)
+			v := inspect(t, rs, tc.profile, tc.req)
 			require.Equal(t, Deny, v.Decision, "rules %v", v.RuleIDs())
 			require.Equal(t, tc.decisive, v.InterruptingRule)
 			require.Equal(t, tc.status, v.Status)

@@ -31,6 +31,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
+	"github.com/meshwaf/meshwaf/inspector/internal/rx"
 	"github.com/meshwaf/meshwaf/internal/corpus"
 )
 
@@ -41,9 +43,10 @@ import (
 // runs at PL4 in detect mode (every rule runs) and at PL1 block.
 //
 //   - meshwaf: the compiled rule set (meshwaf's @rx, meshwaf's request
-//     driver, the verdict Engine.Inspect returns).
+//     driver, the verdict RuleSet.Inspect returns).
 //   - stock: plain coraza.NewWAF with the same Directives and Coraza's own
-//     operators, driven by Coraza's own net/http middleware
+//     operators (and meshwaf's GRPC body processor, which Coraza lacks),
+//     driven by Coraza's own net/http middleware
 //     (coraza/v3/http.WrapHandler, which runs processRequest: connection,
 //     URI, headers with Host, request headers, body read from the request,
 //     request body) over a net/http request carrying the same facts. The
@@ -76,7 +79,7 @@ func TestDifferential(t *testing.T) {
 	if testing.Short() {
 		reqs = sample(reqs, 10)
 	}
-	accelBefore := inspector.RxAccelAnswers()
+	accelBefore := rx.AccelAnswers()
 
 	stockFile := filepath.Join(t.TempDir(), "stock.json")
 	child := exec.Command(os.Args[0], "-test.run=^TestDifferential$", "-test.count=1")
@@ -90,7 +93,7 @@ func TestDifferential(t *testing.T) {
 
 	rs, err := inspector.Compile(inspector.Profile{}, diffProfiles()[1:]...)
 	require.NoError(t, err)
-	require.True(t, inspector.RxRegistered(), "meshwaf's @rx is not registered after Compile")
+	require.True(t, rx.Registered(), "meshwaf's @rx is not registered after Compile")
 	mine := runAll(reqs, func(r diffRequest) diffOutcome {
 		return outcome(rs.Inspect(context.Background(), r.Req, r.Profile))
 	})
@@ -135,12 +138,12 @@ func TestDifferential(t *testing.T) {
 	}
 	// In the re2_cgo build the accelerator must have answered (a library
 	// that fails to load would leave every value to Go's regexp).
-	if strings.HasPrefix(inspector.RxAccelerator(), "re2-cgo") {
-		require.Greater(t, inspector.RxAccelAnswers(), accelBefore, "the RE2 accelerator never answered")
+	if strings.HasPrefix(rx.Accelerator(), "re2-cgo") {
+		require.Greater(t, rx.AccelAnswers(), accelBefore, "the RE2 accelerator never answered")
 	}
 	t.Logf("%d requests (%d with matches under stock Coraza, %d and %d expected to reach guards 99001 and 99002), %d changed verdicts; logged data differ in %d (map order); %s; RE2 answers %d",
 		compared, matched, guards[inspector.RuleArgumentsLimit], guards[inspector.RulePartialBody], changed, data,
-		inspector.RxAccelerator(), inspector.RxAccelAnswers()-accelBefore)
+		rx.Accelerator(), rx.AccelAnswers()-accelBefore)
 }
 
 // minDiffRequests is a floor under the corpus size: CRS 4.25's 4,680
@@ -165,7 +168,10 @@ const diffStockEnv = "MESHWAF_DIFF_STOCK_OUT"
 // stockSide computes the stock verdicts in the child process.
 func stockSide(t *testing.T, out string) {
 	t.Helper()
-	require.False(t, inspector.RxRegistered(), "stock side must run Coraza's own operators")
+	require.False(t, rx.Registered(), "stock side must run Coraza's own operators")
+	// Stock Coraza has no body processor for gRPC: both sides use
+	// meshwaf's, so that gRPC bodies are compared on the rules.
+	grpcbody.Register()
 	reqs := diffRequests(t)
 	if testing.Short() {
 		reqs = sample(reqs, 10)
@@ -186,7 +192,7 @@ func stockSide(t *testing.T, out string) {
 		}
 		return stockVerdict(t, wafs[name], profiles[name], r.Req)
 	})
-	require.False(t, inspector.RxRegistered(), "stock side must run Coraza's own operators")
+	require.False(t, rx.Registered(), "stock side must run Coraza's own operators")
 	raw, err := json.Marshal(res)
 	require.NoError(t, err)
 	require.NoError(t, os.WriteFile(out, raw, 0o600))

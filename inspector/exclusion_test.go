@@ -29,11 +29,11 @@ var exclOnce struct {
 	err error
 }
 
-func exclEngine(t *testing.T) *Engine {
+func exclRuleSet(t *testing.T) *RuleSet {
 	t.Helper()
 	exclOnce.Do(func() { exclOnce.rs, exclOnce.err = Compile(Profile{}, exclProfiles...) })
 	require.NoError(t, exclOnce.err)
-	return NewEngine(exclOnce.rs)
+	return exclOnce.rs
 }
 
 func TestStructuredExclusions(t *testing.T) {
@@ -75,10 +75,10 @@ func TestStructuredExclusions(t *testing.T) {
 		{"method only", "ex-method", get("HTTP/1.1", seedSQLiURI), Allow},
 		{"method only, other method", "ex-method", send("POST", "HTTP/1.1", "/", formCTExcl, "password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"), Deny},
 	}
-	e := exclEngine(t)
+	rs := exclRuleSet(t)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			v := inspect(t, e, tt.profile, tt.req)
+			v := inspect(t, rs, tt.profile, tt.req)
 			require.Equal(t, tt.want, v.Decision, "rules %v", v.RuleIDs())
 		})
 	}

@@ -27,8 +27,8 @@ func FuzzInspect(f *testing.F) {
 		f.Add(tc.req.Method, tc.req.URI, fuzzHeader(tc.req, "Cookie", "Referer", "User-Agent"),
 			fuzzHeader(tc.req, "Content-Type"), tc.req.Body)
 	}
-	e := testEngine(f)
-	def := e.RuleSet().Default()
+	rs := testRuleSet(f)
+	def := rs.Default()
 	f.Fuzz(func(t *testing.T, method, uri, header, contentType string, body []byte) {
 		req := Request{
 			Method: method, URI: uri, Protocol: "HTTP/1.1", Host: shopHost,
@@ -42,7 +42,7 @@ func FuzzInspect(f *testing.F) {
 			},
 			Body: body, Source: srcPeer, Destination: dstPeer,
 		}
-		v, err := e.Inspect(context.Background(), req, "")
+		v, err := rs.Inspect(context.Background(), req, "")
 		if err != nil {
 			if !errors.Is(err, ErrCanceled) {
 				t.Fatalf("Inspect: %v", err)

@@ -13,6 +13,8 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody/grpctest"
 )
 
 // grpcAttacks are payloads the default profile denies as a JSON value
@@ -36,7 +38,7 @@ func jsonValue(s string) Request {
 func asProtobuf(s string) (msg []byte, ok bool) {
 	for pad := range 10 {
 		b := []byte(s + strings.Repeat(" ", pad))
-		if _, rest := lenFields(b); len(rest) == 0 {
+		if grpctest.IsMessage(b) {
 			return append(b, `"#`+strings.Repeat("x", 35)...), true
 		}
 	}
@@ -81,11 +83,11 @@ func TestGRPCBypassShapes(t *testing.T) {
 			msg  func([]byte) []byte
 			enc  string
 		}{
-			{"top", func(f []byte) []byte { return pbString(1, string(f)) }, ""},
+			{"top", func(f []byte) []byte { return grpctest.String(1, string(f)) }, ""},
 			{"nested", func(f []byte) []byte {
-				return pbMessage(pbString(1, "orders"), pbString(2, string(pbMessage(pbVarint(1, 3), pbString(7, string(f))))))
+				return grpctest.Message(grpctest.String(1, "orders"), grpctest.String(2, string(grpctest.Message(grpctest.Varint(1, 3), grpctest.String(7, string(f))))))
 			}, ""},
-			{"gzip", func(f []byte) []byte { return pbString(3, string(f)) }, "gzip"},
+			{"gzip", func(f []byte) []byte { return grpctest.String(3, string(f)) }, "gzip"},
 		} {
 			for _, profile := range []string{"", profPL2} {
 				t.Run(tc.name+"/"+wrap.name+"/"+profile, func(t *testing.T) {
@@ -140,19 +142,19 @@ func BenchmarkGRPCInspect(b *testing.B) {
 	for i := range rnd {
 		rnd[i] = byte(r.Uint32())
 	}
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, tc := range []struct {
 		name string
 		req  Request
 	}{
 		{"Struct", grpcCall(ordinaryStruct(b, 0, "", true), "")},
 		{"StructLarge", grpcCall(ordinaryStruct(b, 40, strings.Repeat("gift wrap ", 200), true), "")},
-		{"Deep32x8KiB", grpcCall(deepMessage(32, strings.Repeat("q", 8<<10)), "")},
-		{"Binary64KiB", grpcCall(pbString(1, string(rnd)), "")},
+		{"Deep32x8KiB", grpcCall(grpctest.Deep(32, strings.Repeat("q", 8<<10)), "")},
+		{"Binary64KiB", grpcCall(grpctest.String(1, string(rnd)), "")},
 		{"JSONOfBinaryText", jsonValue(seenText(rnd))},
 	} {
 		b.Run(tc.name, func(b *testing.B) {
-			v, err := e.Inspect(b.Context(), tc.req, "")
+			v, err := rs.Inspect(b.Context(), tc.req, "")
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -160,7 +162,7 @@ func BenchmarkGRPCInspect(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(tc.req.Body)))
 			for b.Loop() {
-				if _, err := e.Inspect(b.Context(), tc.req, ""); err != nil {
+				if _, err := rs.Inspect(b.Context(), tc.req, ""); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -205,26 +207,26 @@ func seenText(field []byte) string {
 // string or bytes field) as field num at depth (1: a field of the
 // message), with other fields around it at every level, compressed when gz.
 func grpcAttackCall(field []byte, num protowire.Number, depth int, gz bool, r *rand.Rand) Request {
-	msg := pbString(num, string(field))
+	msg := grpctest.String(num, string(field))
 	for level := depth; level > 0; level-- {
 		var around [][]byte
 		for range r.IntN(4) {
 			k := protowire.Number(1 + r.IntN(20))
 			switch r.IntN(4) {
 			case 0:
-				around = append(around, pbString(k, "Ada Lovelace"))
+				around = append(around, grpctest.String(k, "Ada Lovelace"))
 			case 1:
-				around = append(around, pbVarint(k, r.Uint64N(1<<20)))
+				around = append(around, grpctest.Varint(k, r.Uint64N(1<<20)))
 			case 2:
 				around = append(around, protowire.AppendFixed64(protowire.AppendTag(nil, k, protowire.Fixed64Type), r.Uint64()))
 			default:
-				around = append(around, pbString(k, string(pbMessage(pbString(1, "sku"), pbVarint(2, 3)))))
+				around = append(around, grpctest.String(k, string(grpctest.Message(grpctest.String(1, "sku"), grpctest.Varint(2, 3)))))
 			}
 		}
 		at := r.IntN(len(around) + 1)
-		msg = pbMessage(slices.Concat(around[:at], [][]byte{msg}, around[at:])...)
+		msg = grpctest.Message(slices.Concat(around[:at], [][]byte{msg}, around[at:])...)
 		if level > 1 {
-			msg = pbString(protowire.Number(1+r.IntN(20)), string(msg))
+			msg = grpctest.String(protowire.Number(1+r.IntN(20)), string(msg))
 		}
 	}
 	enc := ""
@@ -387,7 +389,7 @@ func TestGRPCRawNamesOnlyFromTheBody(t *testing.T) {
 		}
 		return v.AnomalyScore
 	}
-	call := grpcCall(pbString(1, "users/42"), "")
+	call := grpcCall(grpctest.String(1, "users/42"), "")
 	want := score(withURI(call, "/pkg.Svc/Method?q="+specials))
 	if want == 0 {
 		t.Fatalf("%q scores 0 at PL2: pick a value the level 2 rules flag", specials)
@@ -419,7 +421,7 @@ func TestGRPCBinaryFieldExclusion(t *testing.T) {
 	for i := range blob {
 		blob[i] = byte(r.Uint32())
 	}
-	call := grpcCall(pbMessage(pbString(1, "uploads/cat.jpg"), pbString(3, string(blob))), "")
+	call := grpcCall(grpctest.Message(grpctest.String(1, "uploads/cat.jpg"), grpctest.String(3, string(blob))), "")
 	excl, err := Compile(Profile{Exclusions: []Exclusion{{Tags: []string{"OWASP_CRS"}, Targets: []string{"ARGS:grpc.3.raw"}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import "testing"
 //
 //	go test -run '^$' -bench HeaderBomb -benchmem ./inspector
 func BenchmarkHeaderBomb(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, bc := range []struct {
 		name  string
 		extra []string
@@ -19,7 +19,7 @@ func BenchmarkHeaderBomb(b *testing.B) {
 		{"headers-5000", headerBomb(5000)},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchRefused(b, e, get("HTTP/1.1", "/", bc.extra...), 0)
+			benchRefused(b, rs, get("HTTP/1.1", "/", bc.extra...), 0)
 		})
 	}
 }
@@ -30,7 +30,7 @@ func BenchmarkHeaderBomb(b *testing.B) {
 //
 //	go test -run '^$' -bench HeaderAtLimit -benchmem ./inspector
 func BenchmarkHeaderAtLimit(b *testing.B) {
-	e := testEngine(b)
+	rs := testRuleSet(b)
 	for _, bc := range []struct {
 		name  string
 		extra []string
@@ -39,7 +39,7 @@ func BenchmarkHeaderAtLimit(b *testing.B) {
 		{"headers-1000", headerBomb(DefaultArgumentsLimit - 4)}, // get has 4
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			benchAllowed(b, e, get("HTTP/1.1", "/", bc.extra...), 0)
+			benchAllowed(b, rs, get("HTTP/1.1", "/", bc.extra...), 0)
 		})
 	}
 }

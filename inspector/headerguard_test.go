@@ -51,7 +51,7 @@ func headerBomb(n int) []string {
 // never limits cookies or headers), and the check allocates at most
 // bodyGuardAllocMax.
 func TestHeaderArgumentsLimit(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	tests := []struct {
 		name  string
 		extra []string
@@ -66,12 +66,12 @@ func TestHeaderArgumentsLimit(t *testing.T) {
 	}
 	for _, tc := range tests {
 		for _, prof := range []string{"", profAllowArgs} {
-			t.Run(tc.name+"/"+profileOf(t, e.RuleSet(), prof).Name, func(t *testing.T) {
+			t.Run(tc.name+"/"+profileOf(t, rs, prof).Name, func(t *testing.T) {
 				r := get("HTTP/1.1", "/", tc.extra...)
-				v := inspect(t, e, prof, r)
+				v := inspect(t, rs, prof, r)
 				require.Equal(t, Deny, v.Decision, "rules %v", v.RuleIDs())
 				require.Equal(t, RuleArgumentsLimit, v.InterruptingRule)
-				alloc := allocated(func() { inspect(t, e, prof, r) })
+				alloc := allocated(func() { inspect(t, rs, prof, r) })
 				t.Logf("%d headers: %d bytes allocated", len(r.Headers), alloc)
 				require.LessOrEqual(t, alloc, refusedCheckAllocMax(), "%d bytes allocated", alloc)
 			})
@@ -90,7 +90,7 @@ func TestHeaderArgumentsLimit(t *testing.T) {
 	}
 	for _, tc := range atLimit {
 		t.Run(tc.name, func(t *testing.T) {
-			v := inspect(t, e, "", get("HTTP/1.1", "/", tc.extra...))
+			v := inspect(t, rs, "", get("HTTP/1.1", "/", tc.extra...))
 			require.NotContains(t, v.RuleIDs(), RuleArgumentsLimit)
 			require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 		})
@@ -101,24 +101,24 @@ func TestHeaderArgumentsLimit(t *testing.T) {
 // the limit, the URI and the body are still inspected, and detect mode
 // reports the guard.
 func TestHeaderArgumentsLimitKeepsOtherFindings(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	for name, extra := range map[string][]string{
 		"cookies": {"Cookie", cookieBomb(10000)},
 		"headers": headerBomb(5000),
 	} {
 		t.Run(name, func(t *testing.T) {
-			v := inspect(t, e, "", get("HTTP/1.1", seedSQLiURI, extra...))
+			v := inspect(t, rs, "", get("HTTP/1.1", seedSQLiURI, extra...))
 			require.Equal(t, Deny, v.Decision)
 			require.Contains(t, v.RuleIDs(), RuleArgumentsLimit)
 			require.True(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "the query's SQLi is still found: %v", v.RuleIDs())
 
 			r := send("POST", "HTTP/1.1", "/login", formCT, "user=%27+OR+1%3D1--", extra...)
-			v = inspect(t, e, "", r)
+			v = inspect(t, rs, "", r)
 			require.Equal(t, Deny, v.Decision)
 			require.Contains(t, v.RuleIDs(), RuleArgumentsLimit)
 			require.True(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "the body's SQLi is still found: %v", v.RuleIDs())
 
-			v = inspect(t, e, profDetect, get("HTTP/1.1", "/", extra...))
+			v = inspect(t, rs, profDetect, get("HTTP/1.1", "/", extra...))
 			require.Equal(t, Detect, v.Decision)
 			require.Equal(t, RuleArgumentsLimit, v.InterruptingRule)
 		})

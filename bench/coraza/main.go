@@ -179,12 +179,11 @@ func runChild(o options, w io.Writer) error {
 		if err != nil {
 			return err
 		}
-		e := inspector.NewEngine(rs)
 		inproc = func(r inspector.Request) (bool, error) {
-			v, err := e.Inspect(context.Background(), r, "")
+			v, err := rs.Inspect(context.Background(), r, "")
 			return !v.Allowed(), err
 		}
-		s, err := extauthz.NewServer(extauthz.Options{Engine: e, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
+		s, err := extauthz.NewServer(extauthz.Options{Engine: rs, Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			return err
 		}

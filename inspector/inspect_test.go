@@ -5,17 +5,18 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 )
 
-func inspect(t *testing.T, e *Engine, profile string, r Request) Verdict {
+func inspect(t *testing.T, rs *RuleSet, profile string, r Request) Verdict {
 	t.Helper()
-	v, err := e.Inspect(context.Background(), r, profile)
+	v, err := rs.Inspect(context.Background(), r, profile)
 	require.NoError(t, err)
-	requireValidVerdict(t, profileOf(t, e.RuleSet(), profile), v)
+	requireValidVerdict(t, profileOf(t, rs, profile), v)
 	return v
 }
 
@@ -30,9 +31,9 @@ func hasRuleIn(ids []int, lo, hi int) bool {
 }
 
 func TestDetectMode(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 
-	v := inspect(t, e, profDetect, get("HTTP/1.1", seedSQLiURI))
+	v := inspect(t, rs, profDetect, get("HTTP/1.1", seedSQLiURI))
 	require.Equal(t, Detect, v.Decision)
 	require.True(t, v.Allowed())
 	require.NotEmpty(t, v.Matches)
@@ -42,18 +43,18 @@ func TestDetectMode(t *testing.T) {
 	require.Equal(t, profDetect, v.Profile)
 
 	// Guards are reported, not enforced, in detect mode too.
-	v = inspect(t, e, profDetect, get("HTTP/1.1", "/?"+manyArgs(DefaultArgumentsLimit+1, -1)))
+	v = inspect(t, rs, profDetect, get("HTTP/1.1", "/?"+manyArgs(DefaultArgumentsLimit+1, -1)))
 	require.Equal(t, Detect, v.Decision)
 	require.Equal(t, RuleArgumentsLimit, v.InterruptingRule)
 
 	r := send("POST", "HTTP/1.1", "/comments", formCT, "comment=hello")
 	r.BodyTruncated = true
-	v = inspect(t, e, profDetect, r)
+	v = inspect(t, rs, profDetect, r)
 	require.Equal(t, Detect, v.Decision)
 	require.Equal(t, RulePartialBody, v.InterruptingRule)
 
 	// Benign traffic is a plain allow.
-	v = inspect(t, e, profDetect, benchGET())
+	v = inspect(t, rs, profDetect, benchGET())
 	require.Equal(t, Allow, v.Decision)
 	require.Empty(t, v.Matches)
 }
@@ -82,7 +83,7 @@ func jsonArray(n int) string {
 // TestArgumentsLimit keeps to a few requests: one with 1000 arguments takes
 // ~100 ms, and over a second under the race detector.
 func TestArgumentsLimit(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	tests := []struct {
 		name string
 		req  Request
@@ -95,7 +96,7 @@ func TestArgumentsLimit(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v := inspect(t, e, "", tc.req)
+			v := inspect(t, rs, "", tc.req)
 			require.Equal(t, Deny, v.Decision)
 			require.Contains(t, v.RuleIDs(), RuleArgumentsLimit)
 			require.Equal(t, RuleArgumentsLimit, v.InterruptingRule)
@@ -103,7 +104,7 @@ func TestArgumentsLimit(t *testing.T) {
 			require.Zero(t, v.AnomalyScore, "the guard, not CRS, denies")
 
 			if tc.optIn {
-				v = inspect(t, e, profAllowArgs, tc.req)
+				v = inspect(t, rs, profAllowArgs, tc.req)
 				require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 				require.NotContains(t, v.RuleIDs(), RuleArgumentsLimit)
 			}
@@ -111,7 +112,7 @@ func TestArgumentsLimit(t *testing.T) {
 	}
 
 	t.Run("query-1000-is-under-the-limit", func(t *testing.T) {
-		v := inspect(t, e, "", get("HTTP/1.1", "/?"+manyArgs(1000, -1)))
+		v := inspect(t, rs, "", get("HTTP/1.1", "/?"+manyArgs(1000, -1)))
 		require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 		require.Empty(t, v.Matches)
 	})
@@ -120,17 +121,17 @@ func TestArgumentsLimit(t *testing.T) {
 	// keeps an attack there from passing.
 	t.Run("sqli-as-1200th-arg", func(t *testing.T) {
 		r := get("HTTP/1.1", "/?"+manyArgs(1500, 1199))
-		v := inspect(t, e, "", r)
+		v := inspect(t, rs, "", r)
 		require.Equal(t, Deny, v.Decision)
 		require.Contains(t, v.RuleIDs(), RuleArgumentsLimit)
 
-		v = inspect(t, e, profAllowArgs, r)
+		v = inspect(t, rs, profAllowArgs, r)
 		require.Equal(t, Allow, v.Decision, "opting in leaves argument 1200 uninspected")
 		require.False(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "rules %v", v.RuleIDs())
 	})
 
 	t.Run("sqli-within-the-limit-still-detected", func(t *testing.T) {
-		v := inspect(t, e, profAllowArgs, get("HTTP/1.1", "/?"+manyArgs(1500, 10)))
+		v := inspect(t, rs, profAllowArgs, get("HTTP/1.1", "/?"+manyArgs(1500, 10)))
 		require.Equal(t, Deny, v.Decision)
 		require.Equal(t, 949110, v.InterruptingRule)
 		require.True(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "rules %v", v.RuleIDs())
@@ -138,47 +139,47 @@ func TestArgumentsLimit(t *testing.T) {
 }
 
 func TestPartialBody(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 
 	t.Run("truncated-by-caller", func(t *testing.T) {
 		r := send("POST", "HTTP/1.1", "/comments", formCT, "comment=hello")
 		r.BodyTruncated = true
-		v := inspect(t, e, "", r)
+		v := inspect(t, rs, "", r)
 		require.Equal(t, Deny, v.Decision)
 		require.Equal(t, RulePartialBody, v.InterruptingRule)
 		require.Contains(t, v.RuleIDs(), RulePartialBody)
 
-		v = inspect(t, e, profAllowPartial, r)
+		v = inspect(t, rs, profAllowPartial, r)
 		require.Equal(t, Allow, v.Decision)
 		require.NotContains(t, v.RuleIDs(), RulePartialBody)
 
 		r.BodyTruncated = false
-		require.Equal(t, Allow, inspect(t, e, "", r).Decision)
+		require.Equal(t, Allow, inspect(t, rs, "", r).Decision)
 	})
 
 	benign := "note=" + strings.Repeat("a", 4096-len("note="))
 	require.Len(t, benign, 4096)
 	t.Run("over-the-body-limit", func(t *testing.T) {
 		r := send("POST", "HTTP/1.1", "/notes", formCT, benign)
-		v := inspect(t, e, profSmallBody, r)
+		v := inspect(t, rs, profSmallBody, r)
 		require.Equal(t, Deny, v.Decision)
 		require.Equal(t, RulePartialBody, v.InterruptingRule)
 		require.Zero(t, v.AnomalyScore)
 
-		v = inspect(t, e, profSmallBodyPartial, r)
+		v = inspect(t, rs, profSmallBodyPartial, r)
 		require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 
 		// The default profile's 1 MiB limit takes the whole body.
-		require.Equal(t, Allow, inspect(t, e, "", r).Decision)
+		require.Equal(t, Allow, inspect(t, rs, "", r).Decision)
 	})
 
 	t.Run("limit-boundary", func(t *testing.T) {
-		v := inspect(t, e, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit-1]))
+		v := inspect(t, rs, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit-1]))
 		require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 		// Exactly the limit is inspected whole (Coraza flags it as over).
-		v = inspect(t, e, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit]))
+		v = inspect(t, rs, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit]))
 		require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
-		v = inspect(t, e, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit+1]))
+		v = inspect(t, rs, profSmallBody, send("POST", "HTTP/1.1", "/notes", formCT, benign[:smallBodyLimit+1]))
 		require.Equal(t, Deny, v.Decision)
 		require.Contains(t, v.RuleIDs(), RulePartialBody)
 	})
@@ -186,14 +187,14 @@ func TestPartialBody(t *testing.T) {
 	t.Run("attack-in-the-inspected-prefix", func(t *testing.T) {
 		body := "q=%27+UNION+SELECT+1%2C+version%28%29+limit+1%2C1--&xss=%3Cscript%3Ealert(1)%3C%2Fscript%3E&pad=" + strings.Repeat("a", 4000)
 		r := send("POST", "HTTP/1.1", "/search", formCT, body)
-		v := inspect(t, e, profSmallBody, r)
+		v := inspect(t, rs, profSmallBody, r)
 		require.Equal(t, Deny, v.Decision)
 		require.Contains(t, v.RuleIDs(), RulePartialBody)
 		require.True(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "rules %v", v.RuleIDs())
 		require.True(t, hasRuleIn(v.RuleIDs(), 941000, 941999), "rules %v", v.RuleIDs())
 		require.Equal(t, 949110, v.InterruptingRule, "CRS's own verdict wins over the guard")
 
-		v = inspect(t, e, profSmallBodyPartial, r)
+		v = inspect(t, rs, profSmallBodyPartial, r)
 		require.Equal(t, Deny, v.Decision, "AllowPartialBody still inspects the prefix")
 		require.NotContains(t, v.RuleIDs(), RulePartialBody)
 		require.True(t, hasRuleIn(v.RuleIDs(), 942000, 942999), "rules %v", v.RuleIDs())
@@ -201,13 +202,13 @@ func TestPartialBody(t *testing.T) {
 }
 
 func TestExclusions(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	seed := get("HTTP/1.1", seedSQLiURI)
-	require.Equal(t, Deny, inspect(t, e, "", seed).Decision)
+	require.Equal(t, Deny, inspect(t, rs, "", seed).Decision)
 
 	for _, p := range []string{profExclRemove, profExclTarget} {
 		t.Run(p, func(t *testing.T) {
-			v := inspect(t, e, p, seed)
+			v := inspect(t, rs, p, seed)
 			require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 			require.Zero(t, v.AnomalyScore)
 			require.NotContains(t, v.RuleIDs(), 942190)
@@ -217,31 +218,31 @@ func TestExclusions(t *testing.T) {
 
 	t.Run("target-exclusion-is-narrow", func(t *testing.T) {
 		// The same payload in "username" is still SQLi.
-		v := inspect(t, e, profExclTarget, get("HTTP/1.1", "/?username=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--&password=x"))
+		v := inspect(t, rs, profExclTarget, get("HTTP/1.1", "/?username=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--&password=x"))
 		require.Equal(t, Deny, v.Decision)
 		require.Subset(t, v.RuleIDs(), []int{942190, 942360})
 		// XSS in password is not excluded.
-		v = inspect(t, e, profExclTarget, get("HTTP/1.1", "/?password=%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
+		v = inspect(t, rs, profExclTarget, get("HTTP/1.1", "/?password=%3Cscript%3Ealert(1)%3C%2Fscript%3E"))
 		require.Equal(t, Deny, v.Decision)
 	})
 
 	// PL2-only rules: 942150/942410 (SQL function names), 920320 (missing
 	// User-Agent, a notice worth 2).
 	noUA := Request{Method: "GET", URI: "/status", Protocol: "HTTP/1.1", Host: shopHost, Source: srcPeer, Destination: dstPeer}
-	pl1 := inspect(t, e, "", seed).RuleIDs()
+	pl1 := inspect(t, rs, "", seed).RuleIDs()
 	require.NotContains(t, pl1, 942150)
 	require.NotContains(t, pl1, 942410)
-	v := inspect(t, e, "", noUA)
+	v := inspect(t, rs, "", noUA)
 	require.Equal(t, Allow, v.Decision)
 	require.Empty(t, v.Matches, "PL1 does not penalise a missing User-Agent or Accept")
 	for _, p := range []string{profPL2Before, profPL2} {
 		t.Run(p, func(t *testing.T) {
-			v := inspect(t, e, p, seed)
+			v := inspect(t, rs, p, seed)
 			require.Equal(t, Deny, v.Decision)
 			require.Subset(t, v.RuleIDs(), []int{942150, 942410})
-			require.Greater(t, v.AnomalyScore, inspect(t, e, "", seed).AnomalyScore)
+			require.Greater(t, v.AnomalyScore, inspect(t, rs, "", seed).AnomalyScore)
 
-			v = inspect(t, e, p, noUA)
+			v = inspect(t, rs, p, noUA)
 			require.Equal(t, Allow, v.Decision)
 			require.Equal(t, []int{920320}, v.RuleIDs())
 			require.Equal(t, 2, v.AnomalyScore)
@@ -250,7 +251,7 @@ func TestExclusions(t *testing.T) {
 }
 
 func TestOddInput(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	huge := strings.Repeat("A", 1<<20)
 	// A 1 MiB User-Agent meets most of CRS's header regexes; the race
 	// detector makes that ~20 s, so it is cut there (the 1 MiB X-Big stays).
@@ -287,21 +288,20 @@ func TestOddInput(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v := inspect(t, e, "", tc.req) // no error, valid decision
+			v := inspect(t, rs, "", tc.req) // no error, valid decision
 			require.NotEmpty(t, v.Decision)
 		})
 	}
 }
 
 func TestUnknownProfileUsesDefault(t *testing.T) {
-	e := testEngine(t)
-	v, err := e.Inspect(context.Background(), get("HTTP/1.1", seedSQLiURI), "no-such-profile")
+	rs := testRuleSet(t)
+	v, err := rs.Inspect(context.Background(), get("HTTP/1.1", seedSQLiURI), "no-such-profile")
 	require.NoError(t, err)
-	requireValidVerdict(t, e.RuleSet().Default(), v)
+	requireValidVerdict(t, rs.Default(), v)
 	require.Equal(t, DefaultProfileName, v.Profile)
 	require.Equal(t, Deny, v.Decision)
 
-	rs := e.RuleSet()
 	require.Equal(t, DefaultProfileName, rs.Default().Name)
 	want := []string{DefaultProfileName}
 	for _, p := range testProfiles() {
@@ -311,17 +311,21 @@ func TestUnknownProfileUsesDefault(t *testing.T) {
 	require.IsIncreasing(t, rs.Profiles())
 }
 
+// TestSwapConcurrent replaces rule sets whole behind an atomic pointer, as
+// the server does on reload, while checks run: each check finishes on the
+// set it started with and answers as that set does.
 func TestSwapConcurrent(t *testing.T) {
 	strict := testRuleSet(t)
 	lenient, err := Compile(Profile{AfterCRS: exclPassword})
 	require.NoError(t, err)
 
-	e := NewEngine(strict)
+	var cur atomic.Pointer[RuleSet]
+	cur.Store(strict)
 	seed := get("HTTP/1.1", seedSQLiURI)
-	require.Equal(t, Deny, inspect(t, e, "", seed).Decision)
-	require.Same(t, strict, e.Swap(lenient))
-	require.Same(t, lenient, e.RuleSet())
-	require.Equal(t, Allow, inspect(t, e, "", seed).Decision)
+	require.Equal(t, Deny, inspect(t, cur.Load(), "", seed).Decision)
+	require.Same(t, strict, cur.Swap(lenient))
+	require.Same(t, lenient, cur.Load())
+	require.Equal(t, Allow, inspect(t, cur.Load(), "", seed).Decision)
 
 	workers, perWorker := 8, 50
 	if raceEnabled {
@@ -345,7 +349,7 @@ func TestSwapConcurrent(t *testing.T) {
 				return
 			default:
 			}
-			e.Swap(sets[i%2])
+			cur.Store(sets[i%2])
 			swaps++
 			time.Sleep(50 * time.Microsecond)
 		}
@@ -356,7 +360,7 @@ func TestSwapConcurrent(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < perWorker; i++ {
-				v, err := e.Inspect(context.Background(), seed, "")
+				v, err := cur.Load().Inspect(context.Background(), seed, "")
 				results <- result{v, err}
 			}
 		}()
@@ -387,7 +391,7 @@ func TestSwapConcurrent(t *testing.T) {
 }
 
 func TestCanceledContext(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
 	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
@@ -396,7 +400,7 @@ func TestCanceledContext(t *testing.T) {
 	for name, ctx := range map[string]context.Context{"canceled": canceled, "deadline": expired} {
 		t.Run(name, func(t *testing.T) {
 			for _, r := range []Request{get("HTTP/1.1", seedSQLiURI), send("POST", "HTTP/1.1", "/api/v1/users", "application/json", `{"a":1}`)} {
-				v, err := e.Inspect(ctx, r, "")
+				v, err := rs.Inspect(ctx, r, "")
 				require.Error(t, err)
 				require.ErrorIs(t, err, ErrCanceled)
 				require.Contains(t, err.Error(), ctx.Err().Error())
@@ -405,7 +409,7 @@ func TestCanceledContext(t *testing.T) {
 		})
 	}
 	// A live context still works after canceled ones.
-	require.Equal(t, Deny, inspect(t, e, "", get("HTTP/1.1", seedSQLiURI)).Decision)
+	require.Equal(t, Deny, inspect(t, rs, "", get("HTTP/1.1", seedSQLiURI)).Decision)
 }
 
 // endsAfter is a context whose Err reports it done from call n+1 on: it
@@ -428,18 +432,18 @@ func (c *endsAfter) Err() error {
 // before it reports the verdict. A ctx that ends at any of them gives no
 // verdict, in particular one that ends while the body phase runs.
 func TestContextCheckedBetweenPhases(t *testing.T) {
-	e := testEngine(t)
+	rs := testRuleSet(t)
 	req := send("POST", "HTTP/1.1", "/api/v1/users", "application/json", `{"name":"joe"}`)
 	const checkpoints = 4
 	for n := range checkpoints {
 		ctx := &endsAfter{Context: context.Background(), n: n}
-		v, err := e.Inspect(ctx, req, "")
+		v, err := rs.Inspect(ctx, req, "")
 		require.ErrorIs(t, err, ErrCanceled, "ctx ended after %d checkpoints", n)
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		require.Zero(t, v.Decision, "no verdict once ctx ended (after %d checkpoints)", n)
 	}
 	ctx := &endsAfter{Context: context.Background(), n: checkpoints}
-	v, err := e.Inspect(ctx, req, "")
+	v, err := rs.Inspect(ctx, req, "")
 	require.NoError(t, err)
 	require.Equal(t, Allow, v.Decision)
 	require.Equal(t, checkpoints, ctx.calls)

@@ -1,6 +1,6 @@
 //go:build rx_nomemo
 
-package inspector
+package rx
 
 // rxLiteralMode names how this build answers the literal prefilter.
 const rxLiteralMode = "per-rule"

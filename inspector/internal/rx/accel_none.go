@@ -1,6 +1,6 @@
 //go:build !re2_cgo
 
-package inspector
+package rx
 
 // rxAccelerator names the no-match accelerator of this build.
 const rxAccelerator = "none"

@@ -1,4 +1,7 @@
-package inspector
+// Package grpcbody is meshwaf's GRPC body processor for Coraza. Register
+// installs it in Coraza's process-wide body processor registry; nothing is
+// registered by importing the package.
+package grpcbody
 
 import (
 	"bytes"
@@ -9,6 +12,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/corazawaf/coraza/v3/collection"
@@ -42,7 +46,7 @@ import (
 //
 // Text read out of bytes that are not text (binary data, or a message with
 // its tags, lengths and numbers) is "<field>.raw", which only the paranoia
-// level 1 rules read (grpcRawRule).
+// level 1 rules read (RawRule).
 //
 // The arguments of a body hold at most 8 times its bytes (64 KiB at least);
 // past that, and past SecArgumentsLimit, the rest is not added and
@@ -62,10 +66,12 @@ import (
 // (Envoy's partial body) is read as far as it goes; meshwaf's partial-body
 // guard decides about the rest.
 
-// GRPCBodyProcessor is the name of the body processor, for
-// ctl:requestBodyProcessor. It is registered with Coraza when this package
-// is loaded.
-const GRPCBodyProcessor = "GRPC"
+// Name is the name of the body processor, for ctl:requestBodyProcessor.
+const Name = "GRPC"
+
+// BodyLimitVar is the TX variable a rule of the profile sets to its request
+// body limit: compressed messages may not inflate past it.
+const BodyLimitVar = "meshwaf_request_body_limit"
 
 const (
 	grpcMaxDepth    = 32 // nested messages walked
@@ -74,9 +80,16 @@ const (
 	grpcMaxInflated = 4 << 20 // bytes the compressed messages of a body may inflate to, in all
 )
 
-func init() {
-	plugins.RegisterBodyProcessor(strings.ToLower(GRPCBodyProcessor), func() plugintypes.BodyProcessor {
-		return grpcBody{}
+var registerOnce sync.Once
+
+// Register installs the processor in Coraza's body processor registry under
+// Name, once per process; later calls do nothing. Call it before the rules
+// that name it are parsed.
+func Register() {
+	registerOnce.Do(func() {
+		plugins.RegisterBodyProcessor(strings.ToLower(Name), func() plugintypes.BodyProcessor {
+			return grpcBody{}
+		})
 	})
 }
 
@@ -98,11 +111,13 @@ func (grpcBody) ProcessRequest(r io.Reader, v plugintypes.TransactionVariables, 
 		enc = strings.ToLower(strings.TrimSpace(h[0]))
 	}
 	d := grpcDecoder{args: v.ArgsPost(), limit: o.ArgumentLimit, inflateLimit: grpcMaxInflated}
-	// meshwaf's profiles put their body limit in a tx variable (rule
-	// 99100): compressed messages may not inflate past what the profile
-	// inspects of a plain body.
-	if l, err := strconv.Atoi(first(v.TX().Get("meshwaf_request_body_limit"))); err == nil && l > 0 {
-		d.inflateLimit = min(d.inflateLimit, l)
+	// meshwaf's profiles put their body limit in a tx variable
+	// (BodyLimitVar): compressed messages may not inflate past what the
+	// profile inspects of a plain body.
+	if l := v.TX().Get(BodyLimitVar); len(l) > 0 {
+		if n, err := strconv.Atoi(l[0]); err == nil && n > 0 {
+			d.inflateLimit = min(d.inflateLimit, n)
+		}
 	}
 	err = d.frames(body, enc)
 	if d.overLimit {
@@ -266,20 +281,24 @@ func (d *grpcDecoder) str(key string, b []byte) string {
 
 // grpcRawSuffix ends the name of an argument that holds text read out of
 // bytes that are not text: binary data, or a message (or a string that
-// parses as one) with its tags, lengths and numbers. Rule 99105 keeps the
+// parses as one) with its tags, lengths and numbers. RawRule keeps the
 // rules of paranoia level 2 and above off these arguments: they count
 // characters such as '*' (the tag of field 5) and '%' (a length of 37),
 // which ordinary messages hold. The level 1 rules, which look for attacks,
 // read them.
 const grpcRawSuffix = ".raw"
 
-// grpcRawRule is rule 99105 (see grpcRawSuffix). It runs before the CRS
-// rules of phase 2, and only when this processor read the body, so the
-// ".raw" names are its own; a query argument of that name turns it off:
-// nothing a caller sends can take an argument away from a rule.
-const grpcRawRule = `SecRule REQBODY_PROCESSOR "@streq grpc" "id:99105,phase:2,pass,nolog,t:none,t:lowercase,chain"
+// RawRule returns the SecLang of the rule, with the given id, that keeps
+// the rules of paranoia level 2 and above off the ".raw" arguments (see
+// grpcRawSuffix). Load it before the CRS rules of phase 2. It acts only
+// when this processor read the body, so the ".raw" names are its own; a
+// query argument of that name turns it off: nothing a caller sends can take
+// an argument away from a rule.
+func RawRule(id int) string {
+	return `SecRule REQBODY_PROCESSOR "@streq grpc" "id:` + strconv.Itoa(id) + `,phase:2,pass,nolog,t:none,t:lowercase,chain"
 SecRule &ARGS_GET:/\.raw$/ "@eq 0" "t:none,ctl:ruleRemoveTargetByTag=paranoia-level/2;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/,ctl:ruleRemoveTargetByTag=paranoia-level/3;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/,ctl:ruleRemoveTargetByTag=paranoia-level/4;ARGS:/^grpc(?:_\d+)?(?:\.\d+(?:_\d+)?)*\.raw$/"
 `
+}
 
 // addRaw adds t, text read out of bytes that are not text, under key's
 // raw name, unless it is blank.

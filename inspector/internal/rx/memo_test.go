@@ -1,6 +1,6 @@
 //go:build !rx_nomemo
 
-package inspector
+package rx
 
 import (
 	"math/rand/v2"

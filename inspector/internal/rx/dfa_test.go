@@ -1,16 +1,12 @@
-package inspector
+package rx
 
 import (
 	"math/rand/v2"
 	"regexp"
-	"runtime"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3"
@@ -40,13 +36,24 @@ var (
 	crsPatterns     []string
 )
 
+// crsDirectives load the CRS request rules, and rules with meshwaf's own
+// @rx patterns (the content-type rules of the inspector's directives): the
+// patterns the inspector's rule sets parse.
+const crsDirectives = `Include @crs-setup.conf.example
+SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:200000,phase:1,t:none,t:lowercase,pass,nolog"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:200001,phase:1,t:none,t:lowercase,pass,nolog"
+SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:200006,phase:1,t:none,t:lowercase,pass,nolog"
+SecRule REQUEST_HEADERS:Content-Type "@rx ^application/grpc(?:-web)?(?:[+;]|$)" "id:99104,phase:1,pass,nolog,t:none,t:lowercase"
+Include @owasp_crs/REQUEST-*.conf
+`
+
 // crsRxPatterns returns every @rx argument of the CRS as the operator
 // receives it, recorded by wrapping the registered factory while a WAF
 // parses all the rules.
 func crsRxPatterns(t testing.TB) []string {
 	t.Helper()
 	crsPatternsOnce.Do(func() {
-		registerOperators()
+		Register()
 		var mu sync.Mutex
 		seen := map[string]bool{}
 		plugins.RegisterOperator("rx", func(o plugintypes.OperatorOptions) (plugintypes.Operator, error) {
@@ -60,7 +67,7 @@ func crsRxPatterns(t testing.TB) []string {
 		})
 		defer plugins.RegisterOperator("rx", newRxOperator)
 		_, err := coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).
-			WithDirectives(Directives(Profile{ParanoiaLevel: 4}.WithDefaults())))
+			WithDirectives(crsDirectives))
 		if err != nil {
 			t.Fatalf("parsing CRS: %v", err)
 		}
@@ -126,13 +133,13 @@ func checkDFA(t testing.TB, d *dfa, re *regexp.Regexp, values []string) (answere
 // calls, unless some DFA dropped its states meanwhile (budget).
 func settleDFA(t testing.TB, d *dfa, re *regexp.Regexp, v string) dfaResult {
 	t.Helper()
-	_, resets := RxDFAStats()
+	_, resets := DFAStats()
 	got := d.Match(v)
 	for i := 0; got == dfaUnknown && i <= len(v)/dfaMaxBuild+1; i++ {
 		got = d.Match(v)
 	}
 	if got == dfaUnknown {
-		if _, now := RxDFAStats(); isASCII(v) && now == resets {
+		if _, now := DFAStats(); isASCII(v) && now == resets {
 			t.Fatalf("pattern %q: ASCII value %q left open without a budget reset", re, v)
 		}
 		return got
@@ -313,69 +320,6 @@ func FuzzDFA(f *testing.F) {
 			settleDFA(t, p.d, p.re, v)
 		}
 	})
-}
-
-// TestDFAMemoryReleasedWithRuleSet: a rule set that is closed and dropped
-// gives back what its DFAs held, and still answers while it is in use.
-func TestDFAMemoryReleasedWithRuleSet(t *testing.T) {
-	rule := `SecRule ARGS "@rx (?i)meshwaf[_-]?only[0-9]+(?:alpha|beta|gamma)\b" "id:99990,phase:2,deny,log,msg:'test'"`
-	rs, err := Compile(Profile{AfterCRS: rule})
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := settledDFABytes()
-	// Short values that only this rule's pattern has not seen: its DFA
-	// builds states (the CRS patterns' DFAs may be warm already).
-	var req Request
-	for i := range 20 {
-		req = Request{Method: "GET", URI: "/?q=meshwaf_only" + strconv.Itoa(i) + "alpha", Protocol: "HTTP/1.1", Host: "a.example"}
-		v, err := rs.Inspect(t.Context(), req, "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Contains(v.RuleIDs(), 99990) {
-			t.Fatalf("%s: rule 99990 did not match (%v)", req.URI, v.RuleIDs())
-		}
-	}
-	grown, _ := RxDFAStats()
-	if grown <= before {
-		t.Fatalf("DFA bytes %d -> %d: the pattern built no states", before, grown)
-	}
-	if err := rs.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rs.Inspect(t.Context(), req, ""); err != nil {
-		t.Fatalf("inspecting after Close: %v", err)
-	}
-	rs = nil
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		runtime.GC()
-		if now, _ := RxDFAStats(); now < grown {
-			return
-		}
-		if time.Now().After(deadline) {
-			now, _ := RxDFAStats()
-			t.Fatalf("DFA bytes still %d (grown %d) after the rule set was dropped", now, grown)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-// settledDFABytes collects what earlier tests dropped (standalone DFAs) and
-// returns the DFA bytes once they stop moving.
-func settledDFABytes() int64 {
-	last := int64(-1)
-	for range 50 {
-		runtime.GC()
-		time.Sleep(5 * time.Millisecond)
-		b, _ := RxDFAStats()
-		if b == last {
-			return b
-		}
-		last = b
-	}
-	return last
 }
 
 // TestDFABuildBoundPerValue: a value that would make a state at nearly

@@ -1,6 +1,6 @@
 //go:build coraza.rule.no_regex_multiline
 
-package inspector
+package rx
 
 // rxDefaultFlags follows Coraza's coraza.rule.no_regex_multiline build tag,
 // which drops the multiline flag.

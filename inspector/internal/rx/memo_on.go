@@ -1,12 +1,12 @@
 //go:build !rx_nomemo
 
-package inspector
+package rx
 
 // rxLiteralMode names how this build answers the literal prefilter.
 const rxLiteralMode = "memo"
 
 // newLiteralFilter answers p through the per-value literal memo
-// (rx_memo.go). Build with -tags rx_nomemo for per-rule literal searches.
+// (memo.go). Build with -tags rx_nomemo for per-rule literal searches.
 func newLiteralFilter(p *prefilter) literalFilter {
 	if p == nil {
 		return nil

@@ -1,6 +1,6 @@
 //go:build re2_cgo
 
-package inspector
+package rx
 
 import (
 	"sync/atomic"

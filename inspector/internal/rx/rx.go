@@ -1,4 +1,7 @@
-package inspector
+// Package rx is meshwaf's @rx operator for Coraza. Register installs it in
+// Coraza's process-wide operator registry; nothing is registered by
+// importing the package.
+package rx
 
 import (
 	"regexp"
@@ -17,12 +20,12 @@ import (
 // cheap no-match tests in front of the regular expression:
 //
 //  1. a necessary-literal prefilter derived from the pattern's syntax tree
-//     (rx_literals.go): when none of the literals a match needs is in the
+//     (literals.go): when none of the literals a match needs is in the
 //     value, the value cannot match;
-//  2. a lazy DFA over the pattern's own program (rx_dfa.go) that answers
+//  2. a lazy DFA over the pattern's own program (dfa.go) that answers
 //     match or no match for ASCII values in one pass;
 //  3. for the values the DFA leaves open, when built with -tags re2_cgo,
-//     RE2's DFA (rx_accel_re2.go) as a no-match test for valid UTF-8 values.
+//     RE2's DFA (accel_re2.go) as a no-match test for valid UTF-8 values.
 //
 // Go's regexp runs only when the answer is still open, or when the rule
 // captures and the value matches (it fills the captures). A value the tests
@@ -30,8 +33,8 @@ import (
 // that does not match, so verdicts cannot change.
 //
 // Registration is process-global (Coraza's plugin registry) and happens on
-// the first Compile: a WAF built by plain coraza.NewWAF before that keeps
-// Coraza's own @rx. Coraza's SecRxPreFilter setting is ignored: this
+// the first Register call (the inspector's Compile makes it): a WAF built by
+// plain coraza.NewWAF before that keeps Coraza's own @rx. Coraza's SecRxPreFilter setting is ignored: this
 // operator's prefilter is exact, Coraza 3.8.1's is not.
 
 var (
@@ -39,9 +42,10 @@ var (
 	rxRegistered atomic.Bool
 )
 
-// registerOperators installs meshwaf's operators in Coraza's registry. Rules
-// parsed afterwards (by any WAF in the process) use them.
-func registerOperators() {
+// Register installs meshwaf's @rx in Coraza's operator registry, once per
+// process; later calls do nothing. Rules parsed afterwards (by any WAF in
+// the process) use it.
+func Register() {
 	registerOnce.Do(func() {
 		plugins.RegisterOperator("rx", newRxOperator)
 		rxRegistered.Store(true)
@@ -78,12 +82,21 @@ type binaryRxOperator struct {
 // (TX.0 to TX.8), as in Coraza.
 const maxCaptures = 9
 
-// RxAccelerator names the no-match tests compiled into this build of
+// Registered reports whether Register has installed meshwaf's @rx.
+func Registered() bool { return rxRegistered.Load() }
+
+// Accelerator names the no-match tests compiled into this build of
 // meshwaf's @rx operator: the accelerator, "none" (pure Go, the default) or
-// "re2-cgo", and how literals are looked up, "memo" (default) or "per-rule".
-func RxAccelerator() string {
+// "re2-cgo", how literals are looked up, "memo" (default) or "per-rule",
+// and whether the DFA runs, "on" (default) or "off".
+func Accelerator() string {
 	return rxAccelerator + ", literals: " + rxLiteralMode + ", dfa: " + rxDFAMode
 }
+
+// AccelAnswers is the number of values the re2_cgo accelerator answered in
+// this process (0 in other builds): a differential test tells by it an
+// accelerator that answers from one that never loaded.
+func AccelAnswers() int64 { return accelAnswerCount() }
 
 func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, error) {
 	expr := rxDefaultFlags + opts.Arguments

@@ -6,13 +6,6 @@ package inspector
 // RaceEnabled reports whether the race detector is on.
 const RaceEnabled = raceEnabled
 
-// RxRegistered reports whether meshwaf's @rx is in Coraza's registry.
-func RxRegistered() bool { return rxRegistered.Load() }
-
-// RxAccelAnswers is the number of values the re2_cgo accelerator answered
-// in this process (0 in other builds).
-func RxAccelAnswers() int64 { return accelAnswerCount() }
-
 // DiffCase is one row of the inspector's case table.
 type DiffCase struct {
 	Name    string

@@ -1,4 +1,4 @@
-package inspector
+package rx
 
 import (
 	"encoding/binary"
@@ -53,9 +53,9 @@ var (
 	dfaResets atomic.Int64
 )
 
-// RxDFAStats reports the memory the @rx DFAs hold and how many times one
+// DFAStats reports the memory the @rx DFAs hold and how many times one
 // dropped its states for lack of budget, in this process.
-func RxDFAStats() (bytes, resets int64) { return dfaBytes.Load(), dfaResets.Load() }
+func DFAStats() (bytes, resets int64) { return dfaBytes.Load(), dfaResets.Load() }
 
 // dfaMaxBuild is the most transitions one value may add to a DFA.
 const dfaMaxBuild = 64

@@ -1,0 +1,103 @@
+package inspector
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
+)
+
+// Rule ids of meshwaf's own guards (ModSecurity's local-use id range). No
+// SecLang rule has them: transaction.go reports them as findings.
+const (
+	RuleArgumentsLimit = 99001 // more arguments than SecArgumentsLimit
+	RulePartialBody    = 99002 // body cut by the proxy or over the body limit
+)
+
+// Rule ids of the SecLang rules Directives writes (exclusion.go numbers its
+// rules from exclusionRuleBase on).
+const (
+	ruleXMLProcessor        = 200000 // XML content types: body processor XML
+	ruleJSONProcessor       = 200001 // application/json: body processor JSON
+	ruleRequestBodyError    = 200002 // denies a body the processor could not read
+	ruleMultipartStrict     = 200003 // denies a multipart body failing strict validation
+	ruleJSONSuffixProcessor = 200006 // application/*+json: body processor JSON
+	ruleSetParanoia         = 99100  // paranoia levels and the body limit (txBodyLimit)
+	ruleSetThreshold        = 99101  // inbound anomaly score threshold
+	ruleSetMethods          = 99102  // allowed methods
+	ruleSetContentTypes     = 99103  // allowed request content types
+	ruleGRPCProcessor       = 99104  // gRPC content types: body processor GRPC
+	ruleGRPCRaw             = 99105  // grpcbody.RawRule
+)
+
+// TX variables meshwaf's rules set for CRS and for the GRPC body processor,
+// and the one the verdict reads.
+const (
+	txBlockingParanoia    = "blocking_paranoia_level"
+	txDetectionParanoia   = "detection_paranoia_level"
+	txBodyLimit           = grpcbody.BodyLimitVar
+	txAnomalyThreshold    = "inbound_anomaly_score_threshold"
+	txAllowedMethods      = "allowed_methods"
+	txAllowedContentTypes = "allowed_request_content_type"
+	txAnomalyScore        = "blocking_inbound_anomaly_score" // CRS's score, read by the verdict
+)
+
+// Mesh defaults that differ from CRS's: East/West traffic is mostly APIs,
+// so PUT, PATCH and DELETE and the API and gRPC content types are normal.
+// gRPC bodies are protobuf: the GRPC body processor (internal/grpcbody)
+// makes their string fields ARGS. A profile's beforeCRS may set these tx
+// variables again.
+const (
+	meshAllowedMethods      = "GET HEAD POST PUT PATCH DELETE OPTIONS"
+	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
+)
+
+// Directives returns the SecLang that Compile loads for p (after defaults):
+// engine and body settings, the body processor rules, the CRS setup,
+// meshwaf's tx settings, the profile's beforeCRS and exclusions, the CRS
+// request rules, the profile's afterCRS.
+func Directives(p Profile) string {
+	engine := "On"
+	if p.Mode == ModeDetect {
+		engine = "DetectionOnly"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `SecRuleEngine %s
+SecRequestBodyAccess On
+SecRequestBodyLimit %d
+SecRequestBodyInMemoryLimit %d
+SecRequestBodyLimitAction ProcessPartial
+SecRequestBodyJsonDepthLimit 1024
+SecArgumentsLimit %d
+SecResponseBodyAccess Off
+SecAuditEngine Off
+`, engine, p.RequestBodyLimit, p.RequestBodyLimit, p.ArgumentsLimit)
+	fmt.Fprintf(&b, `SecRule REQUEST_HEADERS:Content-Type "^(?:application(?:/soap\+|/)|text/)xml" "id:%d,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=XML"
+SecRule REQUEST_HEADERS:Content-Type "^application/json" "id:%d,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQUEST_HEADERS:Content-Type "^application/[a-z0-9.-]+[+]json" "id:%d,phase:1,t:none,t:lowercase,pass,nolog,ctl:requestBodyProcessor=JSON"
+SecRule REQBODY_ERROR "!@eq 0" "id:%d,phase:2,t:none,log,deny,status:%d,msg:'Failed to parse request body.',logdata:'%%{reqbody_error_msg}',severity:2"
+SecRule MULTIPART_STRICT_ERROR "!@eq 0" "id:%d,phase:2,t:none,log,deny,status:%d,msg:'Multipart request body failed strict validation.'"
+Include @crs-setup.conf.example
+`, ruleXMLProcessor, ruleJSONProcessor, ruleJSONSuffixProcessor, ruleRequestBodyError, p.DenyStatus, ruleMultipartStrict, p.DenyStatus)
+	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:tx.%s=%d,setvar:tx.%s=%d,setvar:tx.%s=%d\"\n",
+		ruleSetParanoia, txBlockingParanoia, p.ParanoiaLevel, txDetectionParanoia, p.ParanoiaLevel, txBodyLimit, p.RequestBodyLimit)
+	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:tx.%s=%d\"\n", ruleSetThreshold, txAnomalyThreshold, p.InboundAnomalyThreshold)
+	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:'tx.%s=%s'\"\n", ruleSetMethods, txAllowedMethods, meshAllowedMethods)
+	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:'tx.%s=%s'\"\n", ruleSetContentTypes, txAllowedContentTypes, meshAllowedContentTypes)
+	fmt.Fprintf(&b, "SecRule REQUEST_HEADERS:Content-Type \"@rx ^application/grpc(?:-web)?(?:[+;]|$)\" \"id:%d,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=%s\"\n",
+		ruleGRPCProcessor, grpcbody.Name)
+	b.WriteString(grpcbody.RawRule(ruleGRPCRaw))
+	exBefore, exAfter := exclusionDirectives(p.Exclusions)
+	if p.BeforeCRS != "" {
+		b.WriteString(p.BeforeCRS)
+		b.WriteString("\n")
+	}
+	b.WriteString(exBefore)
+	b.WriteString("Include @owasp_crs/REQUEST-*.conf\n")
+	b.WriteString(exAfter)
+	if p.AfterCRS != "" {
+		b.WriteString(p.AfterCRS)
+		b.WriteString("\n")
+	}
+	return b.String()
+}

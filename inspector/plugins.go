@@ -1,0 +1,25 @@
+package inspector
+
+import (
+	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
+	"github.com/meshwaf/meshwaf/inspector/internal/rx"
+)
+
+// registerPlugins installs meshwaf's Coraza plugins in Coraza's
+// process-wide registries: the @rx operator (internal/rx) and the GRPC body
+// processor (internal/grpcbody). Idempotent; Compile calls it before any
+// rule is parsed.
+func registerPlugins() {
+	rx.Register()
+	grpcbody.Register()
+}
+
+// RxAccelerator names the no-match tests compiled into this build of
+// meshwaf's @rx operator: the accelerator, "none" (pure Go, the default) or
+// "re2-cgo", how literals are looked up, "memo" (default) or "per-rule",
+// and whether the DFA runs.
+func RxAccelerator() string { return rx.Accelerator() }
+
+// RxDFAStats reports the memory the @rx DFAs hold and how many times one
+// dropped its states for lack of budget, in this process.
+func RxDFAStats() (bytes, resets int64) { return rx.DFAStats() }
