@@ -28,6 +28,12 @@ type metrics struct {
 	networkChecks prometheus.Counter
 	inFlight      prometheus.Gauge
 	lenient       prometheus.Counter
+	// Rule pre-selection (inspector/internal/preselect), per profile.
+	rulesEvaluated *prometheus.HistogramVec
+	rulesTotal     *prometheus.CounterVec
+	rulesRemoved   *prometheus.CounterVec
+	canaryChecks   *prometheus.CounterVec
+	disagreements  *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
@@ -70,12 +76,34 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 			Name: "meshwaf_lenient_decodes_total",
 			Help: "CheckRequests that carried invalid UTF-8 in string fields and were decoded leniently.",
 		}),
+		rulesEvaluated: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "meshwaf_preselect_rules_evaluated",
+			Help:    "Rules of the request phases left to Coraza per check after rule pre-selection.",
+			Buckets: []float64{25, 50, 100, 150, 200, 250, 300, 400, 500, 750, 1000},
+		}, []string{"profile"}),
+		rulesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_preselect_rules_total",
+			Help: "Rules of the request phases, summed over checks (the share removed is meshwaf_preselect_rules_removed_total over this).",
+		}, []string{"profile"}),
+		rulesRemoved: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_preselect_rules_removed_total",
+			Help: "Rules rule pre-selection proved unable to match and removed, summed over checks.",
+		}, []string{"profile"}),
+		canaryChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_preselect_canary_checks_total",
+			Help: "Checks that also ran every rule (the profile's preselectCanary sample).",
+		}, []string{"profile"}),
+		disagreements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_preselect_disagreements_total",
+			Help: "Canary checks whose full evaluation disagreed with pre-selection (the full verdict was used); any is a defect to report.",
+		}, []string{"profile"}),
 	}
 	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshwaf_check_body_bytes_in_flight",
 		Help: "Request body bytes of the inspections running now (bounded by the admission limits).",
 	}, func() float64 { return float64(adm.bodyBytes()) })
-	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient, bodyBytes} {
+	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient,
+		m.rulesEvaluated, m.rulesTotal, m.rulesRemoved, m.canaryChecks, m.disagreements, bodyBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,5 +126,16 @@ func (m *metrics) observe(v inspector.Verdict, seconds float64) {
 	m.anomalyScore.WithLabelValues(v.Profile).Observe(float64(v.AnomalyScore))
 	for _, id := range v.RuleIDs() {
 		m.ruleMatches.WithLabelValues(strconv.Itoa(id)).Inc()
+	}
+	if ps := v.Preselect; ps.Rules > 0 {
+		m.rulesEvaluated.WithLabelValues(v.Profile).Observe(float64(ps.Rules - ps.Removed))
+		m.rulesTotal.WithLabelValues(v.Profile).Add(float64(ps.Rules))
+		m.rulesRemoved.WithLabelValues(v.Profile).Add(float64(ps.Removed))
+		if ps.Canary {
+			m.canaryChecks.WithLabelValues(v.Profile).Inc()
+			if len(ps.Disagreement) > 0 {
+				m.disagreements.WithLabelValues(v.Profile).Inc()
+			}
+		}
 	}
 }

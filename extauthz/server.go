@@ -175,6 +175,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 		return s.fail(reasonCanceled, profile, r.ID), nil
 	}
 	s.metrics.observe(v, s.opts.Now().Sub(start).Seconds())
+	if d := v.Preselect.Disagreement; len(d) > 0 {
+		s.opts.Logger.Error("rule pre-selection disagreed with full evaluation; the full verdict was used",
+			"request_id", r.ID, "profile", v.Profile, "rule_ids", d)
+	}
 	audit(ctx, &s.opts, &r, v)
 	return responseFrom(v, r.ID), nil
 }
