@@ -241,9 +241,55 @@ type memoLiteral struct {
 	exact bool // case-sensitive with letters: confirm a hit with strings.Contains
 }
 
+// screenClause is a clause as one bit mask per word of the presence set
+// for its case-insensitive literals, plus the literals a hit must confirm.
+type screenClause struct {
+	masks []wordMask
+	exact []memoLiteral
+}
+
+type wordMask struct {
+	w int
+	m uint64
+}
+
+func newScreenClause(c memoClause) screenClause {
+	var sc screenClause
+	for _, l := range c {
+		if l.exact {
+			sc.exact = append(sc.exact, l)
+			continue
+		}
+		w, bit := l.id>>6, uint64(1)<<(l.id&63)
+		i := slices.IndexFunc(sc.masks, func(m wordMask) bool { return m.w == w })
+		if i < 0 {
+			sc.masks = append(sc.masks, wordMask{w: w, m: bit})
+		} else {
+			sc.masks[i].m |= bit
+		}
+	}
+	return sc
+}
+
+// occursIn is memoClause.occursIn over the masks.
+func (c *screenClause) occursIn(value string, set []uint64) bool {
+	for _, m := range c.masks {
+		if set[m.w]&m.m != 0 {
+			return true
+		}
+	}
+	for _, l := range c.exact {
+		if set[l.id>>6]&(1<<(l.id&63)) != 0 && strings.Contains(value, l.s) {
+			return true
+		}
+	}
+	return false
+}
+
 // memoPrefilter is prefilter over the memo.
 type memoPrefilter struct {
 	clauses []memoClause
+	screen  []screenClause // the clauses for rule pre-selection's screen
 	fold    bool
 	maxID   int
 }
@@ -261,6 +307,7 @@ func newMemoPrefilter(p *prefilter) *memoPrefilter {
 			mp.maxID = max(mp.maxID, id)
 		}
 		mp.clauses = append(mp.clauses, mc)
+		mp.screen = append(mp.screen, newScreenClause(mc))
 	}
 	return mp
 }

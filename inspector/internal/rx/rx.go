@@ -4,6 +4,7 @@
 package rx
 
 import (
+	"fmt"
 	"regexp"
 	"strconv"
 	"sync"
@@ -134,8 +135,9 @@ func newRxOperator(opts plugintypes.OperatorOptions) (plugintypes.Operator, erro
 	return v.(plugintypes.Operator), nil
 }
 
-// Evaluate reports whether value matches, capturing like Coraza's @rx.
-func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+// quick runs the no-match tests and the DFA: dfaNoMatch and dfaMatch are
+// answers, dfaUnknown leaves it to the regular expression.
+func (o *rxOperator) quick(value string) dfaResult {
 	answer := dfaUnknown
 	short := o.dfa != nil && len(value) <= dfaFirstMax
 	if short {
@@ -144,26 +146,36 @@ func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) boo
 	}
 	if answer == dfaUnknown {
 		if o.pf != nil && !o.pf.mayMatch(value) {
-			return false
+			return dfaNoMatch
 		}
 		if o.dfa != nil && !short {
 			answer = o.dfa.Match(value)
 		}
 	}
-	switch answer {
+	if answer == dfaUnknown && o.accel != nil && utf8.ValidString(value) && !o.accel.MatchString(value) {
+		return dfaNoMatch
+	}
+	return answer
+}
+
+// Match reports whether value matches, as Evaluate does, without captures.
+func (o *rxOperator) Match(value string) bool {
+	switch o.quick(value) {
 	case dfaNoMatch:
 		return false
 	case dfaMatch:
-		if !tx.Capturing() {
-			return true
-		}
-	default:
-		if o.accel != nil && utf8.ValidString(value) && !o.accel.MatchString(value) {
-			return false
-		}
-		if !tx.Capturing() {
-			return o.re.MatchString(value)
-		}
+		return true
+	}
+	return o.re.MatchString(value)
+}
+
+// Evaluate reports whether value matches, capturing like Coraza's @rx.
+func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) bool {
+	if !tx.Capturing() {
+		return o.Match(value)
+	}
+	if o.quick(value) == dfaNoMatch {
+		return false
 	}
 	m := o.re.FindStringSubmatchIndex(value)
 	if m == nil {
@@ -177,6 +189,11 @@ func (o *rxOperator) Evaluate(tx plugintypes.TransactionState, value string) boo
 		tx.CaptureField(i, value[m[2*i]:m[2*i+1]])
 	}
 	return true
+}
+
+// Match reports whether value matches, without captures.
+func (o *binaryRxOperator) Match(value string) bool {
+	return (o.pf == nil || o.pf.mayMatch(value)) && o.re.MatchString(value)
 }
 
 // Evaluate reports whether value matches, capturing like Coraza's @rx.
@@ -246,4 +263,20 @@ func indexByteFrom(s string, from int, c byte) int {
 		}
 	}
 	return -1
+}
+
+// Matcher returns the @rx operator the WAF's rules use for pattern (the
+// same compiled operator, through the WAF's memoizer) for rule
+// pre-selection: its Match answers as Evaluate does, without captures, and
+// with the memo build its MatchScreened takes a screen from NewScreen.
+func Matcher(pattern string, memo plugintypes.Memoizer) (interface{ Match(string) bool }, error) {
+	op, err := newRxOperator(plugintypes.OperatorOptions{Arguments: pattern, Memoizer: memo})
+	if err != nil {
+		return nil, err
+	}
+	m, ok := op.(interface{ Match(string) bool })
+	if !ok {
+		return nil, fmt.Errorf("@rx operator %T has no Match", op)
+	}
+	return m, nil
 }
