@@ -237,10 +237,17 @@ func TestPrometheusMetrics(t *testing.T) {
 	}
 	for _, want := range []string{"meshwaf_checks_total", "meshwaf_check_duration_seconds", "meshwaf_rule_matches_total",
 		"meshwaf_anomaly_score", "meshwaf_check_errors_total", "meshwaf_network_checks_total", "meshwaf_checks_in_flight",
-		"meshwaf_checks_rejected_total", "meshwaf_check_body_bytes_in_flight"} {
+		"meshwaf_checks_rejected_total", "meshwaf_check_body_bytes_in_flight",
+		"meshwaf_preselect_rules_evaluated", "meshwaf_preselect_rules_total", "meshwaf_preselect_rules_removed_total"} {
 		require.True(t, names[want], "missing %s", want)
 	}
 	require.Equal(t, 1.0, testutil.ToFloat64(ts.metrics.ruleMatches.WithLabelValues("942190")))
+	// Two HTTP checks on the default profile: pre-selection removed rules
+	// from both, and never more than the profile has.
+	total := testutil.ToFloat64(ts.metrics.rulesTotal.WithLabelValues(inspector.DefaultProfileName))
+	removed := testutil.ToFloat64(ts.metrics.rulesRemoved.WithLabelValues(inspector.DefaultProfileName))
+	require.Positive(t, removed, "rule pre-selection removed nothing")
+	require.Less(t, removed, total)
 
 	problems, err := promlint.NewWithMetricFamilies(families).Lint()
 	require.NoError(t, err)
@@ -282,4 +289,39 @@ func TestCheckPanicBeforeInspection(t *testing.T) {
 		require.Equal(t, 0.0, testutil.ToFloat64(ts.metrics.inFlight))
 		require.Contains(t, strings.Join(ts.logs.lines(), "\n"), "panic in check")
 	}
+}
+
+// TestPreselectCanaryMetrics: with preselectCanary 1 every check also runs
+// every rule; the canary checks are counted and, rule pre-selection being
+// sound, no disagreement is; a disagreement is logged with its rule ids.
+func TestPreselectCanaryMetrics(t *testing.T) {
+	rs, err := inspector.Compile(inspector.Profile{PreselectCanary: 1}, inspector.Profile{Name: "watch", Mode: inspector.ModeDetect})
+	require.NoError(t, err)
+	ts := newTestServer(t, rs, nil)
+	for _, f := range []string{"http11.json", "http2.json"} {
+		_, err := ts.Check(context.Background(), loadCheckRequest(t, f))
+		require.NoError(t, err)
+	}
+	p := inspector.DefaultProfileName
+	require.Equal(t, 2.0, testutil.ToFloat64(ts.metrics.canaryChecks.WithLabelValues(p)))
+	require.Equal(t, 0.0, testutil.ToFloat64(ts.metrics.disagreements.WithLabelValues(p)))
+	require.NotContains(t, strings.Join(ts.logs.lines(), "\n"), "disagreed")
+
+	// A disagreement (which a sound pre-selection never produces) is
+	// counted and logged with the rule ids.
+	ts = newTestServer(t, disagreeing{}, nil)
+	_, err = ts.Check(context.Background(), loadCheckRequest(t, "http11.json"))
+	require.NoError(t, err)
+	require.Equal(t, 1.0, testutil.ToFloat64(ts.metrics.disagreements.WithLabelValues(p)))
+	logs := strings.Join(ts.logs.lines(), "\n")
+	require.Contains(t, logs, "disagreed")
+	require.Contains(t, logs, "942100")
+}
+
+// disagreeing answers like a canary check that found a disagreement.
+type disagreeing struct{}
+
+func (disagreeing) Inspect(context.Context, inspector.Request, string) (inspector.Verdict, error) {
+	return inspector.Verdict{Decision: inspector.Allow, Profile: inspector.DefaultProfileName,
+		Preselect: inspector.PreselectStats{Rules: 10, Candidates: 6, Removed: 5, Canary: true, Disagreement: []int{942100}}}, nil
 }

@@ -11,12 +11,14 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/corazawaf/coraza/v3"
 	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/types"
 
+	"github.com/meshwaf/meshwaf/inspector/internal/preselect"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
 
@@ -37,6 +39,9 @@ type compiled struct {
 	waf     coraza.WAF
 	ruleIDs map[int]bool // every rule id loaded (before removals)
 	tags    map[string]bool
+	plan    *preselect.Plan // nil: rule pre-selection off for this profile
+	canary  atomic.Uint64   // checks seen, for PreselectCanary sampling
+	rules   int             // rules of phases 1 and 2 (with an id)
 }
 
 // Profiles returns the names of the profiles in rs, sorted.
@@ -93,7 +98,7 @@ func (e *ProfileError) Unwrap() error { return e.Err }
 // extra profiles. Every profile is compiled; the errors of all failing
 // profiles are returned together, each a *ProfileError.
 func Compile(def Profile, extra ...Profile) (*RuleSet, error) {
-	registerPlugins() // before any rule is parsed
+	registerPlugins() // before any rule is parsed (plugins.go)
 	all := append([]Profile{def}, extra...)
 	for i := range all {
 		all[i] = all[i].WithDefaults()
@@ -141,8 +146,13 @@ func compile(p Profile) (*compiled, error) {
 		return nil, &ProfileError{Profile: p.Name, Err: err}
 	}
 	c := &compiled{profile: p, ruleIDs: map[int]bool{}, tags: map[string]bool{}}
-	cfg := coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(Directives(p))
+	slot := preselect.NewSlot()
+	defer slot.Release()
+	var observed []types.RuleMetadata
+	cfg := coraza.NewWAFConfig().WithRootFS(coreruleset.FS).
+		WithDirectives(slot.Directives(rulePreselectPhase1, rulePreselectPhase2) + Directives(p))
 	cfg = experimental.WAFConfigWithRuleObserver(cfg, func(r types.RuleMetadata) {
+		observed = append(observed, r)
 		c.ruleIDs[r.ID()] = true
 		for _, t := range r.Tags() {
 			c.tags[t] = true
@@ -153,6 +163,7 @@ func compile(p Profile) (*compiled, error) {
 		return nil, &ProfileError{Profile: p.Name, Err: fmt.Errorf("compiling rules: %w", err)}
 	}
 	c.waf = waf
+	c.bindPlan(slot, observed)
 	var errs []error
 	for i, e := range p.Exclusions {
 		for _, id := range e.RuleIDs {

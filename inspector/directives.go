@@ -28,6 +28,8 @@ const (
 	ruleSetContentTypes     = 99103  // allowed request content types
 	ruleGRPCProcessor       = 99104  // gRPC content types: body processor GRPC
 	ruleGRPCRaw             = 99105  // grpcbody.RawRule
+	rulePreselectPhase1     = 99110  // first rule of phase 1: rule pre-selection (preselect.go)
+	rulePreselectPhase2     = 99111  // first rule of phase 2: rule pre-selection
 )
 
 // TX variables meshwaf's rules set for CRS and for the GRPC body processor,

@@ -2,16 +2,19 @@ package inspector
 
 import (
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
+	"github.com/meshwaf/meshwaf/inspector/internal/preselect"
 	"github.com/meshwaf/meshwaf/inspector/internal/rx"
 )
 
 // registerPlugins installs meshwaf's Coraza plugins in Coraza's
 // process-wide registries: the @rx operator (internal/rx) and the GRPC body
-// processor (internal/grpcbody). Idempotent; Compile calls it before any
+// processor (internal/grpcbody), and the operator of rule pre-selection's
+// hook rules (internal/preselect). Idempotent; Compile calls it before any
 // rule is parsed.
 func registerPlugins() {
 	rx.Register()
 	grpcbody.Register()
+	preselect.Register()
 }
 
 // RxAccelerator names the no-match tests compiled into this build of

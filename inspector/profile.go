@@ -67,6 +67,14 @@ type Profile struct {
 	AfterCRS string `yaml:"afterCRS,omitempty" json:"afterCRS,omitempty"`
 	// Exclusions are structured exclusions compiled to SecLang.
 	Exclusions []Exclusion `yaml:"exclusions,omitempty" json:"exclusions,omitempty"`
+	// Preselect turns rule pre-selection off when false (default on): every
+	// rule is then evaluated for every request. Verdicts are the same
+	// either way; it exists for measurement and as an escape hatch.
+	Preselect *bool `yaml:"preselect,omitempty" json:"preselect,omitempty"`
+	// PreselectCanary makes 1 in this many checks also run every rule and
+	// compare: any disagreement is reported (Verdict.Preselect) and the full
+	// evaluation's verdict wins. 0 (the default) turns the canary off.
+	PreselectCanary int `yaml:"preselectCanary,omitempty" json:"preselectCanary,omitempty"`
 }
 
 // WithDefaults returns p with zero fields set to the defaults.
@@ -113,6 +121,9 @@ func (p Profile) Validate() error {
 	}
 	if p.ArgumentsLimit < 1 {
 		errs = append(errs, fielderr.Errorf(fielderr.At("argumentsLimit"), "%d is not positive", p.ArgumentsLimit))
+	}
+	if p.PreselectCanary < 0 {
+		errs = append(errs, fielderr.Errorf(fielderr.At("preselectCanary"), "%d is negative (0 turns the canary off)", p.PreselectCanary))
 	}
 	if p.DenyStatus < 400 || p.DenyStatus > 599 {
 		errs = append(errs, fielderr.Errorf(fielderr.At("denyStatus"), "%d is not an HTTP 4xx or 5xx status", p.DenyStatus))

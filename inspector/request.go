@@ -60,6 +60,25 @@ type Verdict struct {
 	// InterruptingRule is the id of the rule that decided a deny or detect.
 	InterruptingRule int     `json:"interruptingRule,omitempty"`
 	Matches          []Match `json:"matches,omitempty"`
+	// Preselect is what rule pre-selection did for this check.
+	Preselect PreselectStats `json:"-"`
+}
+
+// PreselectStats counts, for one check, the profile's rules in the request
+// phases, those rule pre-selection analysed (Candidates) and those it
+// removed as unable to match.
+type PreselectStats struct {
+	Rules      int
+	Candidates int
+	Removed    int
+	// Canary is set when this check also ran every rule (the profile's
+	// preselectCanary sample); the verdict is then that full evaluation's.
+	Canary bool
+	// Disagreement names the rules on which the two evaluations of a canary
+	// check differed (0: they differed in score or status only); empty when
+	// they agreed. Any entry means pre-selection removed a rule that
+	// mattered: report it.
+	Disagreement []int
 }
 
 // Allowed reports whether the request may pass (allow or detect).

@@ -29,20 +29,27 @@ func (rs *RuleSet) Inspect(ctx context.Context, req Request, profile string) (Ve
 	if p, ok := rs.profiles[profile]; ok {
 		c = p
 	}
-	return c.inspect(ctx, &req)
+	v, err := c.inspect(ctx, &req, false)
+	if err == nil && c.canaryDue() {
+		v = c.canaryCheck(ctx, &req, v)
+	}
+	return v, err
 }
 
 // inspect drives one transaction: request line and headers, phase 1, the
-// body and phase 2, then the verdict. ctx is checked between phases (a
+// body and phase 2, then the verdict; with fullEvaluation set, rule
+// pre-selection leaves the transaction alone. ctx is checked between phases (a
 // phase itself runs to its end): no body work starts, and no verdict is
 // reported, once it is done.
-func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err error) {
+func (c *compiled) inspect(ctx context.Context, req *Request, fullEvaluation bool) (v Verdict, err error) {
 	if err := canceled(ctx); err != nil {
 		return Verdict{}, err
 	}
 	tx := c.newTransaction(req)
+	tally := c.beginPreselect(tx, fullEvaluation)
 	defer func() {
 		tx.ProcessLogging()
+		c.endPreselect(tx)
 		if cerr := tx.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing transaction: %w", cerr)
 		}
@@ -59,7 +66,9 @@ func (c *compiled) inspect(ctx context.Context, req *Request) (v Verdict, err er
 	if err := canceled(ctx); err != nil {
 		return Verdict{}, err
 	}
-	return c.verdict(tx, it, req, excess, bodyOverLimit), nil
+	v = c.verdict(tx, it, req, excess, bodyOverLimit)
+	v.Preselect = c.preselectStats(tally)
+	return v, nil
 }
 
 // canceled is ErrCanceled wrapping ctx's error once ctx is done, else nil.
