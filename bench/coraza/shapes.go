@@ -13,6 +13,9 @@ type shape struct {
 	name string
 	req  inspector.Request
 	deny bool
+	// optIn shapes run only when -shapes names them: stock Coraza takes
+	// minutes per op on them.
+	optIn bool
 }
 
 // shapes returns the request shapes of the issue: a GET with ten ordinary
@@ -26,9 +29,15 @@ func shapes() []shape {
 		{name: "JSON16KiB", req: jsonPost(856)},
 		{name: "Form", req: form()},
 		{name: "Multipart", req: multipart()},
-		{name: "JSON128KiB", req: jsonPost(6848)}, // last: its heap would tax the next shape
+		{name: "JSON128KiB", req: jsonPost(6848)}, // its heap would tax the next shape
+		// An ordinary API body: a 1 MiB JSON list of records (58,200 leaves).
+		{name: "JSONList1MiB", req: jsonPost(largeAPILeaves), optIn: true},
 	}
 }
+
+// largeAPILeaves is the number of leaves of JSONList1MiB: 1 MiB of
+// corpus.JSONBody.
+const largeAPILeaves = 58200
 
 func withBody(r inspector.Request, contentType string, body []byte) inspector.Request {
 	r.Headers = []inspector.Header{
