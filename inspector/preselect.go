@@ -40,15 +40,50 @@ func (c *compiled) bindPlan(slot *preselect.Slot, rules []types.RuleMetadata) {
 
 // preselectOn reports whether rule pre-selection runs for p: not when
 // switched off, and not when the profile's own SecLang changes compiled
-// rules in ways the rule text Coraza reports does not show
-// (SecRuleUpdateTargetBy*, SecRuleUpdateActionById). Default actions need
-// no check: crs-setup defines them for both request phases and Coraza
-// refuses a second definition.
+// rules in ways the rule text Coraza reports does not show: a
+// SecRuleUpdateActionById, or a SecRuleUpdateTargetBy* that adds a target
+// (one that only removes targets, "!VAR:key", narrows what a rule reads,
+// which analysing the rule's own targets covers). Default actions need no
+// check: crs-setup defines them for both request phases and Coraza refuses
+// a second definition.
 func (p Profile) preselectOn() bool {
 	if p.Preselect != nil && !*p.Preselect {
 		return false
 	}
-	return !strings.Contains(strings.ToLower(p.BeforeCRS+"\n"+p.AfterCRS), "secruleupdate")
+	for _, text := range []string{p.BeforeCRS, p.AfterCRS} {
+		for _, line := range strings.Split(text, "\n") {
+			if !onlyNarrows(strings.TrimSpace(line)) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// onlyNarrows reports whether a SecLang line cannot change what a compiled
+// rule reads or does behind the rule observer's back.
+func onlyNarrows(line string) bool {
+	lower := strings.ToLower(line)
+	if !strings.Contains(lower, "secruleupdate") {
+		return true
+	}
+	if !strings.HasPrefix(lower, "secruleupdatetargetby") || strings.HasSuffix(line, "\\") {
+		return false
+	}
+	f := strings.Fields(line)
+	if len(f) < 3 {
+		return false
+	}
+	targets := strings.Trim(f[len(f)-1], `"`)
+	if len(f) > 3 && strings.HasPrefix(f[len(f)-1], `"`) != strings.HasSuffix(f[len(f)-1], `"`) {
+		return false // a quoted list with spaces: not read here
+	}
+	for _, t := range strings.Split(targets, "|") {
+		if !strings.HasPrefix(t, "!") {
+			return false
+		}
+	}
+	return true
 }
 
 // aboveParanoiaLevel reports the CRS rules of a paranoia level above pl:

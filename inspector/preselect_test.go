@@ -39,7 +39,9 @@ func TestDisagreement(t *testing.T) {
 func TestPreselectSwitch(t *testing.T) {
 	off := false
 	rs, err := Compile(Profile{}, Profile{Name: "off", Preselect: &off},
-		Profile{Name: "update", AfterCRS: `SecRuleUpdateTargetById 942100 "ARGS:extra"`})
+		Profile{Name: "update", AfterCRS: `SecRuleUpdateTargetById 942100 "ARGS:extra"`},
+		Profile{Name: "action", AfterCRS: `SecRuleUpdateActionById 942100 "t:none,t:lowercase"`},
+		Profile{Name: "narrow", AfterCRS: "SecRuleRemoveById 920350\nSecRuleUpdateTargetById 942100 \"!ARGS:q|!REQUEST_COOKIES:sid\""})
 	require.NoError(t, err)
 	get := Request{Method: "GET", URI: "/api/v1/items?id=42", Protocol: "HTTP/1.1", Host: "svc",
 		Headers: []Header{{Name: "User-Agent", Value: "curl/8.0"}, {Name: "Accept", Value: "*/*"}}}
@@ -48,10 +50,30 @@ func TestPreselectSwitch(t *testing.T) {
 	require.Greater(t, v.Preselect.Removed, 100, "a Coraza upgrade may have broken the transaction assertions: pre-selection removed %d rules", v.Preselect.Removed)
 	require.LessOrEqual(t, v.Preselect.Removed, v.Preselect.Candidates)
 	require.LessOrEqual(t, v.Preselect.Candidates, v.Preselect.Rules)
-	for _, name := range []string{"off", "update"} {
+	for _, name := range []string{"off", "update", "action"} {
 		v, err := rs.Inspect(context.Background(), get, name)
 		require.NoError(t, err)
 		require.Equal(t, PreselectStats{}, v.Preselect, name)
+	}
+	v, err = rs.Inspect(context.Background(), get, "narrow")
+	require.NoError(t, err)
+	require.Greater(t, v.Preselect.Removed, 100, "removing targets keeps pre-selection on")
+}
+
+func TestOnlyNarrows(t *testing.T) {
+	for line, want := range map[string]bool{
+		`SecRuleRemoveById 920350`:                        true,
+		`SecAction "id:1,phase:1,pass,nolog"`:             true,
+		`SecRuleUpdateTargetById 942100 "!ARGS:q"`:        true,
+		`SecRuleUpdateTargetById 942100 !ARGS:q|!ARGS:r`:  true,
+		`SecRuleUpdateTargetByTag attack-sqli "!ARGS:q"`:  true,
+		`SecRuleUpdateTargetById 942100 "ARGS:q"`:         false,
+		`SecRuleUpdateTargetById 942100 "!ARGS:q|ARGS:r"`: false,
+		`SecRuleUpdateTargetById 942100 "!ARGS:q" \`:      false,
+		`secruleupdateactionbyid 942100 "t:none"`:         false,
+		`SecRuleUpdateTargetById 942100 "!ARGS:a b"`:      false,
+	} {
+		require.Equal(t, want, onlyNarrows(line), line)
 	}
 }
 
