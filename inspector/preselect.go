@@ -176,3 +176,15 @@ func disagreement(a, b Verdict) []int {
 	}
 	return out
 }
+
+// PreselectOff returns the names of the profiles rule pre-selection does
+// not run for (switched off, or SecLang that changes compiled rules), sorted.
+func (rs *RuleSet) PreselectOff() []string {
+	var off []string
+	for _, name := range rs.Profiles() {
+		if rs.profiles[name].plan == nil {
+			off = append(off, name)
+		}
+	}
+	return off
+}

@@ -55,6 +55,7 @@ func TestPreselectSwitch(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, PreselectStats{}, v.Preselect, name)
 	}
+	require.Equal(t, []string{"action", "off", "update"}, rs.PreselectOff())
 	v, err = rs.Inspect(context.Background(), get, "narrow")
 	require.NoError(t, err)
 	require.Greater(t, v.Preselect.Removed, 100, "removing targets keeps pre-selection on")

@@ -114,6 +114,7 @@ func (r *reloader) reload(trigger string, force bool) error {
 	r.warnRestartOnly(cfg)
 	r.running = cfg
 	r.logger.Info("config reloaded", "trigger", trigger, "profiles", c.rules.Profiles(),
+		"preselect_off", c.rules.PreselectOff(),
 		"sha256", hex.EncodeToString(sum[:]), "took", r.now().Sub(started).String())
 	return nil
 }

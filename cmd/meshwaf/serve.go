@@ -91,6 +91,7 @@ func run(ctx context.Context, cfg Config, data []byte, src configSource, logger,
 		return usageError{err}
 	}
 	logger.Info("rules compiled", "crs_version", inspector.CRSVersion, "profiles", c.rules.Profiles(),
+		"preselect_off", c.rules.PreselectOff(),
 		"paranoia_level", c.rules.Default().ParanoiaLevel, "mode", c.rules.Default().Mode, "took", time.Since(started).String())
 
 	reg := newRegistry()
