@@ -111,6 +111,8 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	for _, d := range []inspector.Decision{inspector.Allow, inspector.Deny, inspector.Detect} {
 		m.checks.WithLabelValues(string(d), inspector.DefaultProfileName)
 	}
+	m.canaryChecks.WithLabelValues(inspector.DefaultProfileName)
+	m.disagreements.WithLabelValues(inspector.DefaultProfileName)
 	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
 		m.errors.WithLabelValues(r)
 	}

@@ -103,10 +103,11 @@ func TestDashboard(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"meshwaf_checks_total", "meshwaf_check_duration_seconds_bucket", "meshwaf_rule_matches_total",
-		"meshwaf_config_reloads_total", "meshwaf_config_last_reload_success_timestamp_seconds", "meshwaf_checks_rejected_total"} {
+		"meshwaf_config_reloads_total", "meshwaf_config_last_reload_success_timestamp_seconds", "meshwaf_checks_rejected_total",
+		"meshwaf_preselect_rules_removed_total", "meshwaf_preselect_rules_evaluated_bucket", "meshwaf_preselect_disagreements_total"} {
 		require.True(t, used[want], "the dashboard does not use %s", want)
 	}
-	for _, want := range []string{"Checks by decision", "Checks by profile", "Check latency", "Top rule ids", "Would-block rate in detect profiles", "Config reloads", "Checks refused by admission control"} {
+	for _, want := range []string{"Checks by decision", "Checks by profile", "Check latency", "Top rule ids", "Would-block rate in detect profiles", "Config reloads", "Checks refused by admission control", "Rule pre-selection"} {
 		require.True(t, titles[want], "missing panel %q", want)
 	}
 }
