@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 
+	"github.com/meshwaf/meshwaf/internal/kubeyaml"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
@@ -25,13 +26,13 @@ const ReasonAnnotation = "meshwaf.io/reason"
 // DefaultDenyName is the name of the per-namespace default-deny policy.
 const DefaultDenyName = "allow-nothing"
 
-// Output formats of RenderPolicies.
+// Output formats of Generate.
 const (
 	FormatIstio         = "istio"
 	FormatNetworkPolicy = "networkpolicy"
 )
 
-// RenderOptions choose what RenderPolicies produces.
+// RenderOptions choose what Generate produces.
 type RenderOptions struct {
 	// Format is FormatIstio (default) or FormatNetworkPolicy.
 	Format string
@@ -40,14 +41,14 @@ type RenderOptions struct {
 	DryRun bool
 }
 
-// RenderPolicies renders a plan as Kubernetes objects in a stable order:
+// renderPolicies renders a plan as Kubernetes objects in a stable order:
 // AuthorizationPolicies (security.istio.io/v1) or NetworkPolicies
 // (networking.k8s.io/v1).
-func RenderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object, error) {
+func renderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object, error) {
 	switch opts.Format {
 	case "", FormatIstio:
 		var out []runtime.Object
-		for _, ap := range AuthorizationPolicies(plan, opts.DryRun) {
+		for _, ap := range authorizationPolicies(plan, opts.DryRun) {
 			out = append(out, ap)
 		}
 		return out, nil
@@ -56,7 +57,7 @@ func RenderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object
 			return nil, fmt.Errorf("dry-run: NetworkPolicies have no dry-run mode; use the istio format")
 		}
 		var out []runtime.Object
-		for _, np := range NetworkPolicies(plan) {
+		for _, np := range networkPolicies(plan) {
 			out = append(out, np)
 		}
 		return out, nil
@@ -68,7 +69,7 @@ func RenderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object
 // say where it came from, what meshwaf added beyond the graph's edges and
 // why. The same plan and options always give the same bytes.
 func Generate(plan *meshpolicy.Plan, opts RenderOptions) ([]byte, error) {
-	objs, err := RenderPolicies(plan, opts)
+	objs, err := renderPolicies(plan, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +85,7 @@ func Generate(plan *meshpolicy.Plan, opts RenderOptions) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// marshalParallel is MarshalDocuments over chunks of objs on every CPU,
+// marshalParallel is kubeyaml.Marshal over chunks of objs on every CPU,
 // joined in order: the bytes are the same as one call over all of them.
 func marshalParallel(objs []runtime.Object) ([]byte, error) {
 	workers := min(runtime2.GOMAXPROCS(0), max(1, len(objs)/64))
@@ -104,7 +105,7 @@ func marshalParallel(objs []runtime.Object) ([]byte, error) {
 			for i, o := range objs[lo:hi] {
 				docs[i] = o
 			}
-			outs[w], errs[w] = MarshalDocuments(docs...)
+			outs[w], errs[w] = kubeyaml.Marshal(docs...)
 		}()
 	}
 	wg.Wait()
@@ -153,7 +154,7 @@ func planHeader(plan *meshpolicy.Plan, opts RenderOptions) []string {
 }
 
 func planObjectMeta(name, namespace string, dryRun bool, reason string) metav1.ObjectMeta {
-	m := metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{ManagedByLabel: ManagedBy}}
+	m := metav1.ObjectMeta{Name: name, Namespace: namespace, Labels: map[string]string{kubeyaml.ManagedByLabel: kubeyaml.ManagedBy}}
 	if dryRun || reason != "" {
 		m.Annotations = map[string]string{}
 	}
@@ -166,12 +167,12 @@ func planObjectMeta(name, namespace string, dryRun bool, reason string) metav1.O
 	return m
 }
 
-// AuthorizationPolicies renders a plan as Istio policies: per covered
+// authorizationPolicies renders a plan as Istio policies: per covered
 // namespace an allow-nothing (empty spec), then per destination with grants
 // an ALLOW policy selecting its labels that admits each granted principal
 // on its ports (with methods and paths when narrowed). Sorted by namespace,
 // then allow-nothing first, then by name.
-func AuthorizationPolicies(plan *meshpolicy.Plan, dryRun bool) []*securityv1.AuthorizationPolicy {
+func authorizationPolicies(plan *meshpolicy.Plan, dryRun bool) []*securityv1.AuthorizationPolicy {
 	var out []*securityv1.AuthorizationPolicy
 	for _, ns := range plan.Namespaces {
 		out = append(out, &securityv1.AuthorizationPolicy{

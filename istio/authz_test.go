@@ -12,6 +12,7 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/meshwaf/meshwaf/internal/kubeyaml"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
@@ -70,11 +71,11 @@ func TestGenerateGolden(t *testing.T) {
 }
 
 func TestAuthorizationPoliciesShop(t *testing.T) {
-	aps := AuthorizationPolicies(loadPlan(t, goldenGraphs["shop"]), false)
+	aps := authorizationPolicies(loadPlan(t, goldenGraphs["shop"]), false)
 	var names []string
 	for _, ap := range aps {
 		names = append(names, ap.Namespace+"/"+ap.Name)
-		require.Equal(t, ManagedBy, ap.Labels[ManagedByLabel])
+		require.Equal(t, kubeyaml.ManagedBy, ap.Labels[kubeyaml.ManagedByLabel])
 		require.Empty(t, ap.Annotations[DryRunAnnotation])
 	}
 	require.Equal(t, []string{"default/allow-nothing", "default/meshwaf-allow-auth", "default/meshwaf-allow-db", "default/meshwaf-allow-www",
@@ -95,13 +96,13 @@ func TestAuthorizationPoliciesShop(t *testing.T) {
 	require.Equal(t, []string{"9000"}, waf.Spec.Rules[0].To[0].Operation.Ports)
 	require.Contains(t, waf.Annotations[ReasonAnnotation], "ext_authz gRPC port 9000")
 
-	for _, ap := range AuthorizationPolicies(loadPlan(t, goldenGraphs["shop"]), true) {
+	for _, ap := range authorizationPolicies(loadPlan(t, goldenGraphs["shop"]), true) {
 		require.Equal(t, "true", ap.Annotations[DryRunAnnotation], ap.Name)
 	}
 }
 
 func TestAuthorizationPoliciesNarrowedAndGrouped(t *testing.T) {
-	aps := AuthorizationPolicies(loadPlan(t, goldenGraphs["full"]), false)
+	aps := authorizationPolicies(loadPlan(t, goldenGraphs["full"]), false)
 	byName := map[string]*securityv1.AuthorizationPolicy{}
 	for _, ap := range aps {
 		byName[ap.Namespace+"/"+ap.Name] = ap
@@ -126,11 +127,11 @@ func TestAuthorizationPoliciesNarrowedAndGrouped(t *testing.T) {
 }
 
 func TestNetworkPolicies(t *testing.T) {
-	nps := NetworkPolicies(loadPlan(t, goldenGraphs["full"]))
+	nps := networkPolicies(loadPlan(t, goldenGraphs["full"]))
 	byName := map[string]*networkingv1.NetworkPolicy{}
 	for _, np := range nps {
 		byName[np.Namespace+"/"+np.Name] = np
-		require.Equal(t, ManagedBy, np.Labels[ManagedByLabel])
+		require.Equal(t, kubeyaml.ManagedBy, np.Labels[kubeyaml.ManagedByLabel])
 	}
 	for _, ns := range []string{"back", "front"} {
 		deny := byName[ns+"/"+DefaultDenyIngressName]
@@ -158,11 +159,11 @@ func TestNetworkPolicies(t *testing.T) {
 
 func TestRenderPoliciesOptions(t *testing.T) {
 	plan := loadPlan(t, goldenGraphs["shop"])
-	_, err := RenderPolicies(plan, RenderOptions{Format: FormatNetworkPolicy, DryRun: true})
+	_, err := renderPolicies(plan, RenderOptions{Format: FormatNetworkPolicy, DryRun: true})
 	require.ErrorContains(t, err, "no dry-run")
-	_, err = RenderPolicies(plan, RenderOptions{Format: "cilium"})
+	_, err = renderPolicies(plan, RenderOptions{Format: "cilium"})
 	require.ErrorContains(t, err, `format "cilium"`)
-	objs, err := RenderPolicies(plan, RenderOptions{})
+	objs, err := renderPolicies(plan, RenderOptions{})
 	require.NoError(t, err)
 	require.Len(t, objs, 5)
 	out, err := Generate(plan, RenderOptions{Format: FormatNetworkPolicy})
@@ -171,7 +172,7 @@ func TestRenderPoliciesOptions(t *testing.T) {
 }
 
 // Generate marshals on every CPU; the bytes must equal one sequential
-// MarshalDocuments, and reading them back keeps the order.
+// kubeyaml.Marshal, and reading them back keeps the order.
 func TestGenerateLargeIsSequentialOutput(t *testing.T) {
 	var b strings.Builder
 	b.WriteString("apiVersion: meshwaf.io/v1alpha1\nkind: ServiceGraph\nmetadata: {name: big}\nspec:\n  services:\n")
@@ -186,14 +187,14 @@ func TestGenerateLargeIsSequentialOutput(t *testing.T) {
 	g, err := meshpolicy.Decode("big.yaml", []byte(b.String()))
 	require.NoError(t, err)
 	plan := meshpolicy.NewPlan(g)
-	objs, err := RenderPolicies(plan, RenderOptions{})
+	objs, err := renderPolicies(plan, RenderOptions{})
 	require.NoError(t, err)
 	require.Len(t, objs, 7+300)
 	docs := make([]any, len(objs))
 	for i, o := range objs {
 		docs[i] = o
 	}
-	seq, err := MarshalDocuments(docs...)
+	seq, err := kubeyaml.Marshal(docs...)
 	require.NoError(t, err)
 	par, err := marshalParallel(objs)
 	require.NoError(t, err)

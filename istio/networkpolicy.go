@@ -21,12 +21,12 @@ const NamespaceNameLabel = "kubernetes.io/metadata.name"
 // NetworkPolicy.
 const DefaultDenyIngressName = "default-deny-ingress"
 
-// NetworkPolicies renders a plan at L3/L4: per covered namespace a policy
+// networkPolicies renders a plan at L3/L4: per covered namespace a policy
 // selecting every pod with no ingress rule (default deny of ingress), then
 // per destination with grants a policy selecting its labels that admits
 // each granting peer by namespace and pod labels on its ports. Methods and
 // paths cannot be expressed and are dropped; the header says so.
-func NetworkPolicies(plan *meshpolicy.Plan) []*networkingv1.NetworkPolicy {
+func networkPolicies(plan *meshpolicy.Plan) []*networkingv1.NetworkPolicy {
 	peers := map[string]meshpolicy.Peer{}
 	for _, s := range plan.Sources {
 		peers[s.ID] = s

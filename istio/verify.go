@@ -16,13 +16,19 @@ import (
 // apply to every namespace.
 const istioRootNamespace = "istio-system"
 
+// kubectlNamespace is where kubectl puts an object without
+// metadata.namespace when no other namespace is chosen.
+const kubectlNamespace = "default"
+
 // EvalOptions tune Evaluate.
 type EvalOptions struct {
 	// RootNamespace defaults to istio-system.
 	RootNamespace string
-	// DefaultNamespace is the namespace of policies that name none
-	// (kubectl's default); defaults to "default".
-	DefaultNamespace string
+	// UnsetPolicyNamespace is where a policy without metadata.namespace
+	// lands (kubectl's namespace when applying it); defaults to "default".
+	// It is not the namespace of a graph service that names none
+	// (meshpolicy.DefaultServiceNamespace), though both are "default".
+	UnsetPolicyNamespace string
 }
 
 // Evaluate computes which sources of plan reach which destination ports
@@ -63,8 +69,8 @@ func Evaluate(plan *meshpolicy.Plan, policies []Policy, opts EvalOptions) (*mesh
 	if opts.RootNamespace == "" {
 		opts.RootNamespace = istioRootNamespace
 	}
-	if opts.DefaultNamespace == "" {
-		opts.DefaultNamespace = meshpolicy.DefaultNamespace
+	if opts.UnsetPolicyNamespace == "" {
+		opts.UnsetPolicyNamespace = kubectlNamespace
 	}
 	ev := newEvaluator(plan)
 	var notes []string
@@ -316,7 +322,7 @@ func (ev *evaluator) compile(p Policy, opts EvalOptions) (*compiledPolicy, strin
 	ap := p.Object
 	ns := ap.Namespace
 	if ns == "" {
-		ns = opts.DefaultNamespace
+		ns = opts.UnsetPolicyNamespace
 	}
 	name := ns + "/" + ap.Name
 	spec := &ap.Spec
@@ -637,17 +643,17 @@ func valuesMatch(values, notValues []string, v string) tri {
 
 func anyMatch(patterns []string, v string) bool {
 	for _, p := range patterns {
-		if MatchString(p, v) {
+		if matchString(p, v) {
 			return true
 		}
 	}
 	return false
 }
 
-// MatchString is Istio's string match in authorization policies: "*"
+// matchString is Istio's string match in authorization policies: "*"
 // matches any non-empty value, "prefix*" and "*suffix" match by prefix and
 // suffix, anything else exactly.
-func MatchString(pattern, v string) bool {
+func matchString(pattern, v string) bool {
 	switch {
 	case pattern == "*":
 		return v != ""

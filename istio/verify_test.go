@@ -264,7 +264,7 @@ func TestMatchString(t *testing.T) {
 		{"exact", "exact", true}, {"exact", "exactly", false},
 	}
 	for _, tt := range tests {
-		require.Equal(t, tt.want, MatchString(tt.pattern, tt.value), "%q ~ %q", tt.pattern, tt.value)
+		require.Equal(t, tt.want, matchString(tt.pattern, tt.value), "%q ~ %q", tt.pattern, tt.value)
 	}
 }
 

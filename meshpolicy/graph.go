@@ -21,8 +21,10 @@ const (
 
 // Defaults of a graph's optional fields.
 const (
-	DefaultTrustDomain       = "cluster.local"
-	DefaultNamespace         = "default"
+	DefaultTrustDomain = "cluster.local"
+	// DefaultServiceNamespace is the namespace of a service that names
+	// none; DefaultMeshwafNamespace is the one meshwaf runs in.
+	DefaultServiceNamespace  = "default"
 	DefaultMeshwafNamespace  = "meshwaf-system"
 	DefaultMeshwafSA         = "meshwaf"
 	DefaultGRPCPort          = defaults.GRPCPort

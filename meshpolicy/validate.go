@@ -215,7 +215,7 @@ func (d *decoder) service(n *yaml.Node, path fielderr.Path) rawService {
 	f := d.fields(n, path, "name", "namespace", "serviceAccount", "selector", "ports", "ingress", "inspect")
 	rs := rawService{node: deref(n), path: path}
 	s := &rs.Service
-	s.Namespace = DefaultNamespace
+	s.Namespace = DefaultServiceNamespace
 	if v, ok := f["name"]; ok {
 		rs.nameNode = deref(v)
 		s.Name = d.dnsLabel(v, path.Field("name"), "service name")

@@ -11,8 +11,8 @@ import (
 
 	"github.com/meshwaf/meshwaf/extauthz"
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/install"
 	"github.com/meshwaf/meshwaf/internal/defaults"
-	"github.com/meshwaf/meshwaf/istio"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
@@ -22,16 +22,17 @@ import (
 func TestSharedDefaults(t *testing.T) {
 	// The packages.
 	require.Equal(t, defaults.ProfileContextKey, extauthz.ContextKeyProfile)
-	require.Equal(t, defaults.ProfileContextKey, istio.ProfileContextKey)
+	require.Equal(t, defaults.ProfileContextKey, install.ProfileContextKey)
 	require.Equal(t, "meshwaf-profile", defaults.ProfileContextKey, "documented in the README")
-	for _, port := range []int{istio.DefaultGRPCPort, meshpolicy.DefaultGRPCPort} {
+	for _, port := range []int{install.DefaultGRPCPort, meshpolicy.DefaultGRPCPort} {
 		require.Equal(t, defaults.GRPCPort, port)
 	}
-	for _, port := range []int{istio.DefaultMetricsPort, meshpolicy.DefaultMetricsPort} {
+	for _, port := range []int{install.DefaultMetricsPort, meshpolicy.DefaultMetricsPort} {
 		require.Equal(t, defaults.AdminPort, port)
 	}
 	require.Equal(t, defaults.RequestBodyLimit, inspector.DefaultRequestBodyLimit)
-	require.Equal(t, defaults.RequestBodyLimit, istio.DefaultRequestBodyLimit)
+	require.Equal(t, defaults.RequestBodyLimit, install.DefaultRequestBodyLimit)
+	require.Equal(t, install.DefaultMeshwafNamespace, meshpolicy.DefaultMeshwafNamespace, "the graph's meshwaf is where the install puts it")
 	cfg := defaultConfig()
 	require.Equal(t, defaults.GRPCAddress, cfg.GRPCAddress)
 	require.Equal(t, defaults.AdminAddress, cfg.AdminAddress)
@@ -45,7 +46,7 @@ func TestSharedDefaults(t *testing.T) {
 	}
 	readYAML(t, filepath.Join(base, "configmap.yaml"), &cm)
 	installed := defaultConfig()
-	require.NoError(t, decodeConfig(istio.ConfigPath, []byte(cm.Data[istio.ConfigKey]), &installed))
+	require.NoError(t, decodeConfig(install.ConfigPath, []byte(cm.Data[install.ConfigKey]), &installed))
 	require.Equal(t, defaults.GRPCAddress, installed.GRPCAddress)
 	require.Equal(t, defaults.AdminAddress, installed.AdminAddress)
 	require.Equal(t, Duration(defaults.DrainDelay), installed.DrainDelay)

@@ -9,8 +9,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/meshwaf/meshwaf/install"
 	mwversion "github.com/meshwaf/meshwaf/internal/version"
-	"github.com/meshwaf/meshwaf/istio"
 )
 
 // dockerfile is the repository's Dockerfile as instructions: continuation
@@ -118,7 +118,7 @@ func TestVersionStamp(t *testing.T) {
 	require.Contains(t, string(script), `version=${2:-$(cat "$root/internal/version/VERSION")}`)
 	require.Contains(t, string(script), "-X main.buildVersion=${version}")
 
-	require.Equal(t, "meshwaf:"+v, istio.DefaultImage)
+	require.Equal(t, "meshwaf:"+v, install.DefaultImage)
 	deploy, err := os.ReadFile(filepath.Join(manifestsDir, "base", "deployment.yaml"))
 	require.NoError(t, err)
 	require.Contains(t, string(deploy), "image: meshwaf:"+v+"\n")

@@ -11,15 +11,15 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/meshwaf/meshwaf/istio"
+	"github.com/meshwaf/meshwaf/install"
 )
 
 // manifestsCommand is `meshwaf manifests`.
 func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) error {
-	o := istio.DefaultInstallOptions()
+	o := install.DefaultOptions()
 	fs := newFlagSet("manifests")
-	mode := fs.String("mode", string(istio.ModeMesh), "install mode: mesh, envoyfilter or pod")
-	part := fs.String("part", string(istio.PartObjects), "what to write: objects, istio-operator, pod-patch or profile-route")
+	mode := fs.String("mode", string(install.ModeMesh), "install mode: mesh, envoyfilter or pod")
+	part := fs.String("part", string(install.PartObjects), "what to write: objects, istio-operator, pod-patch or profile-route")
 	kustomize := fs.String("kustomize", "", "write the kustomize tree (base/, overlays/) into this directory instead")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of meshwaf's Deployment and Service")
 	fs.StringVar(&o.RootNamespace, "root-namespace", o.RootNamespace, "Istio's root namespace (mesh-wide CUSTOM policy, EnvoyFilter, ServiceEntry)")
@@ -79,36 +79,37 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 	} else {
 		o.MaxRequestBytes = uint32(*maxBody)
 	}
-	if !slices.Contains(istio.Modes(), istio.Mode(*mode)) {
+	if !slices.Contains(install.Modes(), install.Mode(*mode)) {
 		errs = append(errs, fmt.Errorf("--mode %q: want mesh, envoyfilter or pod", *mode))
 	}
-	if !slices.Contains(istio.Parts(), istio.Part(*part)) {
+	if !slices.Contains(install.Parts(), install.Part(*part)) {
 		errs = append(errs, fmt.Errorf("--part %q: want objects, istio-operator, pod-patch or profile-route", *part))
-	}
-	if len(errs) == 0 {
-		errs = append(errs, o.Validate())
 	}
 	if err := errors.Join(errs...); err != nil {
 		return usageError{err}
 	}
 	if *kustomize != "" {
-		return writeTree(*kustomize, o)
+		return optionsUsage(writeTree(*kustomize, o))
 	}
-	objs, err := istio.Objects(o, istio.Mode(*mode), istio.Part(*part))
+	out, err := install.Render(o, install.Mode(*mode), install.Part(*part))
 	if err != nil {
-		return usageError{err}
-	}
-	out, err := istio.MarshalInstall(objs...)
-	if err != nil {
-		return err
+		return optionsUsage(err)
 	}
 	_, err = stdout.Write(out)
 	return err
 }
 
+// optionsUsage makes options the install library refuses a usage error.
+func optionsUsage(err error) error {
+	if oe := (*install.OptionsError)(nil); errors.As(err, &oe) {
+		return usageError{err}
+	}
+	return err
+}
+
 // writeTree writes the kustomize tree under dir, in a stable order.
-func writeTree(dir string, o istio.InstallOptions) error {
-	files, err := istio.KustomizeTree(o)
+func writeTree(dir string, o install.Options) error {
+	files, err := install.KustomizeTree(o)
 	if err != nil {
 		return err
 	}

@@ -9,7 +9,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshwaf/meshwaf/inspector"
-	"github.com/meshwaf/meshwaf/istio"
+	"github.com/meshwaf/meshwaf/install"
 )
 
 // yamlDocs splits multi-document YAML into documents with their kinds.
@@ -67,6 +67,8 @@ func TestManifestsCommand(t *testing.T) {
 		{"part of another mode", []string{"manifests", "--mode", "envoyfilter", "--part", "istio-operator"}, exitUsage, nil,
 			[]string{"needs no extension provider"}},
 		{"one replica", []string{"manifests", "--replicas", "1", "--max-replicas", "1"}, exitUsage, nil, []string{"want at least 2"}},
+		{"kustomize tree validates too", []string{"manifests", "--kustomize", t.TempDir(), "--replicas", "1", "--max-replicas", "1"}, exitUsage, nil,
+			[]string{"want at least 2"}},
 		{"bad label", []string{"manifests", "--opt-in-label", "inspect"}, exitUsage, nil, []string{"want KEY=VALUE"}},
 		{"no timeout", []string{"manifests", "--timeout", "0s"}, exitUsage, nil, []string{"600s"}},
 		{"stray argument", []string{"manifests", "mesh"}, exitUsage, nil, []string{"unexpected arguments"}},
@@ -106,9 +108,9 @@ func TestManifestsConfigLoads(t *testing.T) {
 		docs, kinds := yamlDocs(t, stdout)
 		i := indexOf(kinds, "ConfigMap")
 		require.GreaterOrEqual(t, i, 0)
-		data := docs[i]["data"].(map[string]any)[istio.ConfigKey].(string)
+		data := docs[i]["data"].(map[string]any)[install.ConfigKey].(string)
 		cfg := defaultConfig()
-		require.NoError(t, decodeConfig(istio.ConfigPath, []byte(data), &cfg), "%s", data)
+		require.NoError(t, decodeConfig(install.ConfigPath, []byte(data), &cfg), "%s", data)
 		_, err := inspector.Compile(cfg.DefaultProfile)
 		require.NoError(t, err)
 		fs := flagValues(args)

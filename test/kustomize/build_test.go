@@ -13,6 +13,7 @@ import (
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
 
+	"github.com/meshwaf/meshwaf/install"
 	"github.com/meshwaf/meshwaf/istio"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
@@ -133,8 +134,8 @@ func TestImageOverride(t *testing.T) {
 			images = append(images, c.Image)
 		}
 	}
-	require.Equal(t, []string{"your-registry/meshwaf:" + strings.TrimPrefix(istio.DefaultImage, "meshwaf:")}, images)
-	require.True(t, strings.HasPrefix(istio.DefaultImage, "meshwaf:"), istio.DefaultImage)
+	require.Equal(t, []string{"your-registry/meshwaf:" + strings.TrimPrefix(install.DefaultImage, "meshwaf:")}, images)
+	require.True(t, strings.HasPrefix(install.DefaultImage, "meshwaf:"), install.DefaultImage)
 }
 
 // The demo builds with kustomize into meshwaf (mesh mode), the three
@@ -168,7 +169,7 @@ func TestDemo(t *testing.T) {
 	require.Contains(t, apps, "meshwaf")
 	for _, name := range []string{"www", "auth", "db"} {
 		d := apps[name]
-		require.Equal(t, istio.OptInValue, d.Spec.Template.Labels[istio.OptInLabel], name)
+		require.Equal(t, install.OptInValue, d.Spec.Template.Labels[install.OptInLabel], name)
 		require.Equal(t, name, d.Spec.Template.Labels["app"], "the graph's default selector")
 		require.Equal(t, name, d.Spec.Template.Spec.ServiceAccountName, "the graph's default identity")
 		for _, c := range d.Spec.Template.Spec.Containers {

@@ -1,4 +1,4 @@
-package istio
+package install
 
 import (
 	"fmt"
@@ -18,9 +18,9 @@ import (
 
 // Envoy names the EnvoyFilters use.
 const (
-	ExtAuthzFilterName = "envoy.filters.http.ext_authz"
-	RouterFilterName   = "envoy.filters.http.router"
-	HCMFilterName      = "envoy.filters.network.http_connection_manager"
+	extAuthzFilterName = "envoy.filters.http.ext_authz"
+	routerFilterName   = "envoy.filters.http.router"
+	hcmFilterName      = "envoy.filters.network.http_connection_manager"
 )
 
 // envoyStatus reports whether Envoy's HttpStatus enum has code.
@@ -29,15 +29,16 @@ func envoyStatus(code int) bool {
 	return ok
 }
 
-// ExtAuthzConfig is the ext_authz HTTP filter config of the envoyfilter
+// extAuthzConfig is the ext_authz HTTP filter config of the envoyfilter
 // mode: gRPC v3 to meshwaf's cluster with the body, failure and timeout
-// settings of o. It is validated by Envoy's own proto constraints.
-func ExtAuthzConfig(o InstallOptions) (*extauthzv3.ExtAuthz, error) {
+// settings of o. It is validated by Envoy's own proto constraints; a
+// rejection is an *OptionsError.
+func extAuthzConfig(o Options) (*extauthzv3.ExtAuthz, error) {
 	cfg := &extauthzv3.ExtAuthz{
 		Services: &extauthzv3.ExtAuthz_GrpcService{GrpcService: &corev3.GrpcService{
 			TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-				ClusterName: o.ClusterName(),
-				Authority:   o.ServiceHost(),
+				ClusterName: o.clusterName(),
+				Authority:   o.serviceHost(),
 			}},
 			Timeout: durationpb.New(o.Timeout),
 		}},
@@ -51,7 +52,8 @@ func ExtAuthzConfig(o InstallOptions) (*extauthzv3.ExtAuthz, error) {
 		},
 	}
 	if err := cfg.ValidateAll(); err != nil {
-		return nil, fmt.Errorf("ext_authz config: %w", err)
+		// Options that Envoy's constraints reject are the caller's input.
+		return nil, &OptionsError{Problems: []error{fmt.Errorf("ext_authz config: %w", err)}}
 	}
 	return cfg, nil
 }
@@ -74,13 +76,13 @@ func typedStruct(m proto.Message) (*structpb.Struct, error) {
 	return s, nil
 }
 
-// EnvoyFilter inserts meshwaf's ext_authz filter before the router on the
+// envoyFilter inserts meshwaf's ext_authz filter before the router on the
 // inbound listeners of every workload carrying the opt-in label, mesh-wide
 // (it lives in the root namespace). The sidecar must see meshwaf's Service
 // (a Sidecar resource's egress hosts must include it) for the cluster to
 // exist.
-func EnvoyFilter(o InstallOptions) (*networkingv1alpha3.EnvoyFilter, error) {
-	cfg, err := ExtAuthzConfig(o)
+func envoyFilter(o Options) (*networkingv1alpha3.EnvoyFilter, error) {
+	cfg, err := extAuthzConfig(o)
 	if err != nil {
 		return nil, err
 	}
@@ -100,7 +102,7 @@ func EnvoyFilter(o InstallOptions) (*networkingv1alpha3.EnvoyFilter, error) {
 			Annotations: map[string]string{NoteAnnotation: fmt.Sprintf(
 				"inserts %s before %s on SIDECAR_INBOUND of workloads labelled %s=%s; per-route profiles: "+
 					"check_settings.context_extensions[%s] in an ExtAuthzPerRoute (see the profile-route example)",
-				ExtAuthzFilterName, RouterFilterName, o.OptInLabel, o.OptInValue, ProfileContextKey)},
+				extAuthzFilterName, routerFilterName, o.OptInLabel, o.OptInValue, ProfileContextKey)},
 		},
 		Spec: networkingv1alpha3api.EnvoyFilter{
 			WorkloadSelector: &networkingv1alpha3api.WorkloadSelector{Labels: o.optIn()},
@@ -112,8 +114,8 @@ func EnvoyFilter(o InstallOptions) (*networkingv1alpha3.EnvoyFilter, error) {
 						Listener: &networkingv1alpha3api.EnvoyFilter_ListenerMatch{
 							FilterChain: &networkingv1alpha3api.EnvoyFilter_ListenerMatch_FilterChainMatch{
 								Filter: &networkingv1alpha3api.EnvoyFilter_ListenerMatch_FilterMatch{
-									Name:      HCMFilterName,
-									SubFilter: &networkingv1alpha3api.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: RouterFilterName},
+									Name:      hcmFilterName,
+									SubFilter: &networkingv1alpha3api.EnvoyFilter_ListenerMatch_SubFilterMatch{Name: routerFilterName},
 								},
 							},
 						},
@@ -122,7 +124,7 @@ func EnvoyFilter(o InstallOptions) (*networkingv1alpha3.EnvoyFilter, error) {
 				Patch: &networkingv1alpha3api.EnvoyFilter_Patch{
 					Operation: networkingv1alpha3api.EnvoyFilter_Patch_INSERT_BEFORE,
 					Value: &structpb.Struct{Fields: map[string]*structpb.Value{
-						"name":         structpb.NewStringValue(ExtAuthzFilterName),
+						"name":         structpb.NewStringValue(extAuthzFilterName),
 						"typed_config": structpb.NewStructValue(typed),
 					}},
 				},
@@ -131,9 +133,9 @@ func EnvoyFilter(o InstallOptions) (*networkingv1alpha3.EnvoyFilter, error) {
 	}, nil
 }
 
-// ProfileRoute picks a meshwaf profile for the inbound routes of one
+// profileRoute picks a meshwaf profile for the inbound routes of one
 // workload port.
-type ProfileRoute struct {
+type profileRoute struct {
 	// Name and Namespace of the EnvoyFilter; it applies to workloads of
 	// that namespace matching Selector.
 	Name, Namespace string
@@ -144,18 +146,18 @@ type ProfileRoute struct {
 	Profile string
 }
 
-// ExampleProfileRoute is the documented example rendered into manifests/.
-func ExampleProfileRoute() ProfileRoute {
-	return ProfileRoute{Name: "payments-meshwaf-profile", Namespace: "payments",
+// exampleProfileRoute is the documented example rendered into manifests/.
+func exampleProfileRoute() profileRoute {
+	return profileRoute{Name: "payments-meshwaf-profile", Namespace: "payments",
 		Selector: map[string]string{"app": "payments"}, Port: 8080, Profile: "strict"}
 }
 
-// ProfileRouteFilter sets check_settings.context_extensions
+// profileRouteFilter sets check_settings.context_extensions
 // {meshwaf-profile: r.Profile} on the inbound routes of r.Port, so meshwaf
 // inspects those requests with that profile. It works with the ext_authz
 // filter of either the envoyfilter or the mesh mode: both are named
 // envoy.filters.http.ext_authz.
-func ProfileRouteFilter(o InstallOptions, r ProfileRoute) (*networkingv1alpha3.EnvoyFilter, error) {
+func profileRouteFilter(o Options, r profileRoute) (*networkingv1alpha3.EnvoyFilter, error) {
 	per := &extauthzv3.ExtAuthzPerRoute{Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{
 		CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: map[string]string{ProfileContextKey: r.Profile}},
 	}}
@@ -187,7 +189,7 @@ func ProfileRouteFilter(o InstallOptions, r ProfileRoute) (*networkingv1alpha3.E
 					Operation: networkingv1alpha3api.EnvoyFilter_Patch_MERGE,
 					Value: &structpb.Struct{Fields: map[string]*structpb.Value{
 						"typed_per_filter_config": structpb.NewStructValue(&structpb.Struct{Fields: map[string]*structpb.Value{
-							ExtAuthzFilterName: structpb.NewStructValue(typed),
+							extAuthzFilterName: structpb.NewStructValue(typed),
 						}}),
 					}},
 				},

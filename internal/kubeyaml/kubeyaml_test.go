@@ -1,4 +1,4 @@
-package istio
+package kubeyaml
 
 import (
 	"testing"
@@ -11,16 +11,16 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-func TestMarshalDocuments(t *testing.T) {
+func TestMarshal(t *testing.T) {
 	ap := &securityv1.AuthorizationPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy"},
 		ObjectMeta: metav1.ObjectMeta{Name: "allow-nothing", Namespace: "shop", Labels: map[string]string{ManagedByLabel: ManagedBy}},
 		Spec: securityv1beta1.AuthorizationPolicy{
-			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{OptInLabel: OptInValue}},
+			Selector: &typev1beta1.WorkloadSelector{MatchLabels: map[string]string{"meshwaf.io/inspect": "enabled"}},
 		},
 	}
 	ns := &corev1.Namespace{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"}, ObjectMeta: metav1.ObjectMeta{Name: "shop"}}
-	out, err := MarshalDocuments(ap, ns)
+	out, err := Marshal(ap, ns)
 	require.NoError(t, err)
 	want := `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -41,7 +41,29 @@ metadata:
 spec: {}
 `
 	require.Equal(t, want, string(out))
-	again, err := MarshalDocuments(ap, ns)
+	again, err := Marshal(ap, ns)
 	require.NoError(t, err)
 	require.Equal(t, out, again)
+}
+
+// MarshalCompact drops status, nulls and empty objects, and keeps empty
+// lists and zero values.
+func TestMarshalCompact(t *testing.T) {
+	obj := map[string]any{
+		"apiVersion": "v1", "kind": "ConfigMap",
+		"metadata": map[string]any{"name": "x", "creationTimestamp": nil, "labels": map[string]any{}},
+		"spec":     map[string]any{"empty": []any{}, "zero": 0, "off": false, "gone": nil, "nested": map[string]any{"gone": nil}},
+		"status":   map[string]any{"phase": "Active"},
+	}
+	out, err := MarshalCompact(obj)
+	require.NoError(t, err)
+	require.Equal(t, `apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: x
+spec:
+  empty: []
+  "off": false
+  zero: 0
+`, string(out))
 }

@@ -1,4 +1,4 @@
-package istio
+package install
 
 import (
 	"testing"
@@ -7,13 +7,13 @@ import (
 )
 
 func TestAllowPolicyCallers(t *testing.T) {
-	o := DefaultInstallOptions()
+	o := DefaultOptions()
 	def := o.allowPolicy()
 	require.Equal(t, []string{"*"}, def.Spec.Rules[0].From[0].Source.Principals, "default: any mesh identity")
 	require.Empty(t, def.Spec.Rules[0].From[0].Source.Namespaces)
 
 	o.CallerNamespaces = []string{"default", "payments"}
-	require.NoError(t, o.Validate())
+	require.NoError(t, o.validate())
 	p := o.allowPolicy()
 	src := p.Spec.Rules[0].From[0].Source
 	require.Equal(t, []string{"default", "payments"}, src.Namespaces)
@@ -22,5 +22,5 @@ func TestAllowPolicyCallers(t *testing.T) {
 	require.Equal(t, []string{"monitoring"}, p.Spec.Rules[1].From[0].Source.Namespaces, "the scraper rule stays")
 
 	o.CallerNamespaces = []string{"Not_A_Namespace"}
-	require.ErrorContains(t, o.Validate(), `caller namespace "Not_A_Namespace"`)
+	require.ErrorContains(t, o.validate(), `caller namespace "Not_A_Namespace"`)
 }

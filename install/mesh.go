@@ -1,4 +1,4 @@
-package istio
+package install
 
 import (
 	"encoding/json"
@@ -12,23 +12,23 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// OneCustomProviderNote is the rule the CUSTOM policies carry as an
+// oneCustomProviderNote is the rule the CUSTOM policies carry as an
 // annotation: Istio rejects a second CUSTOM provider on one workload.
-const OneCustomProviderNote = "Istio allows one CUSTOM provider per workload: a workload selected here must not be " +
+const oneCustomProviderNote = "Istio allows one CUSTOM provider per workload: a workload selected here must not be " +
 	"selected by a CUSTOM policy naming another provider (use the envoyfilter mode for those). " +
 	"CUSTOM policies cannot be dry-run (istio.io/dry-run is for ALLOW and DENY)."
 
-// IstioOperator is the part of istioctl's IstioOperator that meshwaf
+// istioOperator is the part of istioctl's IstioOperator that meshwaf
 // sets: spec.meshConfig, merged by `istioctl install -f` into the
 // installed profile.
-type IstioOperator struct {
+type istioOperator struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata"`
-	Spec              IstioOperatorSpec `json:"spec"`
+	Spec              istioOperatorSpec `json:"spec"`
 }
 
-// IstioOperatorSpec holds the MeshConfig overlay.
-type IstioOperatorSpec struct {
+// istioOperatorSpec holds the MeshConfig overlay.
+type istioOperatorSpec struct {
 	MeshConfig *meshv1alpha1.MeshConfig `json:"meshConfig"`
 }
 
@@ -36,7 +36,7 @@ type IstioOperatorSpec struct {
 // camelCase) and spells out the gRPC providers' failOpen and
 // allowPartialMessage even when false, so the file says how failures and
 // long bodies are treated.
-func (s IstioOperatorSpec) MarshalJSON() ([]byte, error) {
+func (s istioOperatorSpec) MarshalJSON() ([]byte, error) {
 	raw, err := s.MeshConfig.MarshalJSON()
 	if err != nil {
 		return nil, err
@@ -59,13 +59,13 @@ func (s IstioOperatorSpec) MarshalJSON() ([]byte, error) {
 	return json.Marshal(map[string]any{"meshConfig": mc})
 }
 
-// ExtensionProvider is the MeshConfig extensionProviders entry that points
+// extensionProvider is the MeshConfig extensionProviders entry that points
 // Istio's CUSTOM action at meshwaf over ext_authz gRPC v3: at the central
 // Service (mesh mode) or at LocalHost (pod mode).
-func ExtensionProvider(o InstallOptions, mode Mode) *meshv1alpha1.MeshConfig_ExtensionProvider {
-	name, service := o.ProviderName, o.ServiceHost()
+func extensionProvider(o Options, mode Mode) *meshv1alpha1.MeshConfig_ExtensionProvider {
+	name, service := o.ProviderName, o.serviceHost()
 	if mode == ModePod {
-		name, service = o.LocalProviderName(), o.LocalHost
+		name, service = o.localProviderName(), o.LocalHost
 	}
 	return &meshv1alpha1.MeshConfig_ExtensionProvider{
 		Name: name,
@@ -86,28 +86,28 @@ func ExtensionProvider(o InstallOptions, mode Mode) *meshv1alpha1.MeshConfig_Ext
 	}
 }
 
-// NewIstioOperator is the overlay for `istioctl install -f` that adds
+// newIstioOperator is the overlay for `istioctl install -f` that adds
 // meshwaf's extension provider. istioctl replaces lists rather than
 // merging them: a mesh that already has extensionProviders must list
 // them here too.
-func NewIstioOperator(o InstallOptions, mode Mode) *IstioOperator {
-	return &IstioOperator{
+func newIstioOperator(o Options, mode Mode) *istioOperator {
+	return &istioOperator{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "install.istio.io/v1alpha1", Kind: "IstioOperator"},
 		ObjectMeta: metav1.ObjectMeta{Name: o.ServiceName, Namespace: o.RootNamespace},
-		Spec: IstioOperatorSpec{MeshConfig: &meshv1alpha1.MeshConfig{
-			ExtensionProviders: []*meshv1alpha1.MeshConfig_ExtensionProvider{ExtensionProvider(o, mode)},
+		Spec: istioOperatorSpec{MeshConfig: &meshv1alpha1.MeshConfig{
+			ExtensionProviders: []*meshv1alpha1.MeshConfig_ExtensionProvider{extensionProvider(o, mode)},
 		}},
 	}
 }
 
-// CustomPolicy is the CUSTOM AuthorizationPolicy in the root namespace
+// customPolicy is the CUSTOM AuthorizationPolicy in the root namespace
 // that sends every request of the opted-in workloads, except those to
 // ExcludePaths, to meshwaf's provider (mesh mode) or to the pod-local one
 // (pod mode).
-func CustomPolicy(o InstallOptions, mode Mode) *securityv1.AuthorizationPolicy {
+func customPolicy(o Options, mode Mode) *securityv1.AuthorizationPolicy {
 	provider, name := o.ProviderName, o.ServiceName+"-inspect"
 	if mode == ModePod {
-		provider, name = o.LocalProviderName(), o.ServiceName+"-inspect-local"
+		provider, name = o.localProviderName(), o.ServiceName+"-inspect-local"
 	}
 	rule := &securityv1beta1.Rule{}
 	if len(o.ExcludePaths) > 0 {
@@ -117,7 +117,7 @@ func CustomPolicy(o InstallOptions, mode Mode) *securityv1.AuthorizationPolicy {
 		TypeMeta: metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "AuthorizationPolicy"},
 		ObjectMeta: metav1.ObjectMeta{
 			Name: name, Namespace: o.RootNamespace, Labels: o.labels(),
-			Annotations: map[string]string{NoteAnnotation: OneCustomProviderNote},
+			Annotations: map[string]string{NoteAnnotation: oneCustomProviderNote},
 		},
 		Spec: securityv1beta1.AuthorizationPolicy{
 			Selector: &typev1beta1.WorkloadSelector{MatchLabels: o.optIn()},

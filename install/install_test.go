@@ -1,4 +1,4 @@
-package istio
+package install
 
 import (
 	"bytes"
@@ -49,30 +49,28 @@ func kinds(t *testing.T, b []byte) []string {
 	return out
 }
 
-func render(t *testing.T, o InstallOptions, mode Mode, part Part) []byte {
+func render(t *testing.T, o Options, mode Mode, part Part) []byte {
 	t.Helper()
-	objs, err := Objects(o, mode, part)
-	require.NoError(t, err)
-	out, err := MarshalInstall(objs...)
+	out, err := Render(o, mode, part)
 	require.NoError(t, err)
 	return out
 }
 
 func golden(t *testing.T, name string, got []byte) {
 	t.Helper()
-	p := filepath.Join("testdata", "install", name)
+	p := filepath.Join("testdata", "golden", name)
 	if *update {
 		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
 		require.NoError(t, os.WriteFile(p, got, 0o644))
 	}
 	want, err := os.ReadFile(p)
-	require.NoError(t, err, "run go test ./istio -run TestInstallGolden -update")
+	require.NoError(t, err, "run go test ./install -run TestInstallGolden -update")
 	require.Equal(t, string(want), string(got), "%s differs; if intended, rerun with -update", p)
 }
 
 // customOptions changes every option from its default.
-func customOptions() InstallOptions {
-	o := DefaultInstallOptions()
+func customOptions() Options {
+	o := DefaultOptions()
 	o.Namespace, o.RootNamespace, o.ServiceName, o.ProviderName = "waf", "istio-config", "crs", "crs-waf"
 	o.ClusterDomain, o.Image, o.Replicas, o.MaxReplicas = "mesh.example", "example/meshwaf:v9", 3, 5
 	o.GRPCPort, o.MetricsPort, o.Timeout, o.FailOpen, o.StatusOnError = 9100, 9190, 250*time.Millisecond, true, 503
@@ -92,13 +90,13 @@ var notAPart = map[Mode]map[Part]string{
 func TestInstallGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		o    InstallOptions
-	}{{"default", DefaultInstallOptions()}, {"custom", customOptions()}} {
+		o    Options
+	}{{"default", DefaultOptions()}, {"custom", customOptions()}} {
 		for _, mode := range Modes() {
 			for _, part := range Parts() {
 				t.Run(tc.name+"/"+string(mode)+"/"+string(part), func(t *testing.T) {
 					if want, ok := notAPart[mode][part]; ok {
-						_, err := Objects(tc.o, mode, part)
+						_, err := objects(tc.o, mode, part)
 						require.ErrorContains(t, err, want)
 						return
 					}
@@ -116,7 +114,7 @@ func TestInstallGolden(t *testing.T) {
 }
 
 func TestObjectsParts(t *testing.T) {
-	o := DefaultInstallOptions()
+	o := DefaultOptions()
 	base := []string{"Namespace", "ServiceAccount", "ConfigMap", "Deployment", "Service",
 		"PodDisruptionBudget", "HorizontalPodAutoscaler", "PeerAuthentication", "AuthorizationPolicy"}
 	tests := []struct {
@@ -139,57 +137,62 @@ func TestObjectsParts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.mode)+"/"+string(tt.part), func(t *testing.T) {
-			objs, err := Objects(o, tt.mode, tt.part)
+			objs, err := objects(o, tt.mode, tt.part)
 			if tt.wantErr != "" {
 				require.ErrorContains(t, err, tt.wantErr)
+				require.ErrorAs(t, err, new(*OptionsError), "the caller's input")
 				return
 			}
 			require.NoError(t, err)
-			out, err := MarshalInstall(objs...)
+			out, err := marshal(objs...)
 			require.NoError(t, err)
 			require.Equal(t, tt.want, kinds(t, out))
 		})
 	}
 }
 
-func TestValidate(t *testing.T) {
-	require.NoError(t, DefaultInstallOptions().Validate())
-	require.NoError(t, customOptions().Validate())
+func TestOptionsValidate(t *testing.T) {
+	require.NoError(t, DefaultOptions().validate())
+	require.NoError(t, customOptions().validate())
 	tests := []struct {
 		name string
-		edit func(*InstallOptions)
+		edit func(*Options)
 		want string
 	}{
-		{"body over meshwaf's limit", func(o *InstallOptions) { o.MaxRequestBytes = 2 << 20 }, "above meshwaf's requestBodyLimit 1048576"},
-		{"no body", func(o *InstallOptions) { o.MaxRequestBytes = 0 }, "max request bytes: must be positive"},
-		{"one replica", func(o *InstallOptions) { o.Replicas, o.MaxReplicas = 1, 1 }, "replicas 1: want at least 2"},
-		{"max below min", func(o *InstallOptions) { o.MaxReplicas = 1 }, "max replicas 1: below replicas 2"},
-		{"no timeout", func(o *InstallOptions) { o.Timeout = 0 }, "Istio's default would be 600s"},
-		{"sub-ms timeout", func(o *InstallOptions) { o.Timeout = 1500 * time.Microsecond }, "whole milliseconds"},
-		{"status 200", func(o *InstallOptions) { o.StatusOnError = 200 }, "want an HTTP 4xx or 5xx"},
-		{"status unknown to Envoy", func(o *InstallOptions) { o.StatusOnError = 499 }, "Envoy's HttpStatus has no such code"},
-		{"same ports", func(o *InstallOptions) { o.MetricsPort = o.GRPCPort }, "both 9000"},
-		{"port range", func(o *InstallOptions) { o.GRPCPort = 70000 }, "grpc port 70000: not in 1-65535"},
-		{"namespace", func(o *InstallOptions) { o.Namespace = "Meshwaf_System" }, `namespace "Meshwaf_System"`},
-		{"label", func(o *InstallOptions) { o.OptInLabel = "bad label" }, `opt-in label "bad label"`},
-		{"empty value", func(o *InstallOptions) { o.OptInValue = "" }, "opt-in value: must not be empty"},
-		{"relative path", func(o *InstallOptions) { o.ExcludePaths = []string{"healthz"} }, `exclude path "healthz"`},
-		{"image", func(o *InstallOptions) { o.Image = "" }, "image"},
-		{"body limit", func(o *InstallOptions) { o.RequestBodyLimit = 128 << 20 }, "request body limit 134217728"},
+		{"body over meshwaf's limit", func(o *Options) { o.MaxRequestBytes = 2 << 20 }, "above meshwaf's requestBodyLimit 1048576"},
+		{"no body", func(o *Options) { o.MaxRequestBytes = 0 }, "max request bytes: must be positive"},
+		{"one replica", func(o *Options) { o.Replicas, o.MaxReplicas = 1, 1 }, "replicas 1: want at least 2"},
+		{"max below min", func(o *Options) { o.MaxReplicas = 1 }, "max replicas 1: below replicas 2"},
+		{"no timeout", func(o *Options) { o.Timeout = 0 }, "Istio's default would be 600s"},
+		{"sub-ms timeout", func(o *Options) { o.Timeout = 1500 * time.Microsecond }, "whole milliseconds"},
+		{"status 200", func(o *Options) { o.StatusOnError = 200 }, "want an HTTP 4xx or 5xx"},
+		{"status unknown to Envoy", func(o *Options) { o.StatusOnError = 499 }, "Envoy's HttpStatus has no such code"},
+		{"same ports", func(o *Options) { o.MetricsPort = o.GRPCPort }, "both 9000"},
+		{"port range", func(o *Options) { o.GRPCPort = 70000 }, "grpc port 70000: not in 1-65535"},
+		{"namespace", func(o *Options) { o.Namespace = "Meshwaf_System" }, `namespace "Meshwaf_System"`},
+		{"label", func(o *Options) { o.OptInLabel = "bad label" }, `opt-in label "bad label"`},
+		{"empty value", func(o *Options) { o.OptInValue = "" }, "opt-in value: must not be empty"},
+		{"relative path", func(o *Options) { o.ExcludePaths = []string{"healthz"} }, `exclude path "healthz"`},
+		{"image", func(o *Options) { o.Image = "" }, "image"},
+		{"body limit", func(o *Options) { o.RequestBodyLimit = 128 << 20 }, "request body limit 134217728"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			o := DefaultInstallOptions()
+			o := DefaultOptions()
 			tt.edit(&o)
-			err := o.Validate()
+			err := o.validate()
 			require.ErrorContains(t, err, tt.want)
-			_, err = Objects(o, ModeMesh, PartObjects)
+			require.ErrorAs(t, err, new(*OptionsError))
+			_, err = Render(o, ModeMesh, PartObjects)
 			require.ErrorContains(t, err, tt.want, "rendering validates too")
+			require.ErrorAs(t, err, new(*OptionsError))
+			_, err = KustomizeTree(o)
+			require.ErrorContains(t, err, tt.want, "so does the kustomize tree")
 		})
 	}
-	o := DefaultInstallOptions()
+	o := DefaultOptions()
 	o.Replicas, o.StatusOnError = 0, 1
-	err := o.Validate()
+	err := o.validate()
 	require.ErrorContains(t, err, "replicas 0")
 	require.ErrorContains(t, err, "status on error 1", "every problem at once")
 }
@@ -197,7 +200,7 @@ func TestValidate(t *testing.T) {
 // The EnvoyFilter's typed_config decodes, strictly, as Envoy's ExtAuthz
 // with the options' settings.
 func TestEnvoyFilterDecodesAsExtAuthz(t *testing.T) {
-	for _, o := range []InstallOptions{DefaultInstallOptions(), customOptions()} {
+	for _, o := range []Options{DefaultOptions(), customOptions()} {
 		out := render(t, o, ModeEnvoyFilter, PartObjects)
 		d := docs(t, out)
 		var ef networkingv1alpha3.EnvoyFilter
@@ -207,9 +210,9 @@ func TestEnvoyFilterDecodesAsExtAuthz(t *testing.T) {
 		p := ef.Spec.ConfigPatches[0]
 		require.Equal(t, "SIDECAR_INBOUND", p.GetMatch().GetContext().String())
 		require.Equal(t, "INSERT_BEFORE", p.GetPatch().GetOperation().String())
-		require.Equal(t, RouterFilterName, p.GetMatch().GetListener().GetFilterChain().GetFilter().GetSubFilter().GetName())
+		require.Equal(t, routerFilterName, p.GetMatch().GetListener().GetFilterChain().GetFilter().GetSubFilter().GetName())
 		v := p.GetPatch().GetValue().GetFields()
-		require.Equal(t, ExtAuthzFilterName, v["name"].GetStringValue())
+		require.Equal(t, extAuthzFilterName, v["name"].GetStringValue())
 		typed := v["typed_config"].GetStructValue()
 		require.Equal(t, "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", typed.GetFields()["@type"].GetStringValue())
 		delete(typed.Fields, "@type")
@@ -217,8 +220,8 @@ func TestEnvoyFilterDecodesAsExtAuthz(t *testing.T) {
 		require.NoError(t, err)
 		cfg := &extauthzv3.ExtAuthz{}
 		require.NoError(t, protojson.Unmarshal(raw, cfg), "strict: unknown fields fail: %s", raw)
-		require.Equal(t, o.ClusterName(), cfg.GetGrpcService().GetEnvoyGrpc().GetClusterName())
-		require.Equal(t, "outbound|"+strconv.Itoa(int(o.GRPCPort))+"||"+o.ServiceName+"."+o.Namespace+".svc."+o.ClusterDomain, o.ClusterName())
+		require.Equal(t, o.clusterName(), cfg.GetGrpcService().GetEnvoyGrpc().GetClusterName())
+		require.Equal(t, "outbound|"+strconv.Itoa(int(o.GRPCPort))+"||"+o.ServiceName+"."+o.Namespace+".svc."+o.ClusterDomain, o.clusterName())
 		require.Equal(t, o.Timeout, cfg.GetGrpcService().GetTimeout().AsDuration())
 		require.Equal(t, "V3", cfg.GetTransportApiVersion().String())
 		require.Equal(t, o.FailOpen, cfg.GetFailureModeAllow())
@@ -226,7 +229,7 @@ func TestEnvoyFilterDecodesAsExtAuthz(t *testing.T) {
 		require.Equal(t, o.MaxRequestBytes, cfg.GetWithRequestBody().GetMaxRequestBytes())
 		require.Equal(t, o.AllowPartialMessage, cfg.GetWithRequestBody().GetAllowPartialMessage())
 		require.Equal(t, o.PackAsBytes, cfg.GetWithRequestBody().GetPackAsBytes())
-		want, err := ExtAuthzConfig(o)
+		want, err := extAuthzConfig(o)
 		require.NoError(t, err)
 		require.True(t, proto.Equal(want, cfg))
 	}
@@ -234,14 +237,14 @@ func TestEnvoyFilterDecodesAsExtAuthz(t *testing.T) {
 
 // The per-route example decodes as ExtAuthzPerRoute carrying the profile.
 func TestProfileRouteFilter(t *testing.T) {
-	r := ExampleProfileRoute()
-	out := render(t, DefaultInstallOptions(), ModeEnvoyFilter, PartProfileRoute)
+	r := exampleProfileRoute()
+	out := render(t, DefaultOptions(), ModeEnvoyFilter, PartProfileRoute)
 	var ef networkingv1alpha3.EnvoyFilter
 	require.NoError(t, yaml.UnmarshalStrict(out, &ef))
 	p := ef.Spec.ConfigPatches[0]
 	require.Equal(t, "HTTP_ROUTE", p.GetApplyTo().String())
 	require.Equal(t, r.Port, p.GetMatch().GetRouteConfiguration().GetPortNumber())
-	typed := p.GetPatch().GetValue().GetFields()["typed_per_filter_config"].GetStructValue().GetFields()[ExtAuthzFilterName].GetStructValue()
+	typed := p.GetPatch().GetValue().GetFields()["typed_per_filter_config"].GetStructValue().GetFields()[extAuthzFilterName].GetStructValue()
 	require.Equal(t, "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute", typed.GetFields()["@type"].GetStringValue())
 	delete(typed.Fields, "@type")
 	raw, err := protojson.Marshal(typed)
@@ -252,14 +255,14 @@ func TestProfileRouteFilter(t *testing.T) {
 
 	r.Profile = ""
 	r.Port = 0
-	_, err = ProfileRouteFilter(DefaultInstallOptions(), r)
+	_, err = profileRouteFilter(DefaultOptions(), r)
 	require.NoError(t, err, "an empty profile name is Envoy-valid; meshwaf falls back to the default profile")
 }
 
 // The IstioOperator's meshConfig decodes, strictly, as Istio's MeshConfig.
 func TestIstioOperatorMeshConfig(t *testing.T) {
 	for _, mode := range []Mode{ModeMesh, ModePod} {
-		for _, o := range []InstallOptions{DefaultInstallOptions(), customOptions()} {
+		for _, o := range []Options{DefaultOptions(), customOptions()} {
 			out := render(t, o, mode, PartIstioOperator)
 			var iop struct {
 				APIVersion string `json:"apiVersion"`
@@ -281,7 +284,7 @@ func TestIstioOperatorMeshConfig(t *testing.T) {
 			g := p.GetEnvoyExtAuthzGrpc()
 			if mode == ModeMesh {
 				require.Equal(t, o.ProviderName, p.Name)
-				require.Equal(t, o.ServiceHost(), g.Service)
+				require.Equal(t, o.serviceHost(), g.Service)
 			} else {
 				require.Equal(t, o.ProviderName+"-local", p.Name)
 				require.Equal(t, o.LocalHost, g.Service)
@@ -311,9 +314,9 @@ func boolString(b bool) string {
 func TestCustomPolicy(t *testing.T) {
 	o := customOptions()
 	for _, mode := range []Mode{ModeMesh, ModePod} {
-		objs, err := Objects(o, mode, PartObjects)
+		objs, err := objects(o, mode, PartObjects)
 		require.NoError(t, err)
-		out, err := MarshalInstall(objs[len(objs)-1])
+		out, err := marshal(objs[len(objs)-1])
 		require.NoError(t, err)
 		var ap securityv1.AuthorizationPolicy
 		require.NoError(t, yaml.UnmarshalStrict(out, &ap))
@@ -322,7 +325,7 @@ func TestCustomPolicy(t *testing.T) {
 		require.Equal(t, map[string]string{"example.com/waf": "on"}, ap.Spec.GetSelector().GetMatchLabels())
 		require.Equal(t, []string{"/ping", "/status/*"}, ap.Spec.Rules[0].To[0].Operation.NotPaths)
 		require.Contains(t, ap.Annotations[NoteAnnotation], "one CUSTOM provider per workload")
-		require.NotContains(t, ap.Annotations, DryRunAnnotation, "CUSTOM cannot be dry-run")
+		require.NotContains(t, ap.Annotations, "istio.io/dry-run", "CUSTOM cannot be dry-run")
 		want := o.ProviderName
 		if mode == ModePod {
 			want += "-local"
@@ -330,7 +333,7 @@ func TestCustomPolicy(t *testing.T) {
 		require.Equal(t, want, ap.Spec.GetProvider().GetName())
 	}
 	o.ExcludePaths = nil
-	ap := CustomPolicy(o, ModeMesh)
+	ap := customPolicy(o, ModeMesh)
 	require.Len(t, ap.Spec.Rules, 1, "one empty rule: every request is checked")
 	require.Empty(t, ap.Spec.Rules[0].To)
 }
@@ -338,10 +341,10 @@ func TestCustomPolicy(t *testing.T) {
 // meshwaf's Deployment runs hardened, drains within its grace period and
 // mounts the ConfigMap it is configured from.
 func TestDeploymentHardening(t *testing.T) {
-	o := DefaultInstallOptions()
-	objs, err := BaseObjects(o)
+	o := DefaultOptions()
+	objs, err := baseObjects(o)
 	require.NoError(t, err)
-	out, err := MarshalInstall(objs...)
+	out, err := marshal(objs...)
 	require.NoError(t, err)
 	var dep appsv1.Deployment
 	var cm corev1.ConfigMap
@@ -373,7 +376,7 @@ func TestDeploymentHardening(t *testing.T) {
 	c := pod.Containers[0]
 	sc := c.SecurityContext
 	require.True(t, *sc.RunAsNonRoot)
-	require.Equal(t, int64(RunAsUser), *sc.RunAsUser)
+	require.Equal(t, int64(runAsUser), *sc.RunAsUser)
 	require.True(t, *sc.ReadOnlyRootFilesystem)
 	require.False(t, *sc.AllowPrivilegeEscalation)
 	require.Equal(t, []corev1.Capability{"ALL"}, sc.Capabilities.Drop)
@@ -383,7 +386,7 @@ func TestDeploymentHardening(t *testing.T) {
 	require.False(t, c.Resources.Limits.Memory().IsZero())
 	require.False(t, c.Resources.Requests.Cpu().IsZero())
 	require.Equal(t, []string{"serve", "--config", ConfigPath}, c.Args)
-	require.Equal(t, ConfigMountPath, c.VolumeMounts[0].MountPath)
+	require.Equal(t, configMountPath, c.VolumeMounts[0].MountPath)
 	require.Equal(t, cm.Name, pod.Volumes[0].ConfigMap.Name)
 	require.Contains(t, cm.Data[ConfigKey], "requestBodyLimit: 1048576")
 	require.Contains(t, cm.Data[ConfigKey], "afterCRS: |")
@@ -395,19 +398,19 @@ func TestDeploymentHardening(t *testing.T) {
 // The pod-mode container listens for gRPC on loopback only and is probed
 // over the admin port.
 func TestPodMode(t *testing.T) {
-	o := DefaultInstallOptions()
-	cm, err := PodConfigMap(o)
+	o := DefaultOptions()
+	cm, err := podConfigMap(o)
 	require.NoError(t, err)
 	require.Contains(t, cm.Data[ConfigKey], `grpcAddress: "127.0.0.1:9000"`)
 	require.Empty(t, cm.Namespace, "lands in the application's namespace")
-	c := PodContainer(o)
+	c := podContainer(o)
 	require.Nil(t, c.ReadinessProbe.GRPC)
 	require.Equal(t, "/readyz", c.ReadinessProbe.HTTPGet.Path)
 	require.True(t, *c.SecurityContext.ReadOnlyRootFilesystem)
-	se := ServiceEntry(o)
+	se := serviceEntry(o)
 	require.Equal(t, []string{"meshwaf.local"}, se.Spec.Hosts)
 	require.Equal(t, "127.0.0.1", se.Spec.Endpoints[0].Address)
 	require.Equal(t, "STATIC", se.Spec.Resolution.String())
 	require.Equal(t, "GRPC", se.Spec.Ports[0].Protocol)
-	require.Equal(t, ExtensionProvider(o, ModePod).GetEnvoyExtAuthzGrpc().Service, se.Spec.Hosts[0])
+	require.Equal(t, extensionProvider(o, ModePod).GetEnvoyExtAuthzGrpc().Service, se.Spec.Hosts[0])
 }

@@ -1,4 +1,4 @@
-package istio
+package install
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 
 	"github.com/meshwaf/meshwaf/internal/defaults"
+	"github.com/meshwaf/meshwaf/internal/kubeyaml"
 	"github.com/meshwaf/meshwaf/internal/version"
 )
 
@@ -40,7 +41,10 @@ var DefaultImage = "meshwaf:" + version.Release
 
 // Names and defaults of the install.
 const (
-	DefaultNamespace     = "meshwaf-system"
+	// DefaultMeshwafNamespace is the namespace meshwaf is installed in:
+	// its Deployment, Service and ConfigMap (Options.Namespace).
+	DefaultMeshwafNamespace = "meshwaf-system"
+	// DefaultRootNamespace is Istio's config root namespace.
 	DefaultRootNamespace = "istio-system"
 	DefaultServiceName   = "meshwaf"
 	DefaultProviderName  = "meshwaf"
@@ -78,11 +82,11 @@ const (
 // meshwaf.
 func DefaultExcludePaths() []string { return []string{"/healthz", "/readyz", "/livez"} }
 
-// InstallOptions are the settings of every install mode. Start from
-// DefaultInstallOptions; Validate reports every problem at once.
-type InstallOptions struct {
-	// Namespace holds meshwaf's Deployment and Service (mesh and
-	// envoyfilter modes).
+// Options are the settings of every install mode. Start from
+// DefaultOptions; Render and KustomizeTree validate them.
+type Options struct {
+	// Namespace is the namespace meshwaf is installed in: it holds
+	// meshwaf's Deployment and Service (mesh and envoyfilter modes).
 	Namespace string
 	// RootNamespace is Istio's config root namespace: the CUSTOM policy,
 	// the EnvoyFilter and the ServiceEntry live there to apply mesh-wide.
@@ -134,11 +138,11 @@ type InstallOptions struct {
 	LocalHost string
 }
 
-// DefaultInstallOptions returns the defaults: fail closed, 403 on error,
+// DefaultOptions returns the defaults: fail closed, 403 on error,
 // 500 ms timeout, bodies up to 1 MiB sent as bytes, two replicas.
-func DefaultInstallOptions() InstallOptions {
-	return InstallOptions{
-		Namespace:         DefaultNamespace,
+func DefaultOptions() Options {
+	return Options{
+		Namespace:         DefaultMeshwafNamespace,
 		RootNamespace:     DefaultRootNamespace,
 		ServiceName:       DefaultServiceName,
 		ProviderName:      DefaultProviderName,
@@ -164,8 +168,29 @@ func DefaultInstallOptions() InstallOptions {
 // maxRequestBodyLimit is meshwaf's upper bound of requestBodyLimit.
 const maxRequestBodyLimit = 64 << 20
 
-// Validate reports every invalid or contradictory option, joined.
-func (o InstallOptions) Validate() error {
+// OptionsError reports install options, or a mode and part, that cannot
+// be rendered: the caller's input, not a fault of the renderer.
+type OptionsError struct {
+	// Problems has one error per invalid or contradictory option.
+	Problems []error
+}
+
+func (e *OptionsError) Error() string { return errors.Join(e.Problems...).Error() }
+
+// Unwrap returns the problems.
+func (e *OptionsError) Unwrap() []error { return e.Problems }
+
+// optionsError is nil without problems, else an *OptionsError.
+func optionsError(problems []error) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return &OptionsError{Problems: problems}
+}
+
+// validate reports every invalid or contradictory option at once, as an
+// *OptionsError; nil when the options can be rendered.
+func (o Options) validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
 	for _, f := range []struct{ name, v string }{
@@ -245,33 +270,33 @@ func (o InstallOptions) Validate() error {
 			bad("caller namespace %q: %s", ns, m)
 		}
 	}
-	return errors.Join(errs...)
+	return optionsError(errs)
 }
 
-// ServiceHost is the FQDN of meshwaf's Service.
-func (o InstallOptions) ServiceHost() string {
+// serviceHost is the FQDN of meshwaf's Service.
+func (o Options) serviceHost() string {
 	return fmt.Sprintf("%s.%s.svc.%s", o.ServiceName, o.Namespace, o.ClusterDomain)
 }
 
-// ClusterName is the Envoy cluster Istio builds for meshwaf's gRPC port,
+// clusterName is the Envoy cluster Istio builds for meshwaf's gRPC port,
 // which the EnvoyFilter's grpc_service names.
-func (o InstallOptions) ClusterName() string {
-	return fmt.Sprintf("outbound|%d||%s", o.GRPCPort, o.ServiceHost())
+func (o Options) clusterName() string {
+	return fmt.Sprintf("outbound|%d||%s", o.GRPCPort, o.serviceHost())
 }
 
-// LocalProviderName is the extension provider of pod mode.
-func (o InstallOptions) LocalProviderName() string { return o.ProviderName + "-local" }
+// localProviderName is the extension provider of pod mode.
+func (o Options) localProviderName() string { return o.ProviderName + "-local" }
 
-func (o InstallOptions) optIn() map[string]string {
+func (o Options) optIn() map[string]string {
 	return map[string]string{o.OptInLabel: o.OptInValue}
 }
 
 // selectorLabels select meshwaf's own pods.
-func (o InstallOptions) selectorLabels() map[string]string {
+func (o Options) selectorLabels() map[string]string {
 	return map[string]string{NameLabel: o.ServiceName}
 }
 
 // labels go on every object meshwaf renders.
-func (o InstallOptions) labels() map[string]string {
-	return map[string]string{NameLabel: o.ServiceName, ManagedByLabel: ManagedBy}
+func (o Options) labels() map[string]string {
+	return map[string]string{NameLabel: o.ServiceName, kubeyaml.ManagedByLabel: kubeyaml.ManagedBy}
 }

@@ -1,11 +1,10 @@
-package istio
+package install
 
 import (
-	"strings"
-
 	"bytes"
 	"fmt"
 	"strconv"
+	"strings"
 	"text/template"
 
 	securityv1beta1 "istio.io/api/security/v1beta1"
@@ -21,20 +20,21 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshwaf/meshwaf/internal/defaults"
+	"github.com/meshwaf/meshwaf/internal/kubeyaml"
 )
 
 // Where the config lives in meshwaf's containers, and its drain timing.
 const (
-	ConfigMountPath = "/etc/meshwaf"
+	configMountPath = "/etc/meshwaf"
 	ConfigKey       = "meshwaf.yaml"
 	// ConfigPath is what serve's --config names.
-	ConfigPath      = ConfigMountPath + "/" + ConfigKey
+	ConfigPath      = configMountPath + "/" + ConfigKey
 	drainDelay      = defaults.DrainDelay
 	shutdownTimeout = defaults.ShutdownTimeout
 	// terminationGrace exceeds drainDelay + shutdownTimeout.
 	terminationGrace = 30
-	// RunAsUser is the numeric non-root user of the image.
-	RunAsUser       = 65532
+	// runAsUser is the numeric non-root user of the image.
+	runAsUser       = 65532
 	configVolume    = "config"
 	containerName   = "meshwaf"
 	grpcPortName    = "grpc"
@@ -67,11 +67,11 @@ defaultProfile:
     # SecRuleRemoveById 920350
 `
 
-// ConfigYAML is meshwaf's config file for the install: listen addresses,
+// configYAML is meshwaf's config file for the install: listen addresses,
 // failure policy, drain timing and the body limit matching the options.
 // grpcAddress is the gRPC listen address (":9000", or "127.0.0.1:9000" in
 // pod mode).
-func ConfigYAML(o InstallOptions, grpcAddress string) ([]byte, error) {
+func configYAML(o Options, grpcAddress string) ([]byte, error) {
 	t, err := template.New("config").Parse(meshwafConfig)
 	if err != nil {
 		return nil, err
@@ -86,24 +86,24 @@ func ConfigYAML(o InstallOptions, grpcAddress string) ([]byte, error) {
 	return b.Bytes(), err
 }
 
-func (o InstallOptions) meta(name string) metav1.ObjectMeta {
+func (o Options) meta(name string) metav1.ObjectMeta {
 	return metav1.ObjectMeta{Name: name, Namespace: o.Namespace, Labels: o.labels()}
 }
 
-// BaseObjects are the objects of meshwaf's central service, in apply
+// baseObjects are the objects of meshwaf's central service, in apply
 // order: Namespace, ServiceAccount, ConfigMap, Deployment, Service,
 // PodDisruptionBudget, HorizontalPodAutoscaler, PeerAuthentication
 // (STRICT) and the ALLOW policy that lets sidecars reach the gRPC port and
 // scrapers the metrics port.
-func BaseObjects(o InstallOptions) ([]any, error) {
-	cfg, err := ConfigYAML(o, ":"+strconv.Itoa(int(o.GRPCPort)))
+func baseObjects(o Options) ([]any, error) {
+	cfg, err := configYAML(o, ":"+strconv.Itoa(int(o.GRPCPort)))
 	if err != nil {
 		return nil, err
 	}
 	ns := &corev1.Namespace{
 		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
 		ObjectMeta: metav1.ObjectMeta{Name: o.Namespace, Labels: map[string]string{
-			ManagedByLabel: ManagedBy, NameLabel: o.ServiceName, "istio-injection": "enabled",
+			kubeyaml.ManagedByLabel: kubeyaml.ManagedBy, NameLabel: o.ServiceName, "istio-injection": "enabled",
 		}},
 	}
 	sa := &corev1.ServiceAccount{
@@ -123,7 +123,7 @@ func BaseObjects(o InstallOptions) ([]any, error) {
 // container is meshwaf's container. In pod mode gRPC listens on loopback
 // only, so the probes use the admin port over HTTP, and that port gets a
 // name unlikely to clash with the application's.
-func (o InstallOptions) container(pod bool) corev1.Container {
+func (o Options) container(pod bool) corev1.Container {
 	metricsName := metricsPortName
 	if pod {
 		metricsName = podMetricsPortName
@@ -155,11 +155,11 @@ func (o InstallOptions) container(pod bool) corev1.Container {
 		StartupProbe:   probe("/readyz", 2, 30),
 		ReadinessProbe: probe("/readyz", 5, 1),
 		LivenessProbe:  probe("/healthz", 10, 3),
-		VolumeMounts:   []corev1.VolumeMount{{Name: configVolume, MountPath: ConfigMountPath, ReadOnly: true}},
+		VolumeMounts:   []corev1.VolumeMount{{Name: configVolume, MountPath: configMountPath, ReadOnly: true}},
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
-			RunAsUser:                ptr.To[int64](RunAsUser),
-			RunAsGroup:               ptr.To[int64](RunAsUser),
+			RunAsUser:                ptr.To[int64](runAsUser),
+			RunAsGroup:               ptr.To[int64](runAsUser),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			AllowPrivilegeEscalation: ptr.To(false),
 			Privileged:               ptr.To(false),
@@ -187,7 +187,7 @@ func imageTag(image string) string {
 	return "latest"
 }
 
-func (o InstallOptions) deployment() *appsv1.Deployment {
+func (o Options) deployment() *appsv1.Deployment {
 	spread := func(key string) corev1.TopologySpreadConstraint {
 		return corev1.TopologySpreadConstraint{
 			MaxSkew: 1, TopologyKey: key, WhenUnsatisfiable: corev1.ScheduleAnyway,
@@ -231,8 +231,8 @@ func (o InstallOptions) deployment() *appsv1.Deployment {
 					TerminationGracePeriodSeconds: ptr.To[int64](terminationGrace),
 					SecurityContext: &corev1.PodSecurityContext{
 						RunAsNonRoot:   ptr.To(true),
-						RunAsUser:      ptr.To[int64](RunAsUser),
-						RunAsGroup:     ptr.To[int64](RunAsUser),
+						RunAsUser:      ptr.To[int64](runAsUser),
+						RunAsGroup:     ptr.To[int64](runAsUser),
 						SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 					},
 					TopologySpreadConstraints: []corev1.TopologySpreadConstraint{
@@ -246,7 +246,7 @@ func (o InstallOptions) deployment() *appsv1.Deployment {
 	}
 }
 
-func (o InstallOptions) service() *corev1.Service {
+func (o Options) service() *corev1.Service {
 	return &corev1.Service{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Service"},
 		ObjectMeta: o.meta(o.ServiceName),
@@ -260,7 +260,7 @@ func (o InstallOptions) service() *corev1.Service {
 	}
 }
 
-func (o InstallOptions) pdb() *policyv1.PodDisruptionBudget {
+func (o Options) pdb() *policyv1.PodDisruptionBudget {
 	return &policyv1.PodDisruptionBudget{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "policy/v1", Kind: "PodDisruptionBudget"},
 		ObjectMeta: o.meta(o.ServiceName),
@@ -271,7 +271,7 @@ func (o InstallOptions) pdb() *policyv1.PodDisruptionBudget {
 	}
 }
 
-func (o InstallOptions) hpa() *autoscalingv2.HorizontalPodAutoscaler {
+func (o Options) hpa() *autoscalingv2.HorizontalPodAutoscaler {
 	return &autoscalingv2.HorizontalPodAutoscaler{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "autoscaling/v2", Kind: "HorizontalPodAutoscaler"},
 		ObjectMeta: o.meta(o.ServiceName),
@@ -290,7 +290,7 @@ func (o InstallOptions) hpa() *autoscalingv2.HorizontalPodAutoscaler {
 	}
 }
 
-func (o InstallOptions) peerAuthentication() *securityv1.PeerAuthentication {
+func (o Options) peerAuthentication() *securityv1.PeerAuthentication {
 	return &securityv1.PeerAuthentication{
 		TypeMeta:   metav1.TypeMeta{APIVersion: "security.istio.io/v1", Kind: "PeerAuthentication"},
 		ObjectMeta: o.meta(o.ServiceName + "-strict"),
@@ -303,7 +303,7 @@ func (o InstallOptions) peerAuthentication() *securityv1.PeerAuthentication {
 // allowPolicy lets the callers (every mesh identity, or the sidecars of
 // CallerNamespaces) reach the gRPC port and the scraper namespaces GET
 // /metrics; with it, everything else to meshwaf is denied.
-func (o InstallOptions) allowPolicy() *securityv1.AuthorizationPolicy {
+func (o Options) allowPolicy() *securityv1.AuthorizationPolicy {
 	callers := &securityv1beta1.Source{Principals: []string{"*"}}
 	if len(o.CallerNamespaces) > 0 {
 		callers = &securityv1beta1.Source{Namespaces: o.CallerNamespaces}
