@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	runtime2 "runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -211,46 +212,37 @@ func authorizationPolicies(plan *meshpolicy.Plan, dryRun bool) []*securityv1.Aut
 type ruleGroup struct {
 	principals []string
 	ports      []int
-	methods    []string
-	paths      []string
+	narrowing
+}
+
+// narrowing is the HTTP methods and paths a grant is limited to.
+type narrowing struct{ methods, paths []string }
+
+func (n narrowing) equal(o narrowing) bool {
+	return slices.Equal(n.methods, o.methods) && slices.Equal(n.paths, o.paths)
 }
 
 // planRules groups a destination's grants into as few rules as keep the plan:
 // one per (principal set, methods, paths), listing the ports they share.
 func planRules(d meshpolicy.Destination) []*securityv1beta1.Rule {
-	type narrowing struct{ methods, paths string }
 	var groups []*ruleGroup
-	byKey := map[string]*ruleGroup{}
 	for _, dp := range d.Ports {
-		perNarrowing := map[narrowing][]string{}
-		var order []narrowing
-		for _, gr := range dp.Grants {
-			k := narrowing{strings.Join(gr.Methods, ","), strings.Join(gr.Paths, ",")}
-			if _, ok := perNarrowing[k]; !ok {
-				order = append(order, k)
+		for _, pn := range principalsByNarrowing(dp.Grants) {
+			i := slices.IndexFunc(groups, func(g *ruleGroup) bool {
+				return g.equal(pn.narrowing) && slices.Equal(g.principals, pn.principals)
+			})
+			if i < 0 {
+				groups = append(groups, &ruleGroup{principals: pn.principals, narrowing: pn.narrowing})
+				i = len(groups) - 1
 			}
-			if !hasString(perNarrowing[k], gr.Principal) {
-				perNarrowing[k] = append(perNarrowing[k], gr.Principal)
-			}
-		}
-		for _, k := range order {
-			principals := perNarrowing[k]
-			sort.Strings(principals)
-			key := strings.Join(principals, " ") + "\x00" + k.methods + "\x00" + k.paths
-			g := byKey[key]
-			if g == nil {
-				g = &ruleGroup{principals: principals, methods: splitList(k.methods), paths: splitList(k.paths)}
-				byKey[key] = g
-				groups = append(groups, g)
-			}
-			g.ports = append(g.ports, dp.Port)
+			groups[i].ports = append(groups[i].ports, dp.Port)
 		}
 	}
 	sort.SliceStable(groups, func(i, j int) bool {
 		if groups[i].ports[0] != groups[j].ports[0] {
 			return groups[i].ports[0] < groups[j].ports[0]
 		}
-		return strings.Join(groups[i].principals, " ") < strings.Join(groups[j].principals, " ")
+		return slices.Compare(groups[i].principals, groups[j].principals) < 0
 	})
 	var out []*securityv1beta1.Rule
 	for _, g := range groups {
@@ -261,27 +253,39 @@ func planRules(d meshpolicy.Destination) []*securityv1beta1.Rule {
 		out = append(out, &securityv1beta1.Rule{
 			From: []*securityv1beta1.Rule_From{{Source: &securityv1beta1.Source{Principals: g.principals}}},
 			To: []*securityv1beta1.Rule_To{{Operation: &securityv1beta1.Operation{
-				Ports: ports, Methods: g.methods, Paths: g.paths,
+				Ports: ports, Methods: slices.Clone(g.methods), Paths: slices.Clone(g.paths),
 			}}},
 		})
 	}
 	return out
 }
 
-func splitList(s string) []string {
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, ",")
+// narrowingPrincipals are the principals one port admits with one narrowing.
+type narrowingPrincipals struct {
+	narrowing
+	principals []string // sorted, without duplicates
 }
 
-func hasString(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
+// principalsByNarrowing gathers a port's grants by narrowing, in the order
+// the narrowings first appear. A port has few distinct narrowings, so they
+// are found by comparing the lists, never by a key made of them.
+func principalsByNarrowing(grants []meshpolicy.Grant) []narrowingPrincipals {
+	var out []narrowingPrincipals
+	for _, gr := range grants {
+		n := narrowing{methods: gr.Methods, paths: gr.Paths}
+		i := slices.IndexFunc(out, func(pn narrowingPrincipals) bool { return pn.equal(n) })
+		if i < 0 {
+			out = append(out, narrowingPrincipals{narrowing: n})
+			i = len(out) - 1
+		}
+		if !slices.Contains(out[i].principals, gr.Principal) {
+			out[i].principals = append(out[i].principals, gr.Principal)
 		}
 	}
-	return false
+	for i := range out {
+		sort.Strings(out[i].principals)
+	}
+	return out
 }
 
 func cloneLabels(m map[string]string) map[string]string {

@@ -207,3 +207,38 @@ func TestGenerateLargeIsSequentialOutput(t *testing.T) {
 		require.Equal(t, objs[i].(*securityv1.AuthorizationPolicy).Name, p.Object.Name, i)
 	}
 }
+
+// A path holding a comma stays one path, and callers whose path lists
+// read alike once joined with commas keep rules of their own.
+func TestAuthorizationPolicyPathsStayLists(t *testing.T) {
+	g, err := meshpolicy.Decode("g.yaml", []byte(`apiVersion: meshwaf.io/v1alpha1
+kind: ServiceGraph
+metadata: {name: g}
+spec:
+  services:
+  - {name: a, serviceAccount: shared}
+  - {name: b, serviceAccount: shared}
+  - {name: c, ports: [{port: 80, protocol: HTTP}]}
+  - {name: d, serviceAccount: shared}
+  edges:
+  - {from: a, to: c, paths: ["/a,/b"], methods: [GET]}
+  - {from: b, to: c, paths: ["/a", "/b"], methods: [GET]}
+  - {from: d, to: c, paths: ["/a*"], methods: [GET]}
+`))
+	require.NoError(t, err)
+	var c *securityv1.AuthorizationPolicy
+	for _, ap := range authorizationPolicies(meshpolicy.NewPlan(g), false) {
+		if ap.Name == "meshwaf-allow-c" {
+			c = ap
+		}
+	}
+	require.NotNil(t, c)
+	var paths [][]string
+	for _, r := range c.Spec.Rules {
+		require.Equal(t, []string{"cluster.local/ns/default/sa/shared"}, r.From[0].Source.Principals)
+		require.Equal(t, []string{"80"}, r.To[0].Operation.Ports)
+		require.Equal(t, []string{"GET"}, r.To[0].Operation.Methods)
+		paths = append(paths, r.To[0].Operation.Paths)
+	}
+	require.Equal(t, [][]string{{"/a", "/b"}, {"/a*"}, {"/a,/b"}}, paths)
+}

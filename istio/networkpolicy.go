@@ -2,8 +2,8 @@ package istio
 
 import (
 	"fmt"
+	"slices"
 	"sort"
-	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -76,12 +76,11 @@ func ingressRules(d meshpolicy.Destination, peers map[string]meshpolicy.Peer) []
 		ports []int
 	}
 	var groups []*group
-	byKey := map[string]*group{}
 	for _, dp := range d.Ports {
 		var ids []string
 		for _, gr := range dp.Grants {
 			for _, id := range gr.Sources {
-				if p, ok := peers[id]; ok && p.Namespace != "" && !hasString(ids, id) {
+				if p, ok := peers[id]; ok && p.Namespace != "" && !slices.Contains(ids, id) {
 					ids = append(ids, id)
 				}
 			}
@@ -90,14 +89,12 @@ func ingressRules(d meshpolicy.Destination, peers map[string]meshpolicy.Peer) []
 			continue
 		}
 		sort.Strings(ids)
-		key := strings.Join(ids, " ")
-		g := byKey[key]
-		if g == nil {
-			g = &group{ids: ids}
-			byKey[key] = g
-			groups = append(groups, g)
+		i := slices.IndexFunc(groups, func(g *group) bool { return slices.Equal(g.ids, ids) })
+		if i < 0 {
+			groups = append(groups, &group{ids: ids})
+			i = len(groups) - 1
 		}
-		g.ports = append(g.ports, dp.Port)
+		groups[i].ports = append(groups[i].ports, dp.Port)
 	}
 	var out []networkingv1.NetworkPolicyIngressRule
 	for _, g := range groups {

@@ -2,6 +2,7 @@ package istio
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -464,10 +465,10 @@ func operationMatch(o *securityv1beta1.Operation, port int, http, deny bool) (tr
 		return triYes, false
 	}
 	p := strconv.Itoa(port)
-	if len(o.Ports) > 0 && !hasString(o.Ports, p) {
+	if len(o.Ports) > 0 && !slices.Contains(o.Ports, p) {
 		return triNo, false
 	}
-	if hasString(o.NotPorts, p) {
+	if slices.Contains(o.NotPorts, p) {
 		return triNo, false
 	}
 	l7 := len(o.Methods)+len(o.NotMethods)+len(o.Paths)+len(o.NotPaths) > 0
@@ -618,10 +619,10 @@ func sourceMatches(s *securityv1beta1.Source, p meshpolicy.Peer) bool {
 		return false
 	}
 	nsSA := ns + "/" + sa
-	if len(s.ServiceAccounts) > 0 && !hasString(s.ServiceAccounts, nsSA) {
+	if len(s.ServiceAccounts) > 0 && !slices.Contains(s.ServiceAccounts, nsSA) {
 		return false
 	}
-	if hasString(s.NotServiceAccounts, nsSA) {
+	if slices.Contains(s.NotServiceAccounts, nsSA) {
 		return false
 	}
 	if len(s.TrustDomains) > 0 && !anyMatch(s.TrustDomains, td) {

@@ -2,6 +2,7 @@ package meshpolicy
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -115,18 +116,57 @@ const (
 
 // NewPlan derives the plan of a validated graph.
 func NewPlan(g *Graph) *Plan {
-	p := &Plan{Graph: g}
-	td := g.TrustDomain
-	svcs := append([]Service(nil), g.Services...)
-	sort.Slice(svcs, func(i, j int) bool { return svcs[i].Ref() < svcs[j].Ref() })
+	pl := &planner{p: &Plan{Graph: g}, td: g.TrustDomain, grants: map[destPort]map[string][]*Grant{}}
+	pl.addServices()
+	pl.addIdentities()
+	pl.grantEdges()
+	pl.grantIngressAndMetrics()
+	pl.addMeshwaf()
+	pl.noteScrapedPorts()
+	pl.attachGrants()
+	p := pl.p
+	p.Notes = append(p.Notes, sharedPrincipalNotes(p.Sources)...)
+	p.Notes = append(p.Notes, overlappingSelectorNotes(pl.svcs)...)
+	p.index()
+	return p
+}
+
+// planner is the state NewPlan's steps share.
+type planner struct {
+	p  *Plan
+	td string // trust domain
+	// svcs are the graph's services sorted by Ref; byRef points into it.
+	svcs  []Service
+	byRef map[string]*Service
+	// ingress and scraper are the identities meshwaf adds as sources;
+	// scraper is nil without spec.settings.scraper.
+	ingress Peer
+	scraper *Peer
+	// grants: per destination port and principal, one grant per distinct
+	// (methods, paths), found by comparing the lists.
+	grants map[destPort]map[string][]*Grant
+}
+
+// destPort is one port of one destination, by destination ID.
+type destPort struct {
+	dest string
+	port int
+}
+
+// addServices makes every service a source and a destination, and
+// collects the namespaces the graph covers.
+func (pl *planner) addServices() {
+	p := pl.p
+	pl.svcs = append([]Service(nil), p.Graph.Services...)
+	sort.Slice(pl.svcs, func(i, j int) bool { return pl.svcs[i].Ref() < pl.svcs[j].Ref() })
 	nsSet := map[string]bool{}
-	byRef := map[string]*Service{}
-	for i := range svcs {
-		s := svcs[i]
-		byRef[s.Ref()] = &svcs[i]
+	pl.byRef = map[string]*Service{}
+	for i := range pl.svcs {
+		s := pl.svcs[i]
+		pl.byRef[s.Ref()] = &pl.svcs[i]
 		nsSet[s.Namespace] = true
 		peer := Peer{ID: s.Ref(), Kind: KindService, Namespace: s.Namespace, Name: s.Name,
-			ServiceAccount: s.ServiceAccount, Principal: Principal(td, s.Namespace, s.ServiceAccount), Labels: s.Selector}
+			ServiceAccount: s.ServiceAccount, Principal: Principal(pl.td, s.Namespace, s.ServiceAccount), Labels: s.Selector}
 		p.Sources = append(p.Sources, peer)
 		d := Destination{Peer: peer, PolicyName: "meshwaf-allow-" + s.Name}
 		for _, sp := range s.Ports {
@@ -139,122 +179,156 @@ func NewPlan(g *Graph) *Plan {
 		p.Namespaces = append(p.Namespaces, ns)
 	}
 	sort.Strings(p.Namespaces)
+}
 
-	set := g.Settings
-	ingress := Peer{ID: IngressGatewayID, Kind: KindIngressGateway, Namespace: set.IngressGateway.Namespace,
-		ServiceAccount: set.IngressGateway.ServiceAccount, Principal: set.IngressGateway.PrincipalIn(td), Labels: set.IngressGateway.Selector}
-	p.Sources = append(p.Sources, ingress)
-	var scraper *Peer
+// addIdentities adds the ingress gateway and, when configured, the
+// scraper as sources.
+func (pl *planner) addIdentities() {
+	set := pl.p.Graph.Settings
+	pl.ingress = Peer{ID: IngressGatewayID, Kind: KindIngressGateway, Namespace: set.IngressGateway.Namespace,
+		ServiceAccount: set.IngressGateway.ServiceAccount, Principal: set.IngressGateway.PrincipalIn(pl.td), Labels: set.IngressGateway.Selector}
+	pl.p.Sources = append(pl.p.Sources, pl.ingress)
 	if set.Scraper != nil {
-		scraper = &Peer{ID: ScraperID, Kind: KindScraper, Namespace: set.Scraper.Namespace,
-			ServiceAccount: set.Scraper.ServiceAccount, Principal: set.Scraper.PrincipalIn(td), Labels: set.Scraper.Selector}
-		p.Sources = append(p.Sources, *scraper)
+		pl.scraper = &Peer{ID: ScraperID, Kind: KindScraper, Namespace: set.Scraper.Namespace,
+			ServiceAccount: set.Scraper.ServiceAccount, Principal: set.Scraper.PrincipalIn(pl.td), Labels: set.Scraper.Selector}
+		pl.p.Sources = append(pl.p.Sources, *pl.scraper)
 	}
+}
 
-	grants := map[string]map[int]map[string]*Grant{} // dest -> port -> key -> grant
-	add := func(dest string, port int, principal, source string, methods, paths []string, why string) {
-		if grants[dest] == nil {
-			grants[dest] = map[int]map[string]*Grant{}
-		}
-		if grants[dest][port] == nil {
-			grants[dest][port] = map[string]*Grant{}
-		}
-		key := principal + "\x00" + strings.Join(methods, ",") + "\x00" + strings.Join(paths, ",")
-		gr := grants[dest][port][key]
-		if gr == nil {
-			gr = &Grant{Principal: principal, Methods: methods, Paths: paths, Why: why}
-			grants[dest][port][key] = gr
-		}
-		if !contains(gr.Sources, source) {
-			gr.Sources = append(gr.Sources, source)
-		}
+// grant admits principal on port of dest for methods and paths, on behalf
+// of source. Grants with equal principal, methods and paths are one grant
+// listing every source; the first one's reason stays.
+func (pl *planner) grant(dest string, port int, principal, source string, methods, paths []string, why string) {
+	k := destPort{dest, port}
+	if pl.grants[k] == nil {
+		pl.grants[k] = map[string][]*Grant{}
 	}
-	for _, e := range g.Edges {
-		from := byRef[e.From]
+	same := pl.grants[k][principal]
+	i := slices.IndexFunc(same, func(gr *Grant) bool {
+		return slices.Equal(gr.Methods, methods) && slices.Equal(gr.Paths, paths)
+	})
+	if i < 0 {
+		same = append(same, &Grant{Principal: principal, Methods: methods, Paths: paths, Why: why})
+		pl.grants[k][principal] = same
+		i = len(same) - 1
+	}
+	if gr := same[i]; !slices.Contains(gr.Sources, source) {
+		gr.Sources = append(gr.Sources, source)
+	}
+}
+
+// grantEdges grants each edge's caller on the edge's ports.
+func (pl *planner) grantEdges() {
+	for _, e := range pl.p.Graph.Edges {
+		from := pl.byRef[e.From]
 		for _, port := range e.Ports {
-			add(e.To, port, Principal(td, from.Namespace, from.ServiceAccount), e.From, e.Methods, e.Paths, WhyEdge)
+			pl.grant(e.To, port, Principal(pl.td, from.Namespace, from.ServiceAccount), e.From, e.Methods, e.Paths, WhyEdge)
 		}
 	}
+}
+
+// grantIngressAndMetrics grants the ingress gateway the non-metrics ports
+// of ingress services, and the scraper every metrics port.
+func (pl *planner) grantIngressAndMetrics() {
+	for _, s := range pl.svcs {
+		for _, sp := range s.Ports {
+			if s.Ingress && !sp.Metrics {
+				pl.grant(s.Ref(), sp.Port, pl.ingress.Principal, pl.ingress.ID, nil, nil, WhyIngress)
+			}
+			if sp.Metrics && pl.scraper != nil {
+				pl.grant(s.Ref(), sp.Port, pl.scraper.Principal, pl.scraper.ID, nil, nil, WhyMetrics)
+			}
+		}
+	}
+}
+
+// addMeshwaf adds meshwaf as a destination when some service is inspected:
+// the inspected services' sidecars may call its gRPC port and the scraper
+// its metrics port.
+func (pl *planner) addMeshwaf() {
 	var inspected []string
-	for _, s := range svcs {
+	for _, s := range pl.svcs {
 		if s.Inspect {
 			inspected = append(inspected, s.Ref())
 		}
-		for _, sp := range s.Ports {
-			if s.Ingress && !sp.Metrics {
-				add(s.Ref(), sp.Port, ingress.Principal, ingress.ID, nil, nil, WhyIngress)
-			}
-			if sp.Metrics && scraper != nil {
-				add(s.Ref(), sp.Port, scraper.Principal, scraper.ID, nil, nil, WhyMetrics)
-			}
-		}
 	}
-	if len(inspected) > 0 {
-		m := set.Meshwaf
-		d := Destination{
-			Peer: Peer{ID: m.Namespace + "/meshwaf", Kind: KindMeshwaf, Namespace: m.Namespace, Name: "meshwaf",
-				ServiceAccount: m.ServiceAccount, Principal: Principal(td, m.Namespace, m.ServiceAccount), Labels: m.Selector},
-			PolicyName: "meshwaf-ext-authz-callers",
-			Reason: fmt.Sprintf("the sidecars of the inspected workloads (%s) call meshwaf's ext_authz gRPC port %d for every request; without this ALLOW those calls fail and every inspected request is denied",
-				strings.Join(inspected, ", "), m.GRPCPort),
-			Ports: []DestPort{{Port: m.GRPCPort, Protocol: "GRPC"}, {Port: m.MetricsPort, Protocol: "HTTP", Metrics: true}},
-		}
-		if m.MetricsPort < m.GRPCPort {
-			d.Ports[0], d.Ports[1] = d.Ports[1], d.Ports[0]
-		}
-		if scraper != nil {
-			d.Reason += fmt.Sprintf("; the scraper %s may reach its metrics port %d", scraper.Principal, m.MetricsPort)
-		} else {
-			p.Notes = append(p.Notes, fmt.Sprintf("no spec.settings.scraper: meshwaf's metrics port %d is denied to everyone by its ALLOW policy", m.MetricsPort))
-		}
-		p.Destinations = append(p.Destinations, d)
-		for _, ref := range inspected {
-			s := byRef[ref]
-			add(d.ID, m.GRPCPort, Principal(td, s.Namespace, s.ServiceAccount), ref, nil, nil, WhyExtAuthz)
-		}
-		if scraper != nil {
-			add(d.ID, m.MetricsPort, scraper.Principal, scraper.ID, nil, nil, WhyMetrics)
-		}
-		p.Notes = append(p.Notes, fmt.Sprintf("added %s/%s: %s", m.Namespace, d.PolicyName, d.Reason))
+	if len(inspected) == 0 {
+		return
+	}
+	p, m, scraper := pl.p, pl.p.Graph.Settings.Meshwaf, pl.scraper
+	d := Destination{
+		Peer: Peer{ID: m.Namespace + "/meshwaf", Kind: KindMeshwaf, Namespace: m.Namespace, Name: "meshwaf",
+			ServiceAccount: m.ServiceAccount, Principal: Principal(pl.td, m.Namespace, m.ServiceAccount), Labels: m.Selector},
+		PolicyName: "meshwaf-ext-authz-callers",
+		Reason: fmt.Sprintf("the sidecars of the inspected workloads (%s) call meshwaf's ext_authz gRPC port %d for every request; without this ALLOW those calls fail and every inspected request is denied",
+			strings.Join(inspected, ", "), m.GRPCPort),
+		Ports: []DestPort{{Port: m.GRPCPort, Protocol: "GRPC"}, {Port: m.MetricsPort, Protocol: "HTTP", Metrics: true}},
+	}
+	if m.MetricsPort < m.GRPCPort {
+		d.Ports[0], d.Ports[1] = d.Ports[1], d.Ports[0]
 	}
 	if scraper != nil {
-		var targets []string
-		for _, s := range svcs {
-			for _, sp := range s.Ports {
-				if sp.Metrics {
-					targets = append(targets, fmt.Sprintf("%s:%d", s.Ref(), sp.Port))
-				}
+		d.Reason += fmt.Sprintf("; the scraper %s may reach its metrics port %d", scraper.Principal, m.MetricsPort)
+	} else {
+		p.Notes = append(p.Notes, fmt.Sprintf("no spec.settings.scraper: meshwaf's metrics port %d is denied to everyone by its ALLOW policy", m.MetricsPort))
+	}
+	p.Destinations = append(p.Destinations, d)
+	for _, ref := range inspected {
+		s := pl.byRef[ref]
+		pl.grant(d.ID, m.GRPCPort, Principal(pl.td, s.Namespace, s.ServiceAccount), ref, nil, nil, WhyExtAuthz)
+	}
+	if scraper != nil {
+		pl.grant(d.ID, m.MetricsPort, scraper.Principal, scraper.ID, nil, nil, WhyMetrics)
+	}
+	p.Notes = append(p.Notes, fmt.Sprintf("added %s/%s: %s", m.Namespace, d.PolicyName, d.Reason))
+}
+
+// noteScrapedPorts says which service metrics ports the scraper may reach.
+func (pl *planner) noteScrapedPorts() {
+	if pl.scraper == nil {
+		return
+	}
+	var targets []string
+	for _, s := range pl.svcs {
+		for _, sp := range s.Ports {
+			if sp.Metrics {
+				targets = append(targets, fmt.Sprintf("%s:%d", s.Ref(), sp.Port))
 			}
 		}
-		if len(targets) > 0 {
-			p.Notes = append(p.Notes, fmt.Sprintf("added: the scraper %s may reach the metrics ports %s", scraper.Principal, strings.Join(targets, ", ")))
-		}
 	}
-	for i := range p.Destinations {
-		d := &p.Destinations[i]
+	if len(targets) > 0 {
+		pl.p.Notes = append(pl.p.Notes, fmt.Sprintf("added: the scraper %s may reach the metrics ports %s", pl.scraper.Principal, strings.Join(targets, ", ")))
+	}
+}
+
+// attachGrants puts each destination port's grants on it, sorted, each
+// with its sources sorted.
+func (pl *planner) attachGrants() {
+	for i := range pl.p.Destinations {
+		d := &pl.p.Destinations[i]
 		for j := range d.Ports {
 			dp := &d.Ports[j]
-			for _, gr := range grants[d.ID][dp.Port] {
-				sort.Strings(gr.Sources)
-				dp.Grants = append(dp.Grants, *gr)
+			for _, same := range pl.grants[destPort{d.ID, dp.Port}] {
+				for _, gr := range same {
+					sort.Strings(gr.Sources)
+					dp.Grants = append(dp.Grants, *gr)
+				}
 			}
 			sort.Slice(dp.Grants, func(a, b int) bool { return grantLess(dp.Grants[a], dp.Grants[b]) })
 		}
 	}
-	p.Notes = append(p.Notes, sharedPrincipalNotes(p.Sources)...)
-	p.Notes = append(p.Notes, overlappingSelectorNotes(svcs)...)
-	p.index()
-	return p
 }
 
+// grantLess orders grants by principal, then methods, then paths, each
+// list compared element by element.
 func grantLess(a, b Grant) bool {
 	if a.Principal != b.Principal {
 		return a.Principal < b.Principal
 	}
-	if x, y := strings.Join(a.Methods, ","), strings.Join(b.Methods, ","); x != y {
-		return x < y
+	if c := slices.Compare(a.Methods, b.Methods); c != 0 {
+		return c < 0
 	}
-	return strings.Join(a.Paths, ",") < strings.Join(b.Paths, ",")
+	return slices.Compare(a.Paths, b.Paths) < 0
 }
 
 func sharedPrincipalNotes(sources []Peer) []string {

@@ -182,3 +182,41 @@ spec:
 	require.NoError(t, err)
 	require.Equal(t, []string{"warning: the selector of default/web also selects the pods of default/web-canary: the policy of default/web applies to both"}, NewPlan(g).Notes)
 }
+
+// commaGraph has three callers sharing one principal: a allowed the one
+// path "/a,/b", b the two paths "/a" and "/b", d the prefix "/a*". Joined
+// with commas, a's and b's lists read alike, and d's sorts before both.
+const commaGraph = `apiVersion: meshwaf.io/v1alpha1
+kind: ServiceGraph
+metadata: {name: g}
+spec:
+  services:
+  - {name: a, serviceAccount: shared}
+  - {name: b, serviceAccount: shared}
+  - {name: c, ports: [{port: 80, protocol: HTTP}]}
+  - {name: d, serviceAccount: shared}
+  edges:
+  - {from: a, to: c, paths: ["/a,/b"]}
+  - {from: b, to: c, paths: ["/a", "/b"]}
+  - {from: d, to: c, paths: ["/a*"]}
+`
+
+// Grants carry their methods and paths as the lists the graph gave: a
+// path holding a comma stays one path, lists that read alike once joined
+// stay apart, and grants sort list by list, element by element.
+func TestPlanKeepsListsApart(t *testing.T) {
+	g, err := Decode("g.yaml", []byte(commaGraph))
+	require.NoError(t, err)
+	p := NewPlan(g)
+	c := p.Destinations[2]
+	require.Equal(t, "default/c", c.ID)
+	const pr = "cluster.local/ns/default/sa/shared"
+	require.Equal(t, []Grant{
+		{Principal: pr, Sources: []string{"default/b"}, Paths: []string{"/a", "/b"}, Why: WhyEdge},
+		{Principal: pr, Sources: []string{"default/d"}, Paths: []string{"/a*"}, Why: WhyEdge},
+		{Principal: pr, Sources: []string{"default/a"}, Paths: []string{"/a,/b"}, Why: WhyEdge},
+	}, c.Ports[0].Grants)
+	for range 20 {
+		require.Equal(t, c.Ports[0].Grants, NewPlan(g).Destinations[2].Ports[0].Grants, "deterministic")
+	}
+}
