@@ -2,8 +2,6 @@ package install
 
 import (
 	"bytes"
-	"flag"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -21,9 +19,9 @@ import (
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
-)
 
-var update = flag.Bool("update", false, "rewrite the golden files in testdata/install")
+	"github.com/meshwaf/meshwaf/internal/golden"
+)
 
 // docs splits multi-document YAML.
 func docs(t *testing.T, b []byte) [][]byte {
@@ -54,18 +52,6 @@ func render(t *testing.T, o Options, mode Mode, part Part) []byte {
 	out, err := Render(o, mode, part)
 	require.NoError(t, err)
 	return out
-}
-
-func golden(t *testing.T, name string, got []byte) {
-	t.Helper()
-	p := filepath.Join("testdata", "golden", name)
-	if *update {
-		require.NoError(t, os.MkdirAll(filepath.Dir(p), 0o755))
-		require.NoError(t, os.WriteFile(p, got, 0o644))
-	}
-	want, err := os.ReadFile(p)
-	require.NoError(t, err, "run go test ./install -run TestInstallGolden -update")
-	require.Equal(t, string(want), string(got), "%s differs; if intended, rerun with -update", p)
 }
 
 // customOptions changes every option from its default.
@@ -106,7 +92,7 @@ func TestInstallGolden(t *testing.T) {
 						require.Equal(t, string(render(t, tc.o, ModeEnvoyFilter, part)), string(got))
 						return
 					}
-					golden(t, tc.name+"-"+string(mode)+"-"+string(part)+".yaml", got)
+					golden.Check(t, filepath.Join("testdata", "golden", tc.name+"-"+string(mode)+"-"+string(part)+".yaml"), got)
 				})
 			}
 		}

@@ -1,9 +1,7 @@
 package istio
 
 import (
-	"flag"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,22 +10,10 @@ import (
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 
+	"github.com/meshwaf/meshwaf/internal/golden"
 	"github.com/meshwaf/meshwaf/internal/kubeyaml"
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
-
-// The -update flag may be registered by another test file of the package;
-// init runs after every package variable, so register it only if missing.
-func init() {
-	if flag.Lookup("update") == nil {
-		flag.Bool("update", false, "rewrite golden files")
-	}
-}
-
-func updateGolden() bool {
-	f := flag.Lookup("update")
-	return f != nil && f.Value.String() == "true"
-}
 
 func loadPlan(t *testing.T, path string) *meshpolicy.Plan {
 	t.Helper()
@@ -58,13 +44,7 @@ func TestGenerateGolden(t *testing.T) {
 				again, err := Generate(loadPlan(t, path), v.opts)
 				require.NoError(t, err)
 				require.Equal(t, string(out), string(again), "deterministic")
-				golden := filepath.Join("testdata", "golden", graph+"."+v.name+".yaml")
-				if updateGolden() {
-					require.NoError(t, os.WriteFile(golden, out, 0o644))
-				}
-				want, err := os.ReadFile(golden)
-				require.NoError(t, err, "run go test ./istio -run TestGenerateGolden -update")
-				require.Equal(t, string(want), string(out))
+				golden.Check(t, filepath.Join("testdata", "golden", graph+"."+v.name+".yaml"), out)
 			})
 		}
 	}
