@@ -30,20 +30,32 @@ func (s *rxScreen) Reset(value string) {
 	s.a.scan(value, s.set)
 }
 
-// MatchScreened is Match with the literal test answered from s, a screen
-// of the same value.
-func (o *rxOperator) MatchScreened(value string, s interface{ Reset(string) }) bool {
-	mp, ok := o.pf.(*memoPrefilter)
+// screenRejects reports whether s, a screen of value, shows that pf's
+// literals are not all in value; known is false when s cannot answer for
+// pf (no memo prefilter, literals newer than the screen's automaton,
+// case-folded literals and a value that is not ASCII).
+func screenRejects(pf literalFilter, value string, s interface{ Reset(string) }) (reject, known bool) {
+	mp, ok := pf.(*memoPrefilter)
 	rs, _ := s.(*rxScreen)
 	if !ok || rs == nil || rs.a == nil || rs.a.n <= mp.maxID || (mp.fold && !rs.ascii) {
-		return o.Match(value)
+		return false, false
 	}
 	for i := range mp.screen {
 		if !mp.screen[i].occursIn(value, rs.set) {
-			return false
+			return true, true
 		}
 	}
-	if o.dfa != nil {
+	return false, true
+}
+
+// MatchScreened is Match with the literal test answered from s, a screen
+// of the same value.
+func (o *rxOperator) MatchScreened(value string, s interface{ Reset(string) }) bool {
+	reject, known := screenRejects(o.pf, value, s)
+	if reject {
+		return false
+	}
+	if known && o.dfa != nil {
 		switch o.dfa.Match(value) {
 		case dfaNoMatch:
 			return false
@@ -56,15 +68,15 @@ func (o *rxOperator) MatchScreened(value string, s interface{ Reset(string) }) b
 
 // MatchScreened is Match with the literal test answered from s.
 func (o *binaryRxOperator) MatchScreened(value string, s interface{ Reset(string) }) bool {
-	mp, ok := o.pf.(*memoPrefilter)
-	rs, _ := s.(*rxScreen)
-	if !ok || rs == nil || rs.a == nil || rs.a.n <= mp.maxID || (mp.fold && !rs.ascii) {
-		return o.Match(value)
+	reject, known := screenRejects(o.pf, value, s)
+	if reject {
+		return false
 	}
-	for i := range mp.screen {
-		if !mp.screen[i].occursIn(value, rs.set) {
-			return false
-		}
+	if known {
+		return o.re.MatchString(value)
 	}
-	return o.re.MatchString(value)
+	return o.Match(value)
 }
+
+func (o *rxOperator) prefilter() literalFilter       { return o.pf }
+func (o *binaryRxOperator) prefilter() literalFilter { return o.pf }
