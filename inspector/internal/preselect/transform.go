@@ -201,16 +201,22 @@ func normalizePath(s string) (string, bool) {
 	return clean, true
 }
 
-// normalizePathWin models values without backslashes, colons, spaces and
-// path segments ending in a dot: for those it is normalizePath.
+// normalizePathWin models values without backslashes or colons (which it
+// would turn into slashes or read as a drive or an NTFS stream): for those
+// it is normalizePath, unless a cleaned path segment ends in a dot or a
+// space (Windows strips those; not modelled), segments of dots only aside.
 func normalizePathWin(s string) (string, bool) {
-	if strings.ContainsAny(s, "\\: ") {
+	if strings.ContainsAny(s, "\\:") {
 		return "", false
 	}
-	for i := 0; i < len(s); i++ {
-		if s[i] == '.' && (i+1 == len(s) || s[i+1] == '/') {
+	clean, _ := normalizePath(s)
+	for seg := range strings.SplitSeq(clean, "/") {
+		if seg == "" || strings.Trim(seg, ".") == "" {
+			continue
+		}
+		if c := seg[len(seg)-1]; c == '.' || c == ' ' {
 			return "", false
 		}
 	}
-	return normalizePath(s)
+	return clean, true
 }
