@@ -11,9 +11,11 @@ import (
 
 // transform is a partial copy of one of Coraza's transformations: where ok
 // is true, out is exactly what Coraza's transformation of that name
-// returns for in; where it is false the value is not modelled and every
-// rule that would see it is kept. Each is checked against Coraza's own
-// output by TestTransformsMatchCoraza and FuzzTransforms.
+// returns for in, and if out differs from in Coraza reports a change
+// (under multiMatch Coraza skips a step it reports unchanged and goes on
+// from the earlier value); where ok is false the value is not modelled and
+// every rule that would see it is kept. Each is checked against Coraza's
+// own output by TestTransformsMatchCoraza and FuzzTransforms.
 type transform func(in string) (out string, ok bool)
 
 // transforms holds the modelled transformations by lower-cased name.
@@ -21,7 +23,7 @@ var transforms = map[string]transform{
 	"lowercase":          func(s string) (string, bool) { return strings.ToLower(s), true },
 	"removenulls":        func(s string) (string, bool) { return strings.ReplaceAll(s, "\x00", ""), true },
 	"removewhitespace":   removeWhitespace,
-	"htmlentitydecode":   func(s string) (string, bool) { return html.UnescapeString(s), true },
+	"htmlentitydecode":   htmlEntityDecode,
 	"length":             func(s string) (string, bool) { return strconv.Itoa(len(s)), true },
 	"urldecodeuni":       urlDecodeNoPercent,
 	"urldecode":          urlDecodeNoPercent,
@@ -39,16 +41,35 @@ var transforms = map[string]transform{
 	"normalisepathwin":   normalizePathWin,
 }
 
-// removeWhitespace drops every rune unicode.IsSpace reports.
+// htmlEntityDecode is html.UnescapeString. Coraza reports a change only
+// when the length changes: a change that keeps it ("&#0" becomes U+FFFD)
+// is not modelled.
+func htmlEntityDecode(s string) (string, bool) {
+	out := html.UnescapeString(s)
+	if len(out) == len(s) && out != s {
+		return "", false
+	}
+	return out, true
+}
+
+// removeWhitespace drops every rune unicode.IsSpace reports. strings.Map
+// also turns invalid UTF-8 into U+FFFD, a change Coraza reports only when
+// a space was dropped too: without one, such a value is not modelled.
 func removeWhitespace(s string) (string, bool) {
 	for i := 0; i < len(s); i++ {
 		if c := s[i]; c >= 0x80 || asciiSpace(c) {
-			return strings.Map(func(r rune) rune {
+			dropped := false
+			out := strings.Map(func(r rune) rune {
 				if unicode.IsSpace(r) {
+					dropped = true
 					return -1
 				}
 				return r
-			}, s), true
+			}, s)
+			if !dropped && out != s {
+				return "", false
+			}
+			return out, true
 		}
 	}
 	return s, true
