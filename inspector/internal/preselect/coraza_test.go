@@ -115,7 +115,7 @@ type compiledRule struct {
 type compiledVar struct {
 	v          variables.RuleVariable
 	key        string // KeyStr
-	keyRx      string // KeyRx's expression, "" without
+	keyRx      string // KeyRx's expression between slashes, "" without
 	count      bool
 	exceptions []string // KeyStr or /KeyRx/
 }
@@ -153,7 +153,7 @@ func inspectRule(t testing.TB, md types.RuleMetadata) compiledRule {
 		for j := 0; j < ex.Len(); j++ {
 			e := ex.Index(j)
 			if rx := regexpExpr(t, field(t, e, "KeyRx")); rx != "" {
-				cv.exceptions = append(cv.exceptions, "/"+rx+"/")
+				cv.exceptions = append(cv.exceptions, rx)
 			} else {
 				cv.exceptions = append(cv.exceptions, field(t, e, "KeyStr").String())
 			}
@@ -168,13 +168,14 @@ func inspectRule(t testing.TB, md types.RuleMetadata) compiledRule {
 	return c
 }
 
-// regexpExpr returns the source of a *regexp.Regexp field, "" if nil.
+// regexpExpr returns the source of a *regexp.Regexp field between
+// slashes, "" if nil.
 func regexpExpr(t testing.TB, rx reflect.Value) string {
 	t.Helper()
 	if rx.IsNil() {
 		return ""
 	}
-	return field(t, rx.Elem(), "expr").String()
+	return "/" + field(t, rx.Elem(), "expr").String() + "/"
 }
 
 // funcName names a function value by its symbol.
@@ -199,12 +200,13 @@ var corazaTransformations = []string{
 var transformationFuncs = sync.OnceValue(func() map[string]string {
 	out := map[string]string{}
 	for _, name := range corazaTransformations {
+		written := name
 		if name == "none" {
-			continue
+			written = "NONE" // t:none clears the chain; other spellings run the function
 		}
 		var md types.RuleMetadata
 		cfg := coraza.NewWAFConfig().WithDirectives(
-			fmt.Sprintf(`SecRule ARGS "@unconditionalMatch" "id:1,phase:1,pass,nolog,t:none,t:%s"`, name))
+			fmt.Sprintf(`SecRule ARGS "@unconditionalMatch" "id:1,phase:1,pass,nolog,t:none,t:%s"`, written))
 		cfg = experimental.WAFConfigWithRuleObserver(cfg, func(r types.RuleMetadata) { md = r })
 		if _, err := coraza.NewWAF(cfg); err != nil {
 			panic(err)

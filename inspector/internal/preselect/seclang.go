@@ -122,16 +122,23 @@ func parseVars(s string) ([]ruleVar, error) {
 		if i == 0 {
 			return nil, fmt.Errorf("variable expected at %q", s)
 		}
-		v.name, s = strings.ToUpper(s[:i]), s[i:]
+		written := s[:i]
+		v.name, s = strings.ToUpper(written), s[i:]
+		xpath := false
 		if strings.HasPrefix(s, ":") {
 			s = s[1:]
-			if v.name == "XML" || v.name == "JSON" {
-				// An XPath: everything up to the next |, as Coraza reads it.
+			if xpath = written == "XML" || written == "JSON"; xpath {
+				// An XPath: everything up to the next |, as Coraza reads it
+				// (only for the names in upper case). Coraza drops a last
+				// '/' of the rule's last variable.
 				j := strings.IndexByte(s, '|')
 				if j < 0 {
 					j = len(s)
 				}
 				v.key, s = s[:j], s[j:]
+				if strings.HasSuffix(v.key, "/") {
+					return nil, fmt.Errorf("XPath %q ends in /", v.key)
+				}
 			} else if strings.HasPrefix(s, "/") {
 				j := 1
 				for j < len(s) && s[j] != '/' {
@@ -154,6 +161,10 @@ func parseVars(s string) ([]ruleVar, error) {
 		}
 		if strings.ContainsAny(v.key, "'\"") {
 			return nil, fmt.Errorf("quoted key %q", v.key)
+		}
+		if !v.keyRx && !xpath && strings.Contains(v.key, "/") {
+			// Coraza starts a regex key at any '/' of a key.
+			return nil, fmt.Errorf("/ in key %q", v.key)
 		}
 		vars = append(vars, v)
 		if s == "" {
@@ -203,7 +214,7 @@ func (r *secRule) parseActions(s string) error {
 		switch name {
 		case "t":
 			r.nTrans++
-			if strings.EqualFold(val, "none") {
+			if val == "none" { // Coraza: other spellings are the identity transformation
 				r.trans = r.trans[:0]
 			} else {
 				r.trans = append(r.trans, val)
