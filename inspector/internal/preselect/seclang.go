@@ -72,10 +72,10 @@ func parseSecRule(raw string) (secRule, error) {
 func splitArgs(s string) ([]string, error) {
 	var out []string
 	for i := 0; i < len(s); {
-		switch c := s[i]; {
-		case c == ' ' || c == '\t':
+		switch s[i] {
+		case ' ', '\t':
 			i++
-		case c == '"':
+		case '"':
 			var b strings.Builder
 			j := i + 1
 			for ; j < len(s) && s[j] != '"'; j++ {
