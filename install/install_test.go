@@ -63,6 +63,8 @@ func customOptions() Options {
 	o.MaxRequestBytes, o.AllowPartialMessage, o.PackAsBytes, o.RequestBodyLimit = 65536, true, false, 131072
 	o.OptInLabel, o.OptInValue, o.ExcludePaths = "example.com/waf", "on", []string{"/ping", "/status/*"}
 	o.ScraperNamespaces, o.LocalHost = nil, "waf.local"
+	o.WaypointName, o.WaypointNamespaces = "shop-waypoint", []string{"shop", "billing"}
+	o.WaypointServices = []ServiceRef{{"payments", "ledger"}, {"payments", "api"}}
 	return o
 }
 
@@ -71,6 +73,7 @@ func customOptions() Options {
 var notAPart = map[Mode]map[Part]string{
 	ModeEnvoyFilter: {PartIstioOperator: "the envoyfilter mode needs no extension provider", PartPodPatch: "only the pod mode has one"},
 	ModeMesh:        {PartPodPatch: "only the pod mode has one"},
+	ModeWaypoint:    {PartPodPatch: "only the pod mode has one", PartProfileRoute: "EnvoyFilter is unsupported on waypoints"},
 }
 
 func TestInstallGolden(t *testing.T) {
@@ -87,6 +90,11 @@ func TestInstallGolden(t *testing.T) {
 						return
 					}
 					got := render(t, tc.o, mode, part)
+					if part == PartIstioOperator && mode == ModeWaypoint {
+						// The mesh mode's extension provider: its golden file.
+						require.Equal(t, string(render(t, tc.o, ModeMesh, part)), string(got))
+						return
+					}
 					if part == PartProfileRoute && mode != ModeEnvoyFilter {
 						// The same in every mode: one golden file.
 						require.Equal(t, string(render(t, tc.o, ModeEnvoyFilter, part)), string(got))
@@ -118,6 +126,10 @@ func TestObjectsParts(t *testing.T) {
 		{ModeEnvoyFilter, PartProfileRoute, []string{"EnvoyFilter"}, ""},
 		{ModeEnvoyFilter, PartIstioOperator, nil, "needs no extension provider"},
 		{ModeMesh, PartPodPatch, nil, "only the pod mode"},
+		{ModeWaypoint, PartObjects, append(append([]string{}, base...), "AuthorizationPolicy"), ""},
+		{ModeWaypoint, PartIstioOperator, []string{"IstioOperator"}, ""},
+		{ModeWaypoint, PartPodPatch, nil, "only the pod mode"},
+		{ModeWaypoint, PartProfileRoute, nil, "EnvoyFilter is unsupported on waypoints"},
 		{"sidecar", PartObjects, nil, `mode "sidecar"`},
 		{ModeMesh, "all", nil, `part "all"`},
 	}

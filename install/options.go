@@ -29,10 +29,15 @@ const (
 	// ModePod runs meshwaf as a container in each opted-in pod, reached
 	// by the pod's sidecar on 127.0.0.1 through a ServiceEntry.
 	ModePod Mode = "pod"
+	// ModeWaypoint is for ambient meshes: meshwaf's extension provider
+	// as in ModeMesh, and CUSTOM AuthorizationPolicies attached with
+	// targetRefs to the waypoint of each inspected namespace or to the
+	// inspected Services.
+	ModeWaypoint Mode = "waypoint"
 )
 
 // Modes lists the install modes in documentation order.
-func Modes() []Mode { return []Mode{ModeMesh, ModeEnvoyFilter, ModePod} }
+func Modes() []Mode { return []Mode{ModeMesh, ModeEnvoyFilter, ModePod, ModeWaypoint} }
 
 // DefaultImage is the image `docker build -t meshwaf:VERSION .` makes, tagged
 // with this tree's version. Push it to your registry and pass its name
@@ -136,32 +141,43 @@ type Options struct {
 	CallerNamespaces []string
 	// LocalHost is the ServiceEntry host of pod mode.
 	LocalHost string
+	// WaypointName is the waypoint Gateway of each namespace of
+	// WaypointNamespaces (waypoint mode).
+	WaypointName string
+	// WaypointNamespaces are inspected whole in waypoint mode: one policy
+	// in each targets the namespace's waypoint Gateway.
+	WaypointNamespaces []string
+	// WaypointServices are inspected one by one in waypoint mode: one
+	// policy per namespace targets them; each must use a waypoint.
+	WaypointServices []ServiceRef
 }
 
 // DefaultOptions returns the defaults: fail closed, 403 on error,
 // 500 ms timeout, bodies up to 1 MiB sent as bytes, two replicas.
 func DefaultOptions() Options {
 	return Options{
-		Namespace:         DefaultMeshwafNamespace,
-		RootNamespace:     DefaultRootNamespace,
-		ServiceName:       DefaultServiceName,
-		ProviderName:      DefaultProviderName,
-		ClusterDomain:     DefaultClusterDomain,
-		Image:             DefaultImage,
-		Replicas:          DefaultReplicas,
-		MaxReplicas:       DefaultMaxReplicas,
-		GRPCPort:          DefaultGRPCPort,
-		MetricsPort:       DefaultMetricsPort,
-		Timeout:           DefaultTimeout,
-		StatusOnError:     DefaultStatusOnError,
-		MaxRequestBytes:   DefaultMaxRequestBytes,
-		PackAsBytes:       true,
-		RequestBodyLimit:  DefaultRequestBodyLimit,
-		OptInLabel:        OptInLabel,
-		OptInValue:        OptInValue,
-		ExcludePaths:      DefaultExcludePaths(),
-		ScraperNamespaces: []string{"monitoring"},
-		LocalHost:         DefaultLocalHost,
+		Namespace:          DefaultMeshwafNamespace,
+		RootNamespace:      DefaultRootNamespace,
+		ServiceName:        DefaultServiceName,
+		ProviderName:       DefaultProviderName,
+		ClusterDomain:      DefaultClusterDomain,
+		Image:              DefaultImage,
+		Replicas:           DefaultReplicas,
+		MaxReplicas:        DefaultMaxReplicas,
+		GRPCPort:           DefaultGRPCPort,
+		MetricsPort:        DefaultMetricsPort,
+		Timeout:            DefaultTimeout,
+		StatusOnError:      DefaultStatusOnError,
+		MaxRequestBytes:    DefaultMaxRequestBytes,
+		PackAsBytes:        true,
+		RequestBodyLimit:   DefaultRequestBodyLimit,
+		OptInLabel:         OptInLabel,
+		OptInValue:         OptInValue,
+		ExcludePaths:       DefaultExcludePaths(),
+		ScraperNamespaces:  []string{"monitoring"},
+		LocalHost:          DefaultLocalHost,
+		WaypointName:       DefaultWaypointName,
+		WaypointNamespaces: DefaultWaypointNamespaces(),
 	}
 }
 

@@ -18,7 +18,7 @@ import (
 func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) error {
 	o := install.DefaultOptions()
 	fs := newFlagSet("manifests")
-	mode := fs.String("mode", string(install.ModeMesh), "install mode: mesh, envoyfilter or pod")
+	mode := fs.String("mode", string(install.ModeMesh), "install mode: mesh, envoyfilter, pod or waypoint (ambient)")
 	part := fs.String("part", string(install.PartObjects), "what to write: objects, istio-operator, pod-patch or profile-route")
 	kustomize := fs.String("kustomize", "", "write the kustomize tree (base/, overlays/) into this directory instead")
 	fs.StringVar(&o.Namespace, "namespace", o.Namespace, "namespace of meshwaf's Deployment and Service")
@@ -46,6 +46,12 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 	fs.Var(callers, "caller-namespace", "only sidecars in this `NAMESPACE` may call meshwaf's gRPC port (repeatable; default: any mesh identity over mTLS)")
 	fs.Var(scrapers, "scraper-namespace", "`NAMESPACE` allowed to scrape the metrics port over mTLS (repeatable; empty clears; default "+strings.Join(o.ScraperNamespaces, ", ")+")")
 	fs.StringVar(&o.LocalHost, "local-host", o.LocalHost, "ServiceEntry host of the pod mode")
+	fs.StringVar(&o.WaypointName, "waypoint-name", o.WaypointName, "waypoint mode: the waypoint Gateway of each --waypoint-namespace")
+	wpNamespaces := &listFlag{vals: o.WaypointNamespaces}
+	fs.Var(wpNamespaces, "waypoint-namespace", "waypoint mode: inspect every request of this `NAMESPACE`'s waypoint (repeatable; empty clears; default "+
+		strings.Join(o.WaypointNamespaces, ", ")+" unless --waypoint-service is given)")
+	wpServices := &listFlag{}
+	fs.Var(wpServices, "waypoint-service", "waypoint mode: inspect this Service at its waypoint, as `NAMESPACE/NAME` (repeatable)")
 	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
 	}
@@ -59,6 +65,19 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 	o.OptInLabel, o.OptInValue = key, value
 	o.ExcludePaths, o.ScraperNamespaces, o.CallerNamespaces = exclude.nonEmpty(), scrapers.nonEmpty(), callers.nonEmpty()
 	var errs []error
+	o.WaypointNamespaces = wpNamespaces.nonEmpty()
+	if wpServices.set && !wpNamespaces.set {
+		o.WaypointNamespaces = nil // only the Services named
+	}
+	o.WaypointServices = nil
+	for _, v := range wpServices.nonEmpty() {
+		ns, name, ok := strings.Cut(v, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			errs = append(errs, fmt.Errorf("--waypoint-service %q: want NAMESPACE/NAME", v))
+			continue
+		}
+		o.WaypointServices = append(o.WaypointServices, install.ServiceRef{Namespace: ns, Name: name})
+	}
 	for _, n := range []struct {
 		flag string
 		v    int
@@ -80,7 +99,7 @@ func manifestsCommand(_ context.Context, args []string, stdout, _ io.Writer) err
 		o.MaxRequestBytes = uint32(*maxBody)
 	}
 	if !slices.Contains(install.Modes(), install.Mode(*mode)) {
-		errs = append(errs, fmt.Errorf("--mode %q: want mesh, envoyfilter or pod", *mode))
+		errs = append(errs, fmt.Errorf("--mode %q: want mesh, envoyfilter, pod or waypoint", *mode))
 	}
 	if !slices.Contains(install.Parts(), install.Part(*part)) {
 		errs = append(errs, fmt.Errorf("--part %q: want objects, istio-operator, pod-patch or profile-route", *part))

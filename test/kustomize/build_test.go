@@ -74,6 +74,7 @@ func TestKustomizeBuild(t *testing.T) {
 		{"overlays/mesh", append([]string{"AuthorizationPolicy"}, base...)},
 		{"overlays/envoyfilter", append(append([]string{}, base...), "EnvoyFilter")},
 		{"overlays/pod", []string{"AuthorizationPolicy", "ServiceEntry"}},
+		{"overlays/waypoint", append([]string{"AuthorizationPolicy"}, base...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.dir, func(t *testing.T) {
