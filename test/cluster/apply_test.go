@@ -200,18 +200,34 @@ spec:
 	t.Logf("rejected as it should be: %v", err)
 }
 
-var modes = []string{"mesh", "envoyfilter", "pod"}
+var modes = []string{"mesh", "envoyfilter", "pod", "waypoint"}
 
 // TestManifestsAccepted checks every part of every install mode:
-// the objects, the per-route profile EnvoyFilter and, for the pod mode, the
-// ConfigMap. The IstioOperator overlay and the pod patch have tests of
-// their own below.
+// the objects, the per-route profile EnvoyFilter (not in the waypoint mode:
+// EnvoyFilter is unsupported on waypoints) and, for the pod mode, the
+// ConfigMap; for the waypoint mode also the policies that target Services
+// and those for several namespaces. The IstioOperator overlay and the pod
+// patch have tests of their own below.
 func TestManifestsAccepted(t *testing.T) {
+	type variant struct {
+		name, part string
+		args       []string
+	}
 	for _, mode := range modes {
-		for _, part := range []string{"objects", "profile-route"} {
-			name := "manifests --mode " + mode + " --part " + part
-			t.Run(mode+"/"+part, func(t *testing.T) {
-				data := meshwaf(t, "manifests", "--mode", mode, "--part", part)
+		variants := []variant{{"objects", "objects", nil}, {"profile-route", "profile-route", nil}}
+		if mode == "waypoint" {
+			variants = []variant{
+				{"objects", "objects", nil},
+				{"services", "objects", []string{"--waypoint-service", "shop/cart", "--waypoint-service", "shop/api"}},
+				{"namespaces", "objects", []string{"--waypoint-namespace", "shop", "--waypoint-namespace", "billing",
+					"--waypoint-service", "payments/ledger", "--waypoint-name", "edge"}},
+			}
+		}
+		for _, v := range variants {
+			args := append([]string{"manifests", "--mode", mode, "--part", v.part}, v.args...)
+			name := strings.Join(args, " ")
+			t.Run(mode+"/"+v.name, func(t *testing.T) {
+				data := meshwaf(t, args...)
 				objs, err := decodeObjects(data)
 				if err != nil {
 					t.Fatalf("meshwaf %s: output is not YAML objects: %v", name, err)
@@ -476,4 +492,55 @@ func kustomizeResources(dir string) ([]string, error) {
 
 func isYAML(name string) bool {
 	return strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")
+}
+
+// TestWaypointPolicyRulesEnforced checks that "accepted" above means the
+// API server evaluated the rules of the targetRefs a waypoint policy
+// relies on: the rendered policy with a selector added, or with a
+// targetRef into another namespace, is rejected.
+func TestWaypointPolicyRulesEnforced(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	objs, err := decodeObjects(meshwaf(t, "manifests", "--mode", "waypoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var policy *unstructured.Unstructured
+	for _, u := range objs {
+		if _, ok, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs"); ok && u.GetKind() == "AuthorizationPolicy" {
+			policy = u
+		}
+	}
+	if policy == nil {
+		t.Fatal("manifests --mode waypoint: no AuthorizationPolicy with targetRefs")
+	}
+	if err := env.cluster.ensureNamespace(ctx, policy.GetNamespace()); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		edit func(u *unstructured.Unstructured) error
+		want string
+	}{
+		{"selector beside targetRefs", func(u *unstructured.Unstructured) error {
+			return unstructured.SetNestedStringMap(u.Object, map[string]string{"meshwaf.io/inspect": "enabled"}, "spec", "selector", "matchLabels")
+		}, "only one of targetRefs or selector can be set"},
+		{"cross-namespace targetRef", func(u *unstructured.Unstructured) error {
+			refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs")
+			refs[0].(map[string]any)["namespace"] = "other"
+			return unstructured.SetNestedSlice(u.Object, refs, "spec", "targetRefs")
+		}, "cross namespace referencing is not currently supported"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := withName(policy, policy.GetName()+"-rule-check")
+			if err := tc.edit(u); err != nil {
+				t.Fatal(err)
+			}
+			_, err := env.cluster.create(ctx, u, true)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want a rejection containing %q, got %v", tc.want, err)
+			}
+			t.Logf("rejected as it should be: %v", err)
+		})
+	}
 }
