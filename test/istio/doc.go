@@ -4,9 +4,10 @@
 // configuration Istio builds from it: the inbound RBAC of each sidecar
 // against the seed graph's plan, the ext_authz filter of each install mode
 // against the opt-in label and the install settings, the ext_authz filter
-// of an ambient waypoint proxy against the waypoint mode's targetRefs, and,
-// for random graphs
-// with hand-written policies, Istio's RBAC (evaluated with Envoy's RBAC
+// of an ambient waypoint proxy against the waypoint mode's targetRefs,
+// meshwaf beside a second CUSTOM provider with and without istiod's
+// PILOT_ENABLE_MULTIPLE_CUSTOM_AUTHZ_PROVIDERS, and, for random graphs with
+// hand-written policies, Istio's RBAC (evaluated with Envoy's RBAC
 // semantics), `meshwaf policy verify` and the graph's intent against each
 // other, request by request.
 //
