@@ -73,7 +73,7 @@ when the policies do not allow exactly the graph's flows.`,
 	},
 	{
 		name:  "manifests",
-		usage: "manifests [--mode mesh|envoyfilter|pod] [--part objects|istio-operator|pod-patch|profile-route] [flags]\n  meshwaf manifests --kustomize DIR [flags]",
+		usage: "manifests [--mode mesh|envoyfilter|pod|waypoint] [--part objects|istio-operator|pod-patch|profile-route] [flags]\n  meshwaf manifests --kustomize DIR [flags]",
 		long: `Writes what installs meshwaf into Istio as multi-document YAML to stdout:
   --mode mesh         central service + CUSTOM AuthorizationPolicy (--part istio-operator: the
                       extension provider for istioctl install -f)
@@ -81,11 +81,15 @@ when the policies do not allow exactly the graph's flows.`,
                       use another CUSTOM provider)
   --mode pod          ServiceEntry + CUSTOM policy for a meshwaf container in each pod
                       (--part pod-patch: that container as a Deployment patch, and its ConfigMap)
---kustomize DIR writes the kustomize base and the three overlays (what manifests/ holds).
+  --mode waypoint     ambient: central service + one CUSTOM policy per namespace attached with
+                      targetRefs to its waypoint (--waypoint-namespace) or to Services
+                      (--waypoint-service NS/NAME); --part istio-operator as in mesh mode
+--kustomize DIR writes the kustomize base and the four overlays (what manifests/ holds).
 --image names the image you built and pushed (see the README's "Container image").`,
 		examples: `  meshwaf manifests --image <your-registry>/meshwaf:<version> | kubectl apply -f -
   meshwaf manifests --mode mesh --part istio-operator > meshwaf-istio.yaml
   meshwaf manifests --mode envoyfilter --namespace waf --timeout 250ms
+  meshwaf manifests --mode waypoint --waypoint-namespace shop --waypoint-service billing/ledger
   meshwaf manifests --kustomize my-manifests/ --image <your-registry>/meshwaf:<version>`,
 	},
 	{

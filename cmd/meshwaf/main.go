@@ -48,7 +48,7 @@ Usage:
   meshwaf config validate FILE...               load and compile config files as serve would
   meshwaf policy generate -f GRAPH [flags]      AuthorizationPolicies (or NetworkPolicies) from a service graph
   meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
-  meshwaf manifests --mode mesh|envoyfilter|pod install objects for Istio
+  meshwaf manifests --mode MODE                install objects for Istio: mesh, envoyfilter, pod, waypoint (ambient)
   meshwaf version                               print versions
   meshwaf help [COMMAND]                        this list, or a command's description, examples and flags
 

@@ -72,6 +72,8 @@ func TestManifestsCommand(t *testing.T) {
 			[]string{"namespace: billing\n", "namespace: shop\n", "name: edge\n"}},
 		{"waypoint istio operator", []string{"manifests", "--mode", "waypoint", "--part", "istio-operator"}, exitOK, []string{"IstioOperator"},
 			[]string{"name: meshwaf\n", "service: meshwaf.meshwaf-system.svc.cluster.local"}},
+		{"waypoint default cleared", []string{"manifests", "--mode", "waypoint", "--waypoint-namespace", "", "--waypoint-service", "shop/cart"}, exitOK,
+			append(append([]string{}, base...), "AuthorizationPolicy"), []string{"namespace: shop\n"}},
 		{"waypoint nothing to inspect", []string{"manifests", "--mode", "waypoint", "--waypoint-namespace", ""}, exitUsage, nil,
 			[]string{"name at least one to inspect"}},
 		{"waypoint bad service", []string{"manifests", "--mode", "waypoint", "--waypoint-service", "cart"}, exitUsage, nil,
