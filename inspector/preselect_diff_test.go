@@ -132,7 +132,7 @@ func TestPreselectDifferential(t *testing.T) {
 // interface assertion): a Coraza upgrade that breaks it silently turns
 // pre-selection off, which this test makes loud.
 func TestPreselectHookSupported(t *testing.T) {
-	pair := psRuleSets(t)
+	pair := psPairOf(t, "") // the default profile alone
 	require.True(t, inspector.PreselectSupported(pair.on, ""),
 		"Coraza's transaction no longer offers what pre-selection asserts (Collection, RemoveRuleByID): a Coraza upgrade broke it and pre-selection is off")
 	v, err := pair.on.Inspect(context.Background(), corpus.Get(), "")
