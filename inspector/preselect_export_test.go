@@ -13,3 +13,16 @@ func PreselectSupported(rs *RuleSet, profile string) bool {
 	defer func() { _ = tx.Close() }()
 	return preselect.Supported(tx)
 }
+
+// PreselectKept returns why pre-selection never removes each rule it keeps
+// in the named profile (nil when pre-selection is off there).
+func PreselectKept(rs *RuleSet, profile string) map[int]string {
+	c := rs.def
+	if p, ok := rs.profiles[profile]; ok {
+		c = p
+	}
+	if c.plan == nil {
+		return nil
+	}
+	return c.plan.Kept()
+}

@@ -31,9 +31,10 @@ func psGenerated() int {
 const psSeed = 15
 
 // psRequests builds the generated requests: first every base unmutated
-// under every profile, then n mutations. A mutation takes a payload (or a
-// slice of one), encodes it one of the psEncodings ways, puts it into one of
-// the psPlaces of an ordinary request, and picks a profile.
+// under every profile, then n mutations. A mutation picks a profile, takes
+// a payload (or a slice of one; under a user-rule profile, half the time
+// one its rules look for), encodes it one of the psEncodings ways and puts
+// it into one of the psPlaces of an ordinary request.
 func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(psSeed, psSeed))
@@ -51,7 +52,11 @@ func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 	}
 	places, encs := map[string]int{}, map[string]int{}
 	for range n {
+		prof := profiles[rng.IntN(len(profiles))].Name
 		payload := payloads[rng.IntN(len(payloads))]
+		if strings.HasPrefix(prof, "user-") && rng.IntN(2) == 0 {
+			payload = psUserPayloads[rng.IntN(len(psUserPayloads))]
+		}
 		if rng.IntN(4) == 0 && len(payload) > 12 { // a fragment
 			i := rng.IntN(len(payload) - 8)
 			payload = payload[i : i+8+rng.IntN(len(payload)-i-8+1)]
@@ -63,7 +68,6 @@ func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 		place := psPlaces[rng.IntN(len(psPlaces))]
 		req := psBase()
 		place.put(&req, enc.fn(payload, rng), rng)
-		prof := profiles[rng.IntN(len(profiles))].Name
 		places[place.name]++
 		encs[enc.name]++
 		out = append(out, diffRequest{Name: fmt.Sprintf("gen/%s/%s", place.name, enc.name), Profile: prof, Req: req})
@@ -77,6 +81,12 @@ func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 		}
 	}
 	return out
+}
+
+// psUserPayloads are what the user rules of psProfiles look for.
+var psUserPayloads = []string{
+	"evil", "EvIl", "ev%69l", "curl/8.5.0", "1", "a<b", "debug", "admin", "passwd",
+	"1 UNION SELECT password FROM users", "10 union/**/select 1", "union&#x20;select",
 }
 
 // psBase is an ordinary GET from one mesh service to another.
@@ -215,7 +225,12 @@ var psPlaces = []psPlace{
 	{"referer", "", func(r *inspector.Request, v string, _ *rand.Rand) {
 		psSetHeader(r, "referer", "https://shop.example.com/search?q="+v)
 	}},
-	{"accept", "", func(r *inspector.Request, v string, _ *rand.Rand) { psSetHeader(r, "accept", "text/html, "+v) }},
+	{"accept", "", func(r *inspector.Request, v string, rng *rand.Rand) {
+		if rng.IntN(2) == 0 {
+			v = "text/html, " + v
+		}
+		psSetHeader(r, "accept", v)
+	}},
 	{"content-type", "", func(r *inspector.Request, v string, _ *rand.Rand) {
 		psBody(r, "application/x-www-form-urlencoded; charset="+v, []byte("a=1&b=2"))
 	}},
