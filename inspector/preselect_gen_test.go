@@ -31,7 +31,7 @@ func psGenerated() int {
 const psSeed = 15
 
 // psRequests builds the generated requests: first every base unmutated
-// under every profile, then n mutations. A mutation picks a profile, takes
+// under every profile and psUserTargets, then n mutations. A mutation picks a profile, takes
 // a payload (or a slice of one; under a user-rule profile, half the time
 // one its rules look for), encodes it one of the psEncodings ways and puts
 // it into one of the psPlaces of an ordinary request.
@@ -49,6 +49,11 @@ func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 			p.put(&req, p.base, rng)
 			out = append(out, diffRequest{Name: "gen/base/" + p.name, Profile: prof.Name, Req: req})
 		}
+	}
+	for _, u := range psUserTargets {
+		req := psBase()
+		u.put(&req, u.value, rng)
+		out = append(out, diffRequest{Name: "gen/user/" + u.name, Profile: u.profile, Req: req})
 	}
 	places, encs := map[string]int{}, map[string]int{}
 	for range n {
@@ -81,6 +86,38 @@ func psRequests(t *testing.T, payloads []string, n int) []diffRequest {
 		}
 	}
 	return out
+}
+
+// psUserTargets are one request per user rule of psProfiles that it
+// matches.
+var psUserTargets = []struct {
+	name, profile, value string
+	put                  func(r *inspector.Request, v string, rng *rand.Rand)
+}{
+	{"10001", profUserTransform, "EV%69L", psPlaceFunc("query-value")},
+	{"10002", profUserMultiMatch, "1 UNION/**/SELECT password", psPlaceFunc("form-value")},
+	{"10004", profUserSkip, "1abc", psPlaceFunc("query-value")},
+	{"10005", profUserSkip, "a<b", psPlaceFunc("cookie-value")},
+	{"10003-skips-10004", profUserSkip, "curl/8.5.0", func(r *inspector.Request, v string, _ *rand.Rand) {
+		psSetHeader(r, "user-agent", v)
+		psSetHeader(r, "cookie", "theme=<b>")
+		r.URI += "&n=1abc"
+	}},
+	{"10006", profUserNegated, "json", func(r *inspector.Request, v string, _ *rand.Rand) { psSetHeader(r, "accept", v) }},
+	{"10007", profUserMultiMatch, "x-debug", psPlaceFunc("header-name")},
+	{"10008", profUserNegated, "Bad Name!", psPlaceFunc("json-key")},
+}
+
+func psPlaceFunc(name string) func(r *inspector.Request, v string, rng *rand.Rand) {
+	return func(r *inspector.Request, v string, rng *rand.Rand) {
+		for _, p := range psPlaces {
+			if p.name == name {
+				p.put(r, v, rng)
+				return
+			}
+		}
+		panic("no place " + name)
+	}
 }
 
 // psUserPayloads are what the user rules of psProfiles look for.
