@@ -93,6 +93,28 @@ when the policies do not allow exactly the graph's flows.`,
   meshwaf manifests --kustomize my-manifests/ --image <your-registry>/meshwaf:<version>`,
 	},
 	{
+		name:  "doctor",
+		usage: "doctor [flags]",
+		long: `Checks a live cluster, read-only (get and list), the way istioctl analyze does:
+Istio's mesh config and meshwaf's extension provider in it (service, port,
+timeout, failOpen, body settings against meshwaf's ConfigMap), meshwaf's
+Deployment and its gRPC health, which workloads are under inspection and by which
+mode (mesh, pod, envoyfilter), opted-in workloads under none, workloads held by
+another CUSTOM provider, EnvoyFilters on waypoints, and meshwaf's policies still
+in dry-run. Each finding has a stable code (MW0001 ...), a severity (error,
+warning, info), the object it concerns and a fix; the README lists the codes.
+The cluster is the kubeconfig's (--kubeconfig, $KUBECONFIG, ~/.kube/config) or,
+inside a pod, the in-cluster config. The health probe dials the Service; from
+outside the cluster that is an info finding (use --health-address with kubectl
+port-forward). Exits with exit code 3 when a finding is at least --fail-on
+(default error: inspection is blocked or not set up), 1 when the cluster cannot
+be read, 2 on bad flags.`,
+		examples: `  meshwaf doctor
+  meshwaf doctor --context prod -o json
+  kubectl -n meshwaf-system port-forward svc/meshwaf 9000 & meshwaf doctor --health-address 127.0.0.1:9000
+  meshwaf doctor --namespace waf --fail-on warning`,
+	},
+	{
 		name:     "version",
 		usage:    "version",
 		long:     `Prints the versions of meshwaf, Coraza, the embedded CRS and Go.`,
@@ -152,6 +174,9 @@ func runHelp(cmd []string, stdout io.Writer) error {
 		return policyCommand(context.Background(), args, strings.NewReader(""), stdout, io.Discard)
 	case "manifests":
 		return manifestsCommand(context.Background(), args, stdout, io.Discard)
+	case "doctor":
+		_, err := doctorCommand(context.Background(), args, stdout, io.Discard)
+		return err
 	case "version":
 		return versionCommand(args, stdout)
 	}

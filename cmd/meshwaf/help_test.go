@@ -22,6 +22,7 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"policy", "generate"}, []string{"ServiceGraph", "--format string", "--dry-run"}, true},
 		{[]string{"policy", "verify"}, []string{"reachability matrix", "--graph string", "--strict"}, true},
 		{[]string{"manifests"}, []string{"--mode envoyfilter", "--kustomize string", "--image string", "--fail-open"}, true},
+		{[]string{"doctor"}, []string{"read-only", "--kubeconfig string", "--fail-on string", "--health-address string", "exit code 3"}, true},
 		{[]string{"version"}, []string{"Prints the versions"}, false},
 	}
 	for _, tt := range tests {
@@ -73,7 +74,7 @@ func TestHelpErrors(t *testing.T) {
 
 	// A bad flag is a usage error (exit 2) that points at the help page.
 	for _, args := range [][]string{{"serve", "--nosuch"}, {"inspect", "--nosuch"}, {"policy", "verify", "--nosuch"},
-		{"config", "validate", "--nosuch"}, {"manifests", "--nosuch"}} {
+		{"config", "validate", "--nosuch"}, {"manifests", "--nosuch"}, {"doctor", "--nosuch"}} {
 		code, stdout, stderr := runCLI(t, "", args...)
 		require.Equal(t, exitUsage, code, args)
 		require.Empty(t, stdout)

@@ -1,6 +1,6 @@
 // Command meshwaf is the meshwaf binary: `serve` runs the Envoy ext_authz
-// gRPC service, `inspect` evaluates one request offline, `version` prints
-// versions. Only main exits.
+// gRPC service, `inspect` evaluates one request offline, `doctor` checks a
+// live cluster, `version` prints versions. Only main exits.
 package main
 
 import (
@@ -20,6 +20,9 @@ const (
 	exitError  = 1 // runtime failure
 	exitUsage  = 2 // bad flags or configuration
 	exitDenied = 3 // `inspect`: the request would be denied
+	// exitFindings: `doctor` found something at least --fail-on (default
+	// error: inspection is blocked or not set up for something).
+	exitFindings = 3
 )
 
 // isHelp reports whether arg asks for help.
@@ -49,6 +52,7 @@ Usage:
   meshwaf policy generate -f GRAPH [flags]      AuthorizationPolicies (or NetworkPolicies) from a service graph
   meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
   meshwaf manifests --mode MODE                install objects for Istio: mesh, envoyfilter, pod, waypoint (ambient)
+  meshwaf doctor [flags]                        check a live cluster's meshwaf install: findings with codes and fixes
   meshwaf version                               print versions
   meshwaf help [COMMAND]                        this list, or a command's description, examples and flags
 
@@ -76,6 +80,12 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = policyCommand(ctx, args[1:], stdin, stdout, stderr)
 	case "manifests":
 		err = manifestsCommand(ctx, args[1:], stdout, stderr)
+	case "doctor":
+		var found bool
+		found, err = doctorCommand(ctx, args[1:], stdout, stderr)
+		if err == nil && found {
+			return exitFindings
+		}
 	case "version":
 		err = versionCommand(args[1:], stdout)
 	case "--version", "-version":
