@@ -68,6 +68,10 @@ func TestDiagnoseFixtures(t *testing.T) {
 		{"envoyfilter-on-waypoint-label.yaml", with(CodeEnvoyFilterOnWaypoint), "EnvoyFilter shop/waypoint-lua"},
 		{"envoyfilter-on-waypoint-selector.yaml", with(CodeEnvoyFilterOnWaypoint), "EnvoyFilter shop/waypoint-lua"},
 		{"envoyfilter-on-waypoint-targetref.yaml", with(CodeEnvoyFilterOnWaypoint), "EnvoyFilter shop/waypoint-lua"},
+		{"waypoint-mode.yaml", base, ""},
+		{"waypoint-namespace-label.yaml", base, ""},
+		{"waypoint-target-idle.yaml", with(CodeWaypointTargetIdle), "Gateway ambient/waypoint"},
+		{"waypoint-other-custom.yaml", with(CodeWorkloadOtherCustom), "Gateway ambient/waypoint"},
 		{"policy-dry-run.yaml", with(CodePolicyAwaitingPromotion), "AuthorizationPolicy shop/cart"},
 	}
 	used := map[string]bool{"base.yaml": true}

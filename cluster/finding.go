@@ -68,6 +68,7 @@ const (
 	CodeWorkloadInspectedTwice  Code = "MW0033"
 	CodeWorkloadOtherCustomOK   Code = "MW0034"
 	CodeNoWorkloadOptedIn       Code = "MW0035"
+	CodeWaypointTargetIdle      Code = "MW0036"
 	CodeEnvoyFilterOnWaypoint   Code = "MW0040"
 	CodePolicyAwaitingPromotion Code = "MW0050"
 )
@@ -108,6 +109,7 @@ func Codes() []CodeInfo {
 		{CodeWorkloadInspectedTwice, SeverityWarning, "workload inspected twice (CUSTOM and EnvoyFilter)"},
 		{CodeWorkloadOtherCustomOK, SeverityInfo, "workload has two CUSTOM providers, allowed by istiod"},
 		{CodeNoWorkloadOptedIn, SeverityInfo, "no workload carries the opt-in label"},
+		{CodeWaypointTargetIdle, SeverityError, "waypoint policy target that no waypoint serves"},
 		{CodeEnvoyFilterOnWaypoint, SeverityWarning, "EnvoyFilter on a waypoint (unsupported)"},
 		{CodePolicyAwaitingPromotion, SeverityInfo, "generated policy in dry-run, waiting for promotion"},
 	}

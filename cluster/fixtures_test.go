@@ -110,6 +110,8 @@ func decodeFixture(t *testing.T, name string, data []byte, skip bool) []fixtureO
 			obj = &corev1.Service{}
 		case "Pod":
 			obj = &corev1.Pod{}
+		case "Namespace":
+			obj = &corev1.Namespace{}
 		case "Deployment":
 			obj = &appsv1.Deployment{}
 		case "AuthorizationPolicy":

@@ -13,14 +13,16 @@ import (
 	"github.com/meshwaf/meshwaf/install"
 )
 
-// What `meshwaf manifests` installs passes doctor: the objects of the mesh
-// and envoyfilter modes, the mesh config that `istioctl install -f` takes
-// from the IstioOperator overlay, and an opted-in workload give no error
+// What `meshwaf manifests` installs passes doctor: the objects of the mesh,
+// envoyfilter and waypoint modes, the mesh config that `istioctl install
+// -f` takes from the IstioOperator overlay, and an opted-in workload (in
+// the waypoint mode, the proxy of the targeted waypoint) give no error
 // or warning, with the Deployment's replicas available (no controller runs
 // here to make them so).
 func TestInstalledPassesDoctor(t *testing.T) {
 	o := install.DefaultOptions()
-	for _, mode := range []install.Mode{install.ModeMesh, install.ModeEnvoyFilter} {
+	waypoint := o.WaypointNamespaces[0] + "/" + o.WaypointName
+	for _, mode := range []install.Mode{install.ModeMesh, install.ModeEnvoyFilter, install.ModeWaypoint} {
 		t.Run(string(mode), func(t *testing.T) {
 			data, err := install.Render(o, mode, install.PartObjects)
 			require.NoError(t, err)
@@ -33,7 +35,7 @@ func TestInstalledPassesDoctor(t *testing.T) {
 				objs = append(objs, fo.obj)
 			}
 			mesh := "accessLogFile: /dev/stdout\n"
-			if mode == install.ModeMesh {
+			if mode != install.ModeEnvoyFilter {
 				op, err := install.Render(o, mode, install.PartIstioOperator)
 				require.NoError(t, err)
 				var overlay struct {
@@ -46,19 +48,37 @@ func TestInstalledPassesDoctor(t *testing.T) {
 				require.NoError(t, err)
 				mesh = string(m)
 			}
-			objs = append(objs,
-				&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"}, Data: map[string]string{"mesh": mesh}},
-				&appsv1.Deployment{
+			objs = append(objs, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "istio", Namespace: "istio-system"}, Data: map[string]string{"mesh": mesh}})
+			if mode == install.ModeWaypoint {
+				// The waypoint mode needs no label on workloads: its policy
+				// targets the waypoint's Gateway, whose proxy runs.
+				objs = append(objs, &appsv1.Deployment{
+					ObjectMeta: metav1.ObjectMeta{Name: o.WaypointName, Namespace: o.WaypointNamespaces[0]},
+					Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{
+						Labels: map[string]string{GatewayNameLabel: o.WaypointName, WaypointManagedLabel: WaypointManagedValue},
+					}}},
+				})
+			} else {
+				objs = append(objs, &appsv1.Deployment{
 					ObjectMeta: metav1.ObjectMeta{Name: "cart", Namespace: "shop"},
 					Spec: appsv1.DeploymentSpec{Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{
 						Labels: map[string]string{"app": "cart", o.OptInLabel: o.OptInValue},
 					}}},
 				})
+			}
 			fs := Diagnose(readSnapshot(t, objs, serving, ReadOptions{}), testTarget())
 			require.Equal(t, []Code{CodeHealthServing, CodeWorkloadInspected}, codesOf(fs), "findings: %+v", fs)
-			require.Contains(t, fs[len(fs)-1].Message, map[install.Mode]string{
-				install.ModeMesh: "mesh (AuthorizationPolicy istio-system/meshwaf-inspect)", install.ModeEnvoyFilter: "envoyfilter (EnvoyFilter istio-system/meshwaf-ext-authz)",
-			}[mode])
+			var inspected []string
+			for _, f := range fs {
+				if f.Code == CodeWorkloadInspected {
+					inspected = append(inspected, f.Object.String()+": "+f.Message)
+				}
+			}
+			require.Equal(t, map[install.Mode][]string{
+				install.ModeMesh:        {"Deployment shop/cart: inspected by meshwaf: mesh (AuthorizationPolicy istio-system/meshwaf-inspect)"},
+				install.ModeEnvoyFilter: {"Deployment shop/cart: inspected by meshwaf: envoyfilter (EnvoyFilter istio-system/meshwaf-ext-authz)"},
+				install.ModeWaypoint:    {"Gateway " + waypoint + ": inspected by meshwaf: waypoint (AuthorizationPolicy " + o.WaypointNamespaces[0] + "/meshwaf-inspect)"},
+			}[mode], inspected)
 		})
 	}
 }

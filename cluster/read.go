@@ -166,6 +166,26 @@ func (r *Reader) Read(ctx context.Context, t Target, o ReadOptions) (*Snapshot, 
 		}
 		return nil
 	})
+	get("Services", func() error {
+		l, e := core.Services("").List(ctx, all)
+		if e != nil {
+			return e
+		}
+		for _, svc := range l.Items {
+			s.Services = append(s.Services, Labelled{Namespace: svc.Namespace, Name: svc.Name, Labels: svc.Labels})
+		}
+		return nil
+	})
+	get("Namespaces", func() error {
+		l, e := core.Namespaces().List(ctx, all)
+		if e != nil {
+			return e
+		}
+		for _, ns := range l.Items {
+			s.Namespaces = append(s.Namespaces, Labelled{Name: ns.Name, Labels: ns.Labels})
+		}
+		return nil
+	})
 	get("AuthorizationPolicies", func() error {
 		l, e := r.istio.SecurityV1().AuthorizationPolicies("").List(ctx, all)
 		if e == nil {

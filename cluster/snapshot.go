@@ -90,7 +90,12 @@ type Snapshot struct {
 
 	// Workloads are the Deployments, StatefulSets and DaemonSets, and the
 	// pods no controller owns, of every namespace.
-	Workloads             []Workload
+	Workloads []Workload
+	// Services and Namespaces are every Service and Namespace, with their
+	// labels (a waypoint target takes effect only where
+	// istio.io/use-waypoint is set).
+	Services              []Labelled
+	Namespaces            []Labelled
 	AuthorizationPolicies []*securityv1.AuthorizationPolicy
 	EnvoyFilters          []*networkingv1alpha3.EnvoyFilter
 }
@@ -101,6 +106,12 @@ type Workload struct {
 	Kind, Namespace, Name string
 	// Labels are the pod (template) labels.
 	Labels map[string]string
+}
+
+// Labelled is an object's identity and labels.
+type Labelled struct {
+	Namespace, Name string
+	Labels          map[string]string
 }
 
 func (w Workload) object() Object { return Object{Kind: w.Kind, Namespace: w.Namespace, Name: w.Name} }

@@ -124,7 +124,8 @@ func multipleCustomAllowed(s *Snapshot) bool {
 
 // checkWorkloads says which workloads are under inspection and by which
 // mode, and finds opted-in workloads under none, workloads whose meshwaf
-// CUSTOM policy meets another provider's, and workloads inspected twice.
+// CUSTOM policy meets another provider's, and workloads inspected twice;
+// the waypoint mode's targets are checked by checkWaypointTargets.
 func checkWorkloads(s *Snapshot, t Target, m meshState) []Finding {
 	root := m.rootNamespace()
 	filters := meshwafFilters(s, t)
@@ -201,7 +202,9 @@ func checkWorkloads(s *Snapshot, t Target, m meshState) []Finding {
 				"inspected twice, by a CUSTOM policy and by an EnvoyFilter: %s", strings.Join(modes, ", ")))
 		}
 	}
-	if optedIn == 0 && covered == 0 {
+	waypoints, n := checkWaypointTargets(s, t, m)
+	out = append(out, waypoints...)
+	if optedIn == 0 && covered+n == 0 {
 		out = append(out, newFinding(CodeNoWorkloadOptedIn, Object{Kind: "Label", Name: t.OptInLabel + "=" + t.OptInValue},
 			fmt.Sprintf("label a workload's pod template: %s: %s", t.OptInLabel, t.OptInValue),
 			"no workload carries %s=%s, and none is under inspection", t.OptInLabel, t.OptInValue))
