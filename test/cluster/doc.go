@@ -3,7 +3,8 @@
 // istio.io/api module, and check that the API server (server-side create,
 // strict field validation, mostly dry runs) and istioctl (validate, manifest
 // generate, analyze over the demo) accept every object meshwaf renders and
-// every file under manifests/.
+// every file under manifests/; and run `meshwaf doctor` against the demo,
+// healthy and broken in each way it reports.
 //
 // Run from the repo root:
 //

@@ -457,6 +457,33 @@ spec:
 		}
 		runDoctor(t, doctorFindings, "--skip-health", "--fail-on", "warning")
 	})
+	t.Run("waypoint policy with no waypoint", func(t *testing.T) {
+		// The waypoint mode's CUSTOM policy targets the waypoint Gateway of
+		// namespace default; no waypoint proxy runs for it here.
+		objs, err := decodeObjects(meshwaf(t, "manifests", "--mode", "waypoint"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var policy *unstructured.Unstructured
+		for _, u := range objs {
+			if refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs"); u.GetKind() == "AuthorizationPolicy" && len(refs) > 0 {
+				policy = u
+			}
+		}
+		if policy == nil {
+			t.Fatal("manifests --mode waypoint: no policy with targetRefs")
+		}
+		data, err := policy.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		add(t, ctx, string(data))
+		fs := runDoctor(t, doctorFindings, "--skip-health")
+		got := findingsOf(fs, "MW0036")
+		if len(got) != 1 || got[0].Object.Kind != "Gateway" || got[0].Object.Namespace != policy.GetNamespace() {
+			t.Errorf("want one MW0036 for the waypoint Gateway of %s, got %v", policy.GetNamespace(), got)
+		}
+	})
 	t.Run("generated policies in dry-run", func(t *testing.T) {
 		data := meshwaf(t, "policy", "generate", "-f", shopGraph, "--dry-run")
 		objs, err := decodeObjects(data)
