@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"os"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -161,5 +162,24 @@ func TestCodesCatalogue(t *testing.T) {
 		if i > 0 {
 			require.Less(t, Codes()[i-1].Code, c.Code, "catalogue in code order")
 		}
+	}
+}
+
+// The README's "Troubleshoot with meshwaf doctor" lists every code with its
+// catalogue severity and title, and no other code.
+func TestCodesDocumented(t *testing.T) {
+	data, err := os.ReadFile("../README.md")
+	require.NoError(t, err)
+	const heading = "## Troubleshoot with meshwaf doctor\n"
+	_, section, ok := strings.Cut(string(data), heading)
+	require.True(t, ok, "README has no section %q", heading)
+	if i := strings.Index(section, "\n## "); i >= 0 {
+		section = section[:i]
+	}
+	for _, c := range Codes() {
+		require.Contains(t, section, "\n| "+string(c.Code)+" | "+string(c.Severity)+" | "+c.Title+" |", "README row of %s", c.Code)
+	}
+	for _, m := range regexp.MustCompile(`\| (MW\d{4}) \|`).FindAllStringSubmatch(section, -1) {
+		require.True(t, slices.ContainsFunc(Codes(), func(c CodeInfo) bool { return string(c.Code) == m[1] }), "README lists %s, which is not a code", m[1])
 	}
 }
