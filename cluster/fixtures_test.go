@@ -178,7 +178,8 @@ func readSnapshot(t *testing.T, objs []runtime.Object, probe func(context.Contex
 			kube = append(kube, obj)
 		}
 	}
-	r := NewReader(kubefake.NewClientset(kube...), istiofake.NewSimpleClientset(istio...), probe)
+	k, i := kubefake.NewClientset(kube...), istiofake.NewSimpleClientset(istio...)
+	r := NewReader(Clients{Core: k.CoreV1(), Apps: k.AppsV1(), Security: i.SecurityV1(), Networking: i.NetworkingV1alpha3()}, probe)
 	s, err := r.Read(context.Background(), testTarget(), o)
 	if err != nil {
 		t.Fatal(err)

@@ -14,10 +14,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
-	istioclient "istio.io/client-go/pkg/clientset/versioned"
+	networkingclient "istio.io/client-go/pkg/clientset/versioned/typed/networking/v1alpha3"
+	securityclient "istio.io/client-go/pkg/clientset/versioned/typed/security/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
+	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -36,31 +38,46 @@ func RESTConfig(kubeconfig, context string) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// Reader reads the Snapshot doctor checks, with get and list only.
+// Reader reads the Snapshot doctor checks, with get and list only. It
+// uses the typed clients of the four API groups it reads, not whole
+// clientsets, which would link every API group into the binary.
 type Reader struct {
-	kube  kubernetes.Interface
-	istio istioclient.Interface
+	Clients
 	probe func(ctx context.Context, address string) Health
 }
 
-// NewReader reads through the given clients; probe answers the gRPC
-// health probe (ProbeHealth, or a stand-in in tests).
-func NewReader(kube kubernetes.Interface, istio istioclient.Interface, probe func(ctx context.Context, address string) Health) *Reader {
-	return &Reader{kube: kube, istio: istio, probe: probe}
+// Clients are the API clients a Reader reads through.
+type Clients struct {
+	Core       coreclient.CoreV1Interface
+	Apps       appsclient.AppsV1Interface
+	Security   securityclient.SecurityV1Interface
+	Networking networkingclient.NetworkingV1alpha3Interface
+}
+
+// NewReader reads through c; probe answers the gRPC health probe
+// (ProbeHealth, or a stand-in in tests).
+func NewReader(c Clients, probe func(ctx context.Context, address string) Health) *Reader {
+	return &Reader{Clients: c, probe: probe}
 }
 
 // NewReaderForConfig builds the clients for cfg; the probe is ProbeHealth
 // with timeout.
 func NewReaderForConfig(cfg *rest.Config, timeout time.Duration) (*Reader, error) {
-	kube, err := kubernetes.NewForConfig(cfg)
-	if err != nil {
+	var c Clients
+	var err error
+	if c.Core, err = coreclient.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	ic, err := istioclient.NewForConfig(cfg)
-	if err != nil {
+	if c.Apps, err = appsclient.NewForConfig(cfg); err != nil {
 		return nil, err
 	}
-	return NewReader(kube, ic, func(ctx context.Context, address string) Health {
+	if c.Security, err = securityclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	if c.Networking, err = networkingclient.NewForConfig(cfg); err != nil {
+		return nil, err
+	}
+	return NewReader(c, func(ctx context.Context, address string) Health {
 		return ProbeHealth(ctx, address, timeout)
 	}), nil
 }
@@ -87,7 +104,7 @@ func (r *Reader) Read(ctx context.Context, t Target, o ReadOptions) (*Snapshot, 
 			err = fmt.Errorf("reading %s: %w", what, e)
 		}
 	}
-	core, apps := r.kube.CoreV1(), r.kube.AppsV1()
+	core, apps := r.Core, r.Apps
 	get("the mesh config", func() (e error) {
 		cm, e := core.ConfigMaps(t.IstioNamespace).Get(ctx, t.MeshConfigMap, metav1.GetOptions{})
 		if e == nil {
@@ -187,14 +204,14 @@ func (r *Reader) Read(ctx context.Context, t Target, o ReadOptions) (*Snapshot, 
 		return nil
 	})
 	get("AuthorizationPolicies", func() error {
-		l, e := r.istio.SecurityV1().AuthorizationPolicies("").List(ctx, all)
+		l, e := r.Security.AuthorizationPolicies("").List(ctx, all)
 		if e == nil {
 			s.AuthorizationPolicies = l.Items
 		}
 		return e
 	})
 	get("EnvoyFilters", func() error {
-		l, e := r.istio.NetworkingV1alpha3().EnvoyFilters("").List(ctx, all)
+		l, e := r.Networking.EnvoyFilters("").List(ctx, all)
 		if e == nil {
 			s.EnvoyFilters = l.Items
 		}

@@ -65,7 +65,8 @@ func TestParseMeshwafConfig(t *testing.T) {
 func TestRunDoctorEmptyCluster(t *testing.T) {
 	tgt := cluster.NewTarget(install.DefaultOptions())
 	tgt.ParseConfig = parseMeshwafConfig
-	r := cluster.NewReader(kubefake.NewClientset(), istiofake.NewSimpleClientset(), nil)
+	k, i := kubefake.NewClientset(), istiofake.NewSimpleClientset()
+	r := cluster.NewReader(cluster.Clients{Core: k.CoreV1(), Apps: k.AppsV1(), Security: i.SecurityV1(), Networking: i.NetworkingV1alpha3()}, nil)
 	ro := cluster.ReadOptions{SkipHealth: true}
 
 	var text bytes.Buffer
