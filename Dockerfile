@@ -18,8 +18,10 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION
-# The same build CI runs.
-RUN scripts/build.sh /out/meshwaf "${VERSION}"
+# The same build CI runs; the server image leaves out `meshwaf doctor`
+# (an operator's command, whose Kubernetes client would cost every server
+# about 15 MiB of memory).
+RUN scripts/build.sh /out/meshwaf "${VERSION}" nodoctor
 
 # --- Accelerated build (issue 7), opt-in: docker build --target accelerated .
 # meshwaf's @rx asks RE2 (Debian's libre2 through cgo, -tags re2_cgo) before
@@ -36,7 +38,7 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 ARG VERSION
-RUN CGO_ENABLED=1 go build -tags "no_fs_access re2_cgo" -trimpath -buildvcs=false \
+RUN CGO_ENABLED=1 go build -tags "no_fs_access re2_cgo nodoctor" -trimpath -buildvcs=false \
 	-ldflags "-s -w -X main.buildVersion=${VERSION}" -o /out/root/meshwaf ./cmd/meshwaf \
 	&& for lib in $(ldd /out/root/meshwaf | grep -o '/[^ ]*'); do cp -L --parents "$lib" /out/root/; done
 

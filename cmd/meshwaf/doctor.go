@@ -1,3 +1,5 @@
+//go:build !nodoctor
+
 package main
 
 import (

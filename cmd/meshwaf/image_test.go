@@ -90,7 +90,7 @@ func TestDockerfile(t *testing.T) {
 		require.Regexp(t, `(?m)^USER 65532:65532$`, stage, lines[start])
 		require.Contains(t, stage, `ENTRYPOINT ["/meshwaf"]`, lines[start])
 	}
-	require.Contains(t, strings.Join(lines, "\n"), `RUN scripts/build.sh /out/meshwaf "${VERSION}"`, "the image runs CI's build")
+	require.Contains(t, strings.Join(lines, "\n"), `RUN scripts/build.sh /out/meshwaf "${VERSION}" nodoctor`, "the image runs CI's build, without doctor")
 }
 
 // indexFromEnd is how many instructions after the last one starting with
