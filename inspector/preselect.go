@@ -27,6 +27,7 @@ func (c *compiled) bindPlan(slot *preselect.Slot, rules []types.RuleMetadata) {
 	c.plan = preselect.NewPlan(rules, slot.Memoizer(), preselect.Options{
 		Regexp:     rx.Matcher,
 		NewScreen:  rx.NewScreen,
+		NewUnion:   rx.NewUnion,
 		Root:       coreruleset.FS,
 		RootPrefix: "@owasp_crs/",
 		Ignore:     aboveParanoiaLevel(c.profile.ParanoiaLevel),

@@ -39,6 +39,9 @@ type Options struct {
 	// Ignore names rules not worth analysing (kept, so sound whatever it
 	// says): e.g. rules that a paranoia-level gate skips anyway.
 	Ignore func(types.RuleMetadata) bool
+	// NewUnion returns, for matchers Regexp returned, a test that answers
+	// from a Screen whether any of them may match; nil: ask each.
+	NewUnion func([]Matcher) Union
 	// NewScreen returns a Screen for the ScreenedMatchers Regexp returns;
 	// nil, or a nil Screen: every matcher is asked through Match.
 	NewScreen func() Screen
@@ -58,6 +61,7 @@ type Plan struct {
 	scratch  sync.Pool
 	opts     Options
 	phrases  *phraseIndex // nil: no @pm rule
+	groups   []group
 }
 
 // source is one variable with its key: what a rule's target names.
@@ -83,6 +87,7 @@ type rule struct {
 	m       Matcher
 	sm      ScreenedMatcher // m, when it can use a screen
 	pm      int             // id in the phrase index, -1: none
+	group   int             // in Plan.groups, -1: none
 }
 
 // modelledVars are the variables whose values are fixed before the
@@ -127,7 +132,7 @@ func NewPlan(rules []types.RuleMetadata, memo plugintypes.Memoizer, opts Options
 		}
 		r.idx = len(p.rules[ph])
 		r.sm, _ = r.m.(ScreenedMatcher)
-		r.pm = -1
+		r.pm, r.group = -1, -1
 		if x, ok := r.m.(*pm); ok {
 			r.pm = x.id
 		}
@@ -142,6 +147,7 @@ func NewPlan(rules []types.RuleMetadata, memo plugintypes.Memoizer, opts Options
 			}
 		}
 	}
+	p.buildGroups()
 	return p
 }
 
@@ -265,6 +271,60 @@ func (b *builder) node(parent int, name string, fn transform) int {
 	return len(b.plan.nodes) - 1
 }
 
+// Union is NewUnion's test (an alias, like Screen).
+type Union = interface {
+	MayAny(s interface{ Reset(string) }) (may, known bool)
+}
+
+// group is @rx rules reading one source through one transformation chain:
+// when its union says no literal any of them needs occurs in a value, none
+// of them is asked about that value.
+type group struct {
+	node  int
+	union Union
+}
+
+// buildGroups gives the screened, single-node rules of each source and
+// phase that share a chain a group.
+func (p *Plan) buildGroups() {
+	if p.opts.NewUnion == nil {
+		return
+	}
+	for ph := 1; ph <= 2; ph++ {
+		for _, rules := range p.bySource[ph] {
+			byNode := map[int][]*rule{}
+			var order []int
+			for _, r := range rules {
+				if r.sm == nil || len(r.path) != 1 || r.group >= 0 {
+					continue
+				}
+				if _, ok := byNode[r.node]; !ok {
+					order = append(order, r.node)
+				}
+				byNode[r.node] = append(byNode[r.node], r)
+			}
+			for _, n := range order {
+				rs := byNode[n]
+				if len(rs) < 2 {
+					continue
+				}
+				ms := make([]Matcher, len(rs))
+				for i, r := range rs {
+					ms[i] = r.m
+				}
+				u := p.opts.NewUnion(ms)
+				if u == nil {
+					continue
+				}
+				for _, r := range rs {
+					r.group = len(p.groups)
+				}
+				p.groups = append(p.groups, group{node: n, union: u})
+			}
+		}
+	}
+}
+
 // Tally counts what pre-selection did for one transaction.
 type Tally struct {
 	Candidates int // analysable rules looked at
@@ -330,12 +390,16 @@ func (p *Plan) Select(tx plugintypes.TransactionState, phase int) {
 		for _, md := range p.values(txn, si) {
 			if sc.gen++; sc.gen == 0 { // wrapped: no stale entry may look current
 				clear(sc.out)
+				clear(sc.groupGen)
 				sc.gen = 1
 			}
 			sc.out[0] = nodeOut{gen: sc.gen, s: md.Value(), ok: true}
 			for _, r := range rules {
 				if keep[r.idx] {
 					continue
+				}
+				if r.group >= 0 && !p.groupMay(r.group, sc) {
+					continue // no literal any rule of its group needs is in the value
 				}
 				if p.mayMatch(r, sc) {
 					keep[r.idx] = true
@@ -362,18 +426,21 @@ func (p *Plan) Select(tx plugintypes.TransactionState, phase int) {
 
 // scratch is one Select's working memory, reused across transactions.
 type scratch struct {
-	phrases [][]uint64 // per node: phrase lists occurring (phraseIndex)
-	keep    []bool
-	out     []nodeOut
-	screens []Screen // per node; nil entries: no screen
-	gen     uint32
+	groupGen []uint32 // per group: the value its answer is for
+	groupMay []bool
+	phrases  [][]uint64 // per node: phrase lists occurring (phraseIndex)
+	keep     []bool
+	out      []nodeOut
+	screens  []Screen // per node; nil entries: no screen
+	gen      uint32
 }
 
 func (p *Plan) getScratch(rules int) *scratch {
 	sc, _ := p.scratch.Get().(*scratch)
 	if sc == nil {
 		sc = &scratch{out: make([]nodeOut, len(p.nodes)), screens: make([]Screen, len(p.nodes)),
-			phrases: make([][]uint64, len(p.nodes))}
+			phrases:  make([][]uint64, len(p.nodes)),
+			groupGen: make([]uint32, len(p.groups)), groupMay: make([]bool, len(p.groups))}
 		if p.phrases != nil {
 			for i := range sc.phrases {
 				sc.phrases[i] = make([]uint64, p.phrases.words)
@@ -460,6 +527,25 @@ func (p *Plan) output(n int, sc *scratch) *nodeOut {
 		}
 	}
 	return o
+}
+
+// groupMay reports whether a rule of group g may match the current value
+// (true when the union cannot say).
+func (p *Plan) groupMay(g int, sc *scratch) bool {
+	if sc.groupGen[g] == sc.gen {
+		return sc.groupMay[g]
+	}
+	may := true
+	n := p.groups[g].node
+	if o := p.output(n, sc); o.ok {
+		if s := p.screen(n, sc); s != nil {
+			if m, known := p.groups[g].union.MayAny(s); known {
+				may = m
+			}
+		}
+	}
+	sc.groupGen[g], sc.groupMay[g] = sc.gen, may
+	return may
 }
 
 // phraseSet returns which phrase lists occur in node n's output.

@@ -2,6 +2,8 @@
 
 package rx
 
+import "slices"
+
 // rxScreen is the literal presence of one value under the literal memo's
 // automaton, computed once by rule pre-selection and checked against every
 // @rx rule that sees the value.
@@ -80,3 +82,57 @@ func (o *binaryRxOperator) MatchScreened(value string, s interface{ Reset(string
 
 func (o *rxOperator) prefilter() literalFilter       { return o.pf }
 func (o *binaryRxOperator) prefilter() literalFilter { return o.pf }
+
+// union is the first clauses of several operators' prefilters as one mask
+// per word of the presence set: when none of those literals occurs in a
+// value, none of the operators can match it.
+type union struct {
+	masks []wordMask
+	maxID int
+	fold  bool
+}
+
+// NewUnion returns a test that answers, from a screen of a value, whether
+// any of ops may match it; nil when some op has no literal prefilter in the
+// memo (it must then be asked itself).
+func NewUnion(ops []interface{ Match(string) bool }) interface {
+	MayAny(s interface{ Reset(string) }) (may, known bool)
+} {
+	u := &union{}
+	for _, op := range ops {
+		p, ok := op.(interface{ prefilter() literalFilter })
+		if !ok {
+			return nil
+		}
+		mp, ok := p.prefilter().(*memoPrefilter)
+		if !ok || len(mp.clauses) == 0 {
+			return nil
+		}
+		u.fold = u.fold || mp.fold
+		for _, l := range mp.clauses[0] {
+			u.maxID = max(u.maxID, l.id)
+			w, bit := l.id>>6, uint64(1)<<(l.id&63)
+			if i := slices.IndexFunc(u.masks, func(m wordMask) bool { return m.w == w }); i >= 0 {
+				u.masks[i].m |= bit
+			} else {
+				u.masks = append(u.masks, wordMask{w: w, m: bit})
+			}
+		}
+	}
+	return u
+}
+
+// MayAny reports whether a literal of some operator's first clause occurs
+// in the screened value; known is false when the screen cannot say.
+func (u *union) MayAny(s interface{ Reset(string) }) (may, known bool) {
+	rs, _ := s.(*rxScreen)
+	if rs == nil || rs.a == nil || rs.a.n <= u.maxID || (u.fold && !rs.ascii) {
+		return true, false
+	}
+	for _, m := range u.masks {
+		if rs.set[m.w]&m.m != 0 {
+			return true, true
+		}
+	}
+	return false, true
+}

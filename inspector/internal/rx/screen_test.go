@@ -53,3 +53,47 @@ func TestMatchScreenedIsMatch(t *testing.T) {
 	require.Positive(t, screened, "the screen never rejected a value: it tests nothing")
 	t.Logf("%d patterns x %d values, %d answered by the screen alone", len(patterns), len(values), screened)
 }
+
+// TestUnionNeverHidesAMatch: when a union of operators says no literal any
+// of them needs is in a screened value, none of them matches it.
+func TestUnionNeverHidesAMatch(t *testing.T) {
+	values := append(dfaInputs(300), "Ünïcode <script>", "K\u212a s\u017f", "")
+	patterns := crsRxPatterns(t)
+	var ops []interface{ Match(string) bool }
+	for _, p := range patterns {
+		op, err := newRxOperator(plugintypes.OperatorOptions{Arguments: p})
+		require.NoError(t, err)
+		if _, ok := op.(interface{ prefilter() literalFilter }).prefilter().(*memoPrefilter); ok {
+			ops = append(ops, op.(interface{ Match(string) bool }))
+		}
+	}
+	rebuild()
+	require.Nil(t, NewUnion([]interface{ Match(string) bool }{MatcherFunc(nil)}), "an operator without a prefilter must be asked itself")
+	rejected := 0
+	for size := 1; size <= len(ops); size *= 3 {
+		for start := 0; start+size <= len(ops); start += size {
+			group := ops[start : start+size]
+			u := NewUnion(group)
+			require.NotNil(t, u)
+			for _, v := range values {
+				s := NewScreen()
+				s.Reset(v)
+				may, known := u.MayAny(s)
+				if !known || may {
+					continue
+				}
+				rejected++
+				for _, op := range group {
+					require.False(t, op.Match(v), "the union hid a match of %v on %q", op, v)
+				}
+			}
+		}
+	}
+	require.Positive(t, rejected, "the union never answered no: it tests nothing")
+	t.Logf("%d (group, value) pairs answered no", rejected)
+}
+
+// MatcherFunc is a Match without a prefilter.
+type MatcherFunc func(string) bool
+
+func (f MatcherFunc) Match(v string) bool { return f(v) }
