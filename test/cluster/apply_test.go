@@ -432,6 +432,9 @@ func objectFiles(root string) ([]string, error) {
 		if err != nil || !d.IsDir() {
 			return err
 		}
+		if _, err := os.Stat(filepath.Join(p, "Chart.yaml")); err == nil {
+			return filepath.SkipDir // a Helm chart: templates, not objects (test/helm renders it)
+		}
 		skip := map[string]bool{"kustomization.yaml": true}
 		k, err := readKustomization(p)
 		switch {
