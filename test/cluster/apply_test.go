@@ -547,3 +547,36 @@ func TestWaypointPolicyRulesEnforced(t *testing.T) {
 		})
 	}
 }
+
+// TestHelmChartAccepted checks every object the Helm chart renders, for
+// every mode and the non-default values of test/helm: test/helm keeps each
+// rendering in test/helm/testdata and fails when the chart renders
+// anything else, so this module needs no Helm.
+func TestHelmChartAccepted(t *testing.T) {
+	files, err := filepath.Glob(filepath.Join(env.repo, "test", "helm", "testdata", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) < len(modes) {
+		t.Fatalf("test/helm/testdata has %d renderings: want at least one per mode (%d)", len(files), len(modes))
+	}
+	for _, f := range files {
+		rel, _ := filepath.Rel(env.repo, f)
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs, err := decodeObjects(data)
+			if err != nil {
+				t.Fatalf("%s: %v", rel, err)
+			}
+			if len(objs) == 0 {
+				t.Fatalf("%s: no objects", rel)
+			}
+			accept(t, rel, objs, false)
+			istioctlValidate(t, rel, data)
+			t.Logf("%s: %d objects accepted", rel, len(objs))
+		})
+	}
+}

@@ -1,6 +1,7 @@
 package helm
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +23,8 @@ import (
 	"github.com/meshwaf/meshwaf/install"
 	"github.com/meshwaf/meshwaf/internal/version"
 )
+
+var update = flag.Bool("update", false, "rewrite testdata/*.yaml from the chart")
 
 // helmSDK is the helm.sh/helm/v3 version these tests run.
 const helmSDK = "v3.22.0"
@@ -107,7 +110,8 @@ func TestChartVersion(t *testing.T) {
 
 // The chart renders, object by object, what `meshwaf manifests` renders
 // for the same settings: with default values the mesh mode's defaults, and
-// each other mode with its values.
+// each other mode with its values. Each rendering is also kept in
+// testdata/<case>.yaml for test/cluster.
 func TestChartRendersManifests(t *testing.T) {
 	c := loadChart(t)
 	custom := func(f func(*install.Options)) install.Options {
@@ -164,6 +168,7 @@ func TestChartRendersManifests(t *testing.T) {
 			require.NoError(t, err)
 			want, err := install.Render(tc.opts, tc.mode, install.PartObjects)
 			require.NoError(t, err)
+			golden(t, filepath.Join("testdata", strings.ReplaceAll(tc.name, " ", "-")+".yaml"), manifest)
 			got, exp := parse(t, manifest), parse(t, string(want))
 			require.NotEmpty(t, exp)
 			for k, o := range exp {
@@ -190,6 +195,18 @@ func TestChartWithoutNamespace(t *testing.T) {
 	require.Contains(t, want, nsKey)
 	delete(want, nsKey)
 	require.Equal(t, want, got)
+}
+
+// golden checks the chart's rendering against file, which test/cluster
+// applies to the real API server (so that module needs no Helm).
+func golden(t *testing.T, file, manifest string) {
+	t.Helper()
+	if *update {
+		require.NoError(t, os.WriteFile(file, []byte(manifest), 0o644))
+	}
+	want, err := os.ReadFile(file)
+	require.NoError(t, err, "run go test -update once to create it")
+	require.Equal(t, string(want), manifest, "%s is not what the chart renders", file)
 }
 
 // values.schema.json refuses unknown keys at every level and wrong types.
