@@ -17,7 +17,7 @@ func TestLoadErrors(t *testing.T) {
 		want []string // every error, in order: "line:column: field: message prefix"
 	}{
 		{"unknown-key.yaml", []string{
-			"7:5: spec.services[0].port: unknown key (known: name, namespace, serviceAccount, selector, ports, ingress, inspect)",
+			"7:5: spec.services[0].port: unknown key (known: name, namespace, serviceAccount, selector, ports, ingress, inspect, waypoint)",
 			"8:3: spec.edgez: unknown key",
 		}},
 		{"unknown-service.yaml", []string{

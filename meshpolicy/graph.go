@@ -126,6 +126,11 @@ type Service struct {
 	// Inspect opts the workload in to meshwaf inspection, so its sidecar must
 	// reach meshwaf's gRPC port.
 	Inspect bool
+	// Waypoint is the name of the ambient waypoint (a Gateway of class
+	// istio-waypoint in the service's namespace) the service's traffic goes
+	// through, as its istio.io/use-waypoint label says; empty for none. Only
+	// ambient generation reads it.
+	Waypoint string
 }
 
 // Ref is the service's canonical reference "namespace/name".

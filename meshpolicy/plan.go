@@ -70,6 +70,9 @@ type Destination struct {
 	// Reason says why meshwaf added the destination; empty for services.
 	Reason string
 	Ports  []DestPort
+	// Waypoint is the ID of the waypoint peer in front of the destination
+	// in an ambient plan (NewAmbientPlan); empty otherwise.
+	Waypoint string
 }
 
 // HasGrants reports whether any port of the destination admits a source.
@@ -99,8 +102,11 @@ type Grant struct {
 	Sources []string
 	Methods []string
 	Paths   []string
-	// Why is "edge", "ingress", "ext_authz" or "metrics".
+	// Why is "edge", "ingress", "ext_authz", "metrics" or "waypoint".
 	Why string
+	// Via is the ID of the waypoint that enforces the grant in an ambient
+	// plan; empty when the destination's ztunnel (or sidecar) does.
+	Via string
 }
 
 // Narrowed reports whether the grant admits only some HTTP requests.

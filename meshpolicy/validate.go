@@ -212,7 +212,7 @@ func (d *decoder) identity(n *yaml.Node, path fielderr.Path, def Identity, trust
 }
 
 func (d *decoder) service(n *yaml.Node, path fielderr.Path) rawService {
-	f := d.fields(n, path, "name", "namespace", "serviceAccount", "selector", "ports", "ingress", "inspect")
+	f := d.fields(n, path, "name", "namespace", "serviceAccount", "selector", "ports", "ingress", "inspect", "waypoint")
 	rs := rawService{node: deref(n), path: path}
 	s := &rs.Service
 	s.Namespace = DefaultServiceNamespace
@@ -268,6 +268,11 @@ func (d *decoder) service(n *yaml.Node, path fielderr.Path) rawService {
 	}
 	if v, ok := f["inspect"]; ok {
 		s.Inspect = d.boolean(v, path.Field("inspect"))
+	}
+	if v, ok := f["waypoint"]; ok {
+		// The waypoint's Deployment, Service and ServiceAccount carry the
+		// Gateway's name, so it must be a DNS label.
+		s.Waypoint = d.dnsLabel(v, path.Field("waypoint"), "waypoint name")
 	}
 	return rs
 }
