@@ -54,8 +54,15 @@ func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	graph := fs.String("f", "", "ServiceGraph file ('-' for stdin)")
 	format := fs.String("format", istio.FormatIstio, "output: istio (AuthorizationPolicies) or networkpolicy (Kubernetes NetworkPolicies)")
 	dryRun := fs.Bool("dry-run", false, `annotate the AuthorizationPolicies with istio.io/dry-run: "true" (istio format only)`)
+	dataplane := fs.String("dataplane", istio.DataplaneSidecar, "sidecar, or ambient (ztunnel L4 policies; waypoint policies with targetRefs for services with a waypoint)")
 	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
+	}
+	if err := checkDataplane(*dataplane); err != nil {
+		return err
+	}
+	if *dataplane == istio.DataplaneAmbient && *format != istio.FormatIstio {
+		return usageError{errors.New("--format networkpolicy with --dataplane ambient: ambient traffic reaches pods over HBONE (port 15008), so the plan's ports cannot be NetworkPolicy ports; use --format istio")}
 	}
 	if fs.NArg() > 0 {
 		return usageError{fmt.Errorf("unexpected arguments: %q", fs.Args())}
@@ -73,7 +80,17 @@ func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	if err != nil {
 		return err
 	}
-	out, err := istio.Generate(meshpolicy.NewPlan(g), istio.RenderOptions{Format: *format, DryRun: *dryRun})
+	opts := istio.RenderOptions{Format: *format, DryRun: *dryRun}
+	var out []byte
+	if *dataplane == istio.DataplaneAmbient {
+		plan, perr := meshpolicy.NewAmbientPlan(g)
+		if perr != nil {
+			return usageError{fmt.Errorf("%s: %w", *graph, perr)}
+		}
+		out, err = istio.GenerateAmbient(plan, opts)
+	} else {
+		out, err = istio.Generate(meshpolicy.NewPlan(g), opts)
+	}
 	if err != nil {
 		return err
 	}
@@ -92,7 +109,11 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	root := fs.String("root-namespace", "istio-system", "Istio's root namespace: its policies apply to every namespace")
 	strict := fs.Bool("strict", false, "count conditional flows (decided by attributes verify cannot evaluate) as mismatches")
 	matrix := fs.String("matrix", "auto", fmt.Sprintf("print the reachability matrix: auto (up to %d sources), always or never", matrixLimit))
+	dataplane := fs.String("dataplane", istio.DataplaneSidecar, "sidecar, or ambient (ztunnel selector policies and waypoint targetRefs policies)")
 	if err := parseArgs(fs, args, stdout); err != nil {
+		return err
+	}
+	if err := checkDataplane(*dataplane); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -116,7 +137,14 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		return usageError{err}
 	}
 	plan := meshpolicy.NewPlan(g)
-	got, notes := istio.Evaluate(plan, set.Policies, istio.EvalOptions{RootNamespace: *root})
+	evaluate := istio.Evaluate
+	if *dataplane == istio.DataplaneAmbient {
+		if plan, err = meshpolicy.NewAmbientPlan(g); err != nil {
+			return usageError{fmt.Errorf("%s: %w", *graph, err)}
+		}
+		evaluate = istio.EvaluateAmbient
+	}
+	got, notes := evaluate(plan, set.Policies, istio.EvalOptions{RootNamespace: *root})
 	want := plan.Expected()
 	diff := plan.Compare(want, got)
 
@@ -143,6 +171,14 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	}
 	if diff.Mismatch(*strict) {
 		return fmt.Errorf("the policies do not allow exactly the flows of graph %s", g.Name)
+	}
+	return nil
+}
+
+// checkDataplane accepts the --dataplane values.
+func checkDataplane(v string) error {
+	if v != istio.DataplaneSidecar && v != istio.DataplaneAmbient {
+		return usageError{fmt.Errorf("--dataplane %q: want %s or %s", v, istio.DataplaneSidecar, istio.DataplaneAmbient)}
 	}
 	return nil
 }
