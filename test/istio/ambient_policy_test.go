@@ -240,6 +240,7 @@ func TestAmbientPolicies(t *testing.T) {
 	// check returns every cell where Istio and the graph disagree, with
 	// extra hand-written policies added to the generated ones.
 	check := func(t *testing.T, extra string) []string {
+		t.Helper()
 		var problems []string
 		report := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 		all := strings.Join(append(objs, strings.TrimSpace(out)+extra), "\n---\n")
@@ -499,7 +500,7 @@ func authorizationMatches(a *security.Authorization, who string, port int) (bool
 	for _, g := range a.GetGroups() {
 		all := true
 		for _, r := range g.GetRules() {
-			any := false
+			matched := false
 			for _, m := range r.GetMatches() {
 				if len(m.GetSourceIps())+len(m.GetNotSourceIps())+len(m.GetDestinationIps())+len(m.GetNotDestinationIps())+len(m.GetExtensions()) > 0 {
 					return false, fmt.Errorf("match the test does not model: %v", m)
@@ -510,11 +511,11 @@ func authorizationMatches(a *security.Authorization, who string, port int) (bool
 					(len(m.GetDestinationPorts()) == 0 || slices.Contains(m.GetDestinationPorts(), uint32(port))) &&
 					!slices.Contains(m.GetNotDestinationPorts(), uint32(port))
 				if ok {
-					any = true
+					matched = true
 					break
 				}
 			}
-			if !any {
+			if !matched {
 				all = false
 				break
 			}
