@@ -72,6 +72,47 @@ when the policies do not allow exactly the graph's flows.`,
   kubectl get authorizationpolicies -A -o yaml | meshwaf policy verify --graph graph.yaml -f -`,
 	},
 	{
+		name:  "policy diff",
+		usage: "policy diff -f GRAPH [flags]",
+		long: `Reads every AuthorizationPolicy of a live cluster and compares it with a
+ServiceGraph: the flows the cluster allows that the graph does not and the reverse
+(evaluated with Istio's semantics, as verify does); the graph's own policies
+(labels app.kubernetes.io/managed-by: meshwaf and meshwaf.io/graph: NAME) that are
+absent, edited by hand (spec compared field by field with what generate renders)
+or no longer generated; and policies meshwaf does not own that change the outcome.
+Exit code 0 without drift, 3 with drift, 1 on errors, 2 on bad flags.`,
+		examples: `  meshwaf policy diff -f examples/shop-graph.yaml
+  meshwaf policy diff -f graph.yaml --as-enforced -o json`,
+	},
+	{
+		name:  "policy apply",
+		usage: "policy apply -f GRAPH [--stage dry-run|enforce] [--dry-run=server] [flags]",
+		long: `Server-side applies a ServiceGraph's AuthorizationPolicies (field manager
+meshwaf) labelled app.kubernetes.io/managed-by: meshwaf and meshwaf.io/graph: NAME,
+then prunes the graph's objects that are no longer generated. --stage dry-run (the
+default) adds istio.io/dry-run: "true": the sidecars count what the policies would
+deny and enforce nothing; promote enforces them. So that no step locks traffic out,
+ALLOW policies go before each namespace's allow-nothing default-deny, and pruning
+runs last. Only objects the graph owns are forced over other field managers or
+pruned. Exit code 1 on errors, 2 on bad flags.`,
+		examples: `  meshwaf policy apply -f examples/shop-graph.yaml --dry-run=server
+  meshwaf policy apply -f examples/shop-graph.yaml --stage dry-run
+  meshwaf policy apply -f graph.yaml --stage enforce --prune=false`,
+	},
+	{
+		name:  "policy promote",
+		usage: "policy promote -f GRAPH --prometheus URL [--stable-for 10m] [flags]",
+		long: `Enforces a graph's policies staged with apply --stage dry-run: removes their
+istio.io/dry-run annotation (ALLOW policies first, then the default-deny) only when
+every one has been in dry-run for --stable-for and Prometheus shows the sidecars of
+their namespaces reporting RBAC shadow counters with zero shadow denials over that
+window. Otherwise it changes nothing, prints the shadow denials per pod and the
+observed flows (Istio's standard metrics) the policies would deny, and exits with
+code 3. Exit code 1 on errors, 2 on bad flags.`,
+		examples: `  meshwaf policy promote -f examples/shop-graph.yaml --prometheus http://127.0.0.1:9090
+  meshwaf policy promote -f graph.yaml --prometheus http://prometheus:9090 --stable-for 24h -o json`,
+	},
+	{
 		name:  "manifests",
 		usage: "manifests [--mode mesh|envoyfilter|pod|waypoint] [--part objects|istio-operator|pod-patch|profile-route] [flags]\n  meshwaf manifests --kustomize DIR [flags]",
 		long: `Writes what installs meshwaf into Istio as multi-document YAML to stdout:
@@ -125,7 +166,7 @@ be read, 2 on bad flags.`,
 // commandGroups are commands made of subcommands.
 var commandGroups = map[string]string{
 	"config": "Config files: validate checks them as serve would load them.",
-	"policy": "Policies from a ServiceGraph: generate writes them, verify checks them against the graph.",
+	"policy": "Policies from a ServiceGraph: generate writes them, verify checks them against the graph; diff, apply and promote work on a live cluster.",
 }
 
 func lookupDoc(name string) (commandDoc, bool) {

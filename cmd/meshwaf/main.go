@@ -23,12 +23,23 @@ const (
 	// exitFindings: `doctor` found something at least --fail-on (default
 	// error: inspection is blocked or not set up for something).
 	exitFindings = 3
+	// exitDrift: `policy diff` found drift, `policy promote` refused.
+	exitDrift = 3
 )
 
 // isHelp reports whether arg asks for help.
 func isHelp(arg string) bool {
 	return arg == "-h" || arg == "--help" || arg == "-help" || arg == "help"
 }
+
+// statusError is an outcome, not a failure, that exits with code.
+type statusError struct {
+	code int
+	err  error
+}
+
+func (e statusError) Error() string { return e.err.Error() }
+func (e statusError) Unwrap() error { return e.err }
 
 // usageError marks errors in flags or configuration (exit code 2).
 type usageError struct{ err error }
@@ -51,6 +62,7 @@ Usage:
   meshwaf config validate FILE...               load and compile config files as serve would
   meshwaf policy generate -f GRAPH [flags]      AuthorizationPolicies (or NetworkPolicies) from a service graph
   meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
+  meshwaf policy diff|apply|promote -f GRAPH    a live cluster: drift, server-side apply in stages, promotion
   meshwaf manifests --mode MODE                install objects for Istio: mesh, envoyfilter, pod, waypoint (ambient)
   meshwaf doctor [flags]                        check a live cluster's meshwaf install: findings with codes and fixes
   meshwaf version                               print versions
@@ -104,6 +116,11 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
+	case errors.As(err, new(statusError)):
+		var se statusError
+		errors.As(err, &se)
+		fmt.Fprintf(stderr, "meshwaf %s: %v\n", args[0], err)
+		return se.code
 	case errors.As(err, new(usageError)):
 		fmt.Fprintf(stderr, "meshwaf %s: %v\n", args[0], err)
 		return exitUsage

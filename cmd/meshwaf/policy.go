@@ -11,22 +11,30 @@ import (
 	"github.com/meshwaf/meshwaf/meshpolicy"
 )
 
-// policyCommand is `meshwaf policy generate|verify`.
-func policyCommand(_ context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// policyCommand is `meshwaf policy generate|verify|diff|apply|promote`.
+func policyCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		_ = writeGroupHelp(stderr, "policy", commandGroups["policy"])
-		return usageError{errors.New("want a subcommand: generate or verify")}
+		return usageError{errors.New("want a subcommand: " + policySubcommands)}
 	}
 	switch args[0] {
 	case "generate":
 		return policyGenerate(args[1:], stdin, stdout, stderr)
 	case "verify":
 		return policyVerify(args[1:], stdin, stdout, stderr)
+	case "diff":
+		return policyDiff(ctx, args[1:], stdin, stdout)
+	case "apply":
+		return policyApply(ctx, args[1:], stdin, stdout)
+	case "promote":
+		return policyPromote(ctx, args[1:], stdin, stdout)
 	case "-h", "--help", "-help", "help":
 		return writeGroupHelp(stdout, "policy", commandGroups["policy"])
 	}
-	return usageError{fmt.Errorf("unknown subcommand %q: want generate or verify", args[0])}
+	return usageError{fmt.Errorf("unknown subcommand %q: want %s", args[0], policySubcommands)}
 }
+
+const policySubcommands = "generate, verify, diff, apply or promote"
 
 // loadGraph reads a graph file ('-' for stdin); errors are usage errors.
 func loadGraph(path string, stdin io.Reader) (*meshpolicy.Graph, error) {

@@ -36,8 +36,8 @@ func TestPolicyGenerate(t *testing.T) {
 		{"unknown format", []string{"policy", "generate", "-f", shopGraph, "--format", "cilium"}, "", exitUsage, "", []string{`--format "cilium": want istio or networkpolicy`}},
 		{"no graph", []string{"policy", "generate"}, "", exitUsage, "", []string{"-f graph.yaml is required"}},
 		{"missing file", []string{"policy", "generate", "-f", "nope.yaml"}, "", exitUsage, "", []string{"nope.yaml"}},
-		{"no subcommand", []string{"policy"}, "", exitUsage, "", []string{"want a subcommand: generate or verify"}},
-		{"unknown subcommand", []string{"policy", "apply"}, "", exitUsage, "", []string{`unknown subcommand "apply"`}},
+		{"no subcommand", []string{"policy"}, "", exitUsage, "", []string{"want a subcommand: generate, verify, diff, apply or promote"}},
+		{"unknown subcommand", []string{"policy", "frobnicate"}, "", exitUsage, "", []string{`unknown subcommand "frobnicate"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
