@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"regexp"
 	"sort"
 	"strings"
@@ -190,9 +191,9 @@ func Promote(ctx context.Context, c Client, q Querier, plan *meshpolicy.Plan, o 
 		res.Denials = append(res.Denials, ShadowDenial{
 			Namespace: string(s.Metric[model.LabelName(o.Labels.Namespace)]),
 			Pod:       string(s.Metric[model.LabelName(o.Labels.Pod)]),
-			Count:     float64(s.Value),
+			Count:     round1(float64(s.Value)),
 		})
-		total += float64(s.Value)
+		total += round1(float64(s.Value))
 	}
 	sort.Slice(res.Denials, func(i, j int) bool {
 		a, b := res.Denials[i], res.Denials[j]
@@ -268,7 +269,7 @@ func deniedFlows(plan *meshpolicy.Plan, v model.Vector, metric string) []DeniedF
 				break
 			}
 		}
-		f := DeniedFlow{Source: src, Destination: ns + "/" + workload, Count: float64(s.Value), Metric: metric}
+		f := DeniedFlow{Source: src, Destination: ns + "/" + workload, Count: round1(float64(s.Value)), Metric: metric}
 		switch {
 		case dest == nil && covered[ns]:
 			out = append(out, f)
@@ -280,6 +281,10 @@ func deniedFlows(plan *meshpolicy.Plan, v model.Vector, metric string) []DeniedF
 	sort.Slice(out, func(i, j int) bool { return out[i].String() < out[j].String() })
 	return out
 }
+
+// round1 rounds to one decimal: increase() extrapolates to the window's
+// edges, so a counter that rose by 3 reads 3.004.
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
 
 func granted(d meshpolicy.Destination, principal string) bool {
 	for _, p := range d.Ports {
