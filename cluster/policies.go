@@ -58,7 +58,7 @@ func checkDryRun(s *Snapshot) []Finding {
 		}
 		out = append(out, newFinding(CodePolicyAwaitingPromotion,
 			Object{Kind: "AuthorizationPolicy", Namespace: p.Namespace, Name: p.Name},
-			fmt.Sprintf("once its shadow denials stay at zero, promote it: remove the %s annotation (meshwaf policy generate without --dry-run)", annotation.IoIstioDryRun.Name),
+			fmt.Sprintf("meshwaf policy promote -f GRAPH removes the %s annotation once the shadow denials have stayed at zero for --stable-for", annotation.IoIstioDryRun.Name),
 			"in dry-run (%s: \"true\"): waiting for promotion, enforces nothing", annotation.IoIstioDryRun.Name))
 	}
 	return out
