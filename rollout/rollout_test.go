@@ -89,6 +89,7 @@ func TestDiff(t *testing.T) {
 		check      func(t *testing.T, r *Report)
 	}{
 		{"in sync", func() []*securityv1.AuthorizationPolicy { return owned(StageEnforce) }, false, false, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Empty(t, r.Flows.Missing)
 			require.Empty(t, r.Flows.Extra)
 		}},
@@ -98,6 +99,7 @@ func TestDiff(t *testing.T) {
 			ap.Spec.Rules[0].From[0].Source.Principals = []string{"cluster.local/ns/default/sa/auth"}
 			return objs
 		}, false, true, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Equal(t, []string{"default/meshwaf-allow-db"}, r.Edited)
 			require.Equal(t, []meshpolicy.Flow{{From: "default/www", To: "default/db", Port: 8080}}, r.Flows.Missing)
 			require.Equal(t, []meshpolicy.Flow{{From: "default/auth", To: "default/db", Port: 8080}}, r.Flows.Extra)
@@ -114,6 +116,7 @@ func TestDiff(t *testing.T) {
 			old.Spec.Selector.MatchLabels = map[string]string{"app": "gone"}
 			return append(out, old)
 		}, false, true, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Equal(t, []string{"default/meshwaf-allow-auth"}, r.Absent)
 			require.Equal(t, []string{"default/meshwaf-allow-gone"}, r.Stale)
 			require.Equal(t, []meshpolicy.Flow{{From: "default/www", To: "default/auth", Port: 8080}}, r.Flows.Missing)
@@ -121,6 +124,7 @@ func TestDiff(t *testing.T) {
 		{"foreign policy opens db", func() []*securityv1.AuthorizationPolicy {
 			return append(owned(StageEnforce), allowAll("default", "open-db", nil))
 		}, false, true, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Len(t, r.Foreign, 1)
 			require.Equal(t, "default/open-db", r.Foreign[0].Policy)
 			require.Positive(t, r.Foreign[0].Changed)
@@ -129,20 +133,24 @@ func TestDiff(t *testing.T) {
 		{"foreign policy elsewhere", func() []*securityv1.AuthorizationPolicy {
 			return append(owned(StageEnforce), allowAll("other", "open-db", nil))
 		}, false, false, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Empty(t, r.Foreign)
 		}},
 		{"another graph's policy is foreign", func() []*securityv1.AuthorizationPolicy {
 			return append(owned(StageEnforce), allowAll("default", "open-db", map[string]string{kubeyaml.ManagedByLabel: kubeyaml.ManagedBy, GraphLabel: "other"}))
 		}, false, true, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Len(t, r.Foreign, 1)
 			require.Empty(t, r.Stale)
 		}},
 		{"dry-run enforces nothing", func() []*securityv1.AuthorizationPolicy { return owned(StageDryRun) }, false, true, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.Len(t, r.DryRun, len(owned(StageDryRun)))
 			require.NotEmpty(t, r.Flows.Extra)
 			require.Empty(t, r.Edited, "dry-run is a stage, not an edit")
 		}},
 		{"dry-run as enforced", func() []*securityv1.AuthorizationPolicy { return owned(StageDryRun) }, true, false, func(t *testing.T, r *Report) {
+			t.Helper()
 			require.NotEmpty(t, r.DryRun)
 		}},
 	}

@@ -23,8 +23,8 @@ const (
 	// exitFindings: `doctor` found something at least --fail-on (default
 	// error: inspection is blocked or not set up for something).
 	exitFindings = 3
-	// exitDrift: `policy diff` found drift, `policy promote` refused.
-	exitDrift = 3
+	// exitDrift (policy_rollout.go): `policy diff` found drift, `policy
+	// promote` refused.
 )
 
 // isHelp reports whether arg asks for help.

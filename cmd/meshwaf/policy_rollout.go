@@ -19,6 +19,10 @@ import (
 	"github.com/meshwaf/meshwaf/rollout"
 )
 
+// exitDrift: `policy diff` found drift, `policy promote` refused (the
+// nodoctor build has neither).
+const exitDrift = 3
+
 // clusterFlags are the connection flags of the commands that talk to a
 // cluster.
 type clusterFlags struct {
