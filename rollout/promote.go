@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"google.golang.org/protobuf/proto"
 	securityv1 "istio.io/client-go/pkg/apis/security/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -148,6 +149,10 @@ func Promote(ctx context.Context, c Client, q Querier, plan *meshpolicy.Plan, o 
 		res.Refused = fmt.Sprintf("graph %s has no policy in dry-run: apply --stage dry-run first", graph)
 		return res, nil
 	}
+	if d := notTheGraphs(plan, owned); len(d) > 0 {
+		res.Refused = "the cluster does not hold the graph's policies (apply --stage dry-run, which also restarts the wait): " + strings.Join(d, ", ")
+		return res, nil
+	}
 	var young []string
 	for _, ap := range staged {
 		at, err := time.Parse(time.RFC3339, ap.Annotations[StagedAtAnnotation])
@@ -228,6 +233,34 @@ func Promote(ctx context.Context, c Client, q Querier, plan *meshpolicy.Plan, o 
 	return res, nil
 }
 
+// notTheGraphs lists how the graph's objects in the cluster (owned)
+// differ from what it generates: absent, edited (spec) or stale. Promoting
+// them would enforce something other than the graph.
+func notTheGraphs(plan *meshpolicy.Plan, owned []*securityv1.AuthorizationPolicy) []string {
+	have := map[string]*securityv1.AuthorizationPolicy{}
+	for _, ap := range owned {
+		have[ap.Namespace+"/"+ap.Name] = ap
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, want := range Objects(plan, StageDryRun) {
+		key := want.Namespace + "/" + want.Name
+		seen[key] = true
+		switch ap := have[key]; {
+		case ap == nil:
+			out = append(out, key+" absent")
+		case !proto.Equal(&ap.Spec, &want.Spec):
+			out = append(out, key+" edited")
+		}
+	}
+	for _, ap := range owned {
+		if key := ap.Namespace + "/" + ap.Name; !seen[key] {
+			out = append(out, key+" no longer generated")
+		}
+	}
+	return out
+}
+
 // namespacesRegex matches exactly the namespaces of policies.
 func namespacesRegex(policies []*securityv1.AuthorizationPolicy) string {
 	seen := map[string]bool{}
@@ -262,19 +295,22 @@ func deniedFlows(plan *meshpolicy.Plan, v model.Vector, metric string) []DeniedF
 		if src == "" {
 			src = "unknown"
 		}
-		var dest *meshpolicy.Destination
-		for i := range plan.Destinations {
-			if d := &plan.Destinations[i]; d.Namespace == ns && d.Principal == dst {
-				dest = d
-				break
+		// Workloads sharing a service account share a principal: the flow
+		// is admitted when any of them grants the source.
+		var ids []string
+		admitted := false
+		for _, d := range plan.Destinations {
+			if d.Namespace == ns && d.Principal == dst {
+				ids = append(ids, d.ID)
+				admitted = admitted || granted(d, src)
 			}
 		}
 		f := DeniedFlow{Source: src, Destination: ns + "/" + workload, Count: round1(float64(s.Value)), Metric: metric}
 		switch {
-		case dest == nil && covered[ns]:
+		case len(ids) == 0 && covered[ns]:
 			out = append(out, f)
-		case dest != nil && !granted(*dest, src):
-			f.Destination = dest.ID
+		case len(ids) > 0 && !admitted:
+			f.Destination = strings.Join(ids, "|")
 			out = append(out, f)
 		}
 	}

@@ -214,6 +214,52 @@ func stagedClient(plan *meshpolicy.Plan, at time.Time) *istiofake.Clientset {
 	return istiofake.NewSimpleClientset(objs...)
 }
 
+// Promote enforces only the graph's own policies: a staged policy edited
+// by hand, one missing or one no longer generated stops it before any query.
+func TestPromoteRefusesOtherPolicies(t *testing.T) {
+	plan := shopPlan(t)
+	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name   string
+		change func(t *testing.T, c *istiofake.Clientset)
+		want   string
+	}{
+		{"edited", func(t *testing.T, c *istiofake.Clientset) {
+			t.Helper()
+			ap, err := c.SecurityV1().AuthorizationPolicies("default").Get(ctx, "meshwaf-allow-db", metav1.GetOptions{})
+			require.NoError(t, err)
+			ap.Spec.Rules[0].From[0].Source.Principals = []string{"*"}
+			_, err = c.SecurityV1().AuthorizationPolicies("default").Update(ctx, ap, metav1.UpdateOptions{})
+			require.NoError(t, err)
+		}, "default/meshwaf-allow-db edited"},
+		{"absent", func(t *testing.T, c *istiofake.Clientset) {
+			t.Helper()
+			require.NoError(t, c.SecurityV1().AuthorizationPolicies("default").Delete(ctx, "meshwaf-allow-auth", metav1.DeleteOptions{}))
+		}, "default/meshwaf-allow-auth absent"},
+		{"stale", func(t *testing.T, c *istiofake.Clientset) {
+			t.Helper()
+			ap, err := c.SecurityV1().AuthorizationPolicies("default").Get(ctx, "meshwaf-allow-db", metav1.GetOptions{})
+			require.NoError(t, err)
+			ap = ap.DeepCopy()
+			ap.Name, ap.ResourceVersion = "meshwaf-allow-old", ""
+			_, err = c.SecurityV1().AuthorizationPolicies("default").Create(ctx, ap, metav1.CreateOptions{})
+			require.NoError(t, err)
+		}, "default/meshwaf-allow-old no longer generated"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := stagedClient(plan, now.Add(-time.Hour))
+			tt.change(t, c)
+			q := &fakeQuerier{}
+			res, err := Promote(ctx, c.SecurityV1(), q, plan, PromoteOptions{StableFor: 10 * time.Minute, Now: func() time.Time { return now }})
+			require.NoError(t, err)
+			require.Contains(t, res.Refused, tt.want)
+			require.Empty(t, res.Promoted)
+			require.Empty(t, q.queries)
+		})
+	}
+}
+
 func TestPromote(t *testing.T) {
 	plan := shopPlan(t)
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
