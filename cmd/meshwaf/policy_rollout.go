@@ -60,6 +60,14 @@ func rolloutGraph(path string, stdin io.Reader) (*meshpolicy.Graph, error) {
 	if err := rollout.CheckGraphName(g.Name); err != nil {
 		return nil, usageError{err}
 	}
+	// The sidecar plan ignores waypoints: applying it to an ambient graph
+	// would enforce other policies than generate --dataplane ambient.
+	for _, s := range g.Services {
+		if s.Waypoint != "" {
+			return nil, usageError{fmt.Errorf("service %s names waypoint %s: diff, apply and promote handle the sidecar data plane only; "+
+				"for ambient use policy generate --dataplane ambient", s.Ref(), s.Waypoint)}
+		}
+	}
 	return g, nil
 }
 

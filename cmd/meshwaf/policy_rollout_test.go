@@ -8,6 +8,18 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
+// waypointGraph has a service behind a waypoint.
+const waypointGraph = `apiVersion: meshwaf.io/v1alpha1
+kind: ServiceGraph
+metadata: {name: amb}
+spec:
+  services:
+  - {name: www, ports: [{port: 8080, protocol: HTTP}]}
+  - {name: db, ports: [{port: 8080, protocol: HTTP}], waypoint: wp}
+  edges:
+  - {from: www, to: db, ports: [8080]}
+`
+
 // The cluster commands check their flags before reading a kubeconfig:
 // each mistake is a usage error (exit 2) naming the flag. The commands
 // themselves run against a real API server in test/cluster.
@@ -24,8 +36,9 @@ func TestPolicyRolloutUsage(t *testing.T) {
 		{[]string{"policy", "promote", "-f", "../../examples/shop-graph.yaml"}, "--prometheus URL is required"},
 		{[]string{"policy", "promote", "-f", "../../examples/shop-graph.yaml", "--prometheus", "http://x", "--stable-for", "0s"}, "--stable-for 0s"},
 		{[]string{"policy", "frobnicate"}, "generate, verify, diff, apply or promote"},
+		{[]string{"policy", "apply", "-f", "-"}, "the sidecar data plane only"},
 	} {
-		code, stdout, stderr := runCLI(t, "", tt.args...)
+		code, stdout, stderr := runCLI(t, waypointGraph, tt.args...)
 		require.Equal(t, exitUsage, code, "%v: %s", tt.args, stderr)
 		require.Empty(t, stdout, tt.args)
 		require.Contains(t, stderr, tt.want, tt.args)
