@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"strings"
+	"unicode/utf8"
+)
+
+//go:embed corpus/*.jsonl
+var corpusFS embed.FS
+
+// Kind says whether an item is an attack or benign traffic.
+type Kind string
+
+const (
+	Attack Kind = "attack"
+	Benign Kind = "benign"
+)
+
+// Split is a part of the corpus. Which part an item is in depends only on
+// its text (heldOut), so it never moves when the corpus grows.
+type Split string
+
+const (
+	SplitTune    Split = "tune"
+	SplitHeldOut Split = "heldout"
+	SplitAll     Split = "all"
+)
+
+// heldOutTenths of ten items go to the held-out split. Nobody tunes on it.
+const heldOutTenths = 3
+
+// splitOf is held-out when the first 8 bytes of sha256(text), big-endian,
+// mod 10 are below heldOutTenths; tune otherwise. text is the raw payload
+// (encoded variants go with their raw payload) or the benign value.
+func splitOf(text string) Split {
+	sum := sha256.Sum256([]byte(text))
+	if binary.BigEndian.Uint64(sum[:8])%10 < heldOutTenths {
+		return SplitHeldOut
+	}
+	return SplitTune
+}
+
+// Item is one corpus entry as sent: an attack payload (maybe encoded) or a
+// benign value.
+type Item struct {
+	Kind     Kind
+	Class    string // sqli, xss, ...; text, json, query, ...
+	Source   string
+	Encoding string // "raw" or one of encodings' names; benign: "raw"
+	Text     string // what is placed
+	Split    Split
+}
+
+type line struct {
+	Class   string `json:"class"`
+	Source  string `json:"source"`
+	Payload string `json:"payload"`
+	Value   string `json:"value"`
+}
+
+// loadCorpus reads the attack files (attacks.jsonl, seeds.jsonl) and
+// benign.jsonl from fsys, adds the encoded variants of every attack, and
+// keeps the items of split (all: every item).
+func loadCorpus(fsys fs.FS, split Split) ([]Item, error) {
+	var items []Item
+	for _, f := range []struct {
+		name string
+		kind Kind
+	}{{"corpus/attacks.jsonl", Attack}, {"corpus/seeds.jsonl", Attack}, {"corpus/benign.jsonl", Benign}} {
+		b, err := fs.ReadFile(fsys, f.name)
+		if err != nil {
+			return nil, err
+		}
+		sc := bufio.NewScanner(bytes.NewReader(b))
+		sc.Buffer(nil, 1<<20)
+		for n := 1; sc.Scan(); n++ {
+			if len(bytes.TrimSpace(sc.Bytes())) == 0 {
+				continue
+			}
+			var l line
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", f.name, n, err)
+			}
+			text := l.Payload
+			if f.kind == Benign {
+				text = l.Value
+			}
+			if l.Class == "" || text == "" {
+				return nil, fmt.Errorf("%s:%d: no class or text", f.name, n)
+			}
+			s := splitOf(text)
+			if split != SplitAll && s != split {
+				continue
+			}
+			items = append(items, Item{Kind: f.kind, Class: l.Class, Source: l.Source, Encoding: "raw", Text: text, Split: s})
+			if f.kind == Attack && encodable(l.Class) {
+				for _, e := range encodings {
+					items = append(items, Item{Kind: Attack, Class: l.Class, Source: l.Source, Encoding: e.name, Text: e.encode(text), Split: s})
+				}
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return nil, fmt.Errorf("%s: %w", f.name, err)
+		}
+	}
+	return items, nil
+}
+
+// encodable: XXE payloads are whole documents, sent only as an XML body;
+// encoding them makes no document.
+func encodable(class string) bool { return class != "xxe" }
+
+// encodings are the evasions CRS does not undo, applied to the raw
+// payload before it is placed (the placement then applies its own
+// transport encoding: percent-encoding in a query, escaping in XML).
+var encodings = []struct {
+	name   string
+	encode func(string) string
+}{
+	{"base64", func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }},
+	// double-url: still percent-encoded after the placement's one decode.
+	{"double-url", func(s string) string { return percentAll(s, "%%%02X") }},
+	{"u-escape", uEscape},
+	{"full-width", fullWidth},
+	{"html-entity", htmlEntity},
+}
+
+func unreserved(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~'
+}
+
+// percentAll percent-encodes every byte but the unreserved ones.
+func percentAll(s, format string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if unreserved(s[i]) {
+			b.WriteByte(s[i])
+		} else {
+			fmt.Fprintf(&b, format, s[i])
+		}
+	}
+	return b.String()
+}
+
+// uEscape writes every rune but the unreserved ASCII ones as %uXXXX (IIS);
+// runes beyond the BMP as two surrogate escapes.
+func uEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r < utf8.RuneSelf && unreserved(byte(r)):
+			b.WriteRune(r)
+		case r > 0xFFFF:
+			r -= 0x10000
+			fmt.Fprintf(&b, "%%u%04X%%u%04X", 0xD800+(r>>10), 0xDC00+(r&0x3FF))
+		default:
+			fmt.Fprintf(&b, "%%u%04X", r)
+		}
+	}
+	return b.String()
+}
+
+// fullWidth maps printable ASCII to its full-width form (U+FF01-FF5E, and
+// U+3000 for the space), which NFKC maps back.
+func fullWidth(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == ' ':
+			b.WriteRune('\u3000')
+		case r > ' ' && r < 0x7F:
+			b.WriteRune(r - 0x21 + 0xFF01)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// htmlEntity writes every rune but letters, digits and the space as a
+// hexadecimal character reference.
+func htmlEntity(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if r == ' ' || r < utf8.RuneSelf && unreserved(byte(r)) && r != '.' && r != '-' && r != '_' && r != '~' {
+			b.WriteRune(r)
+		} else {
+			fmt.Fprintf(&b, "&#x%X;", r)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,164 @@
+// Command detection measures how well meshwaf's profiles tell attacks from
+// benign traffic: it sends a corpus (corpus/, see its README) through the
+// inspector, each payload in each placement (query, form, JSON value and
+// key, cookie, custom header, XML text and attribute, multipart field and
+// file name; with -grpc a gRPC message field too, and every check through
+// meshwaf's ext_authz gRPC server on 127.0.0.1), and prints detection and
+// false-positive rates per class, encoding and placement for meshwaf's
+// default profile next to plain CRS at paranoia levels 1 and 2 on the same
+// engine, and the rules behind the false positives.
+//
+//	go run ./bench/detection -split tune
+//	go run ./bench/detection -split heldout -grpc -json
+//
+// The held-out split (splitOf) is for reporting only: never tune on it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"runtime"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meshwaf/meshwaf/inspector"
+)
+
+type options struct {
+	split    string
+	grpc     bool
+	profiles string
+	classes  string
+	json     bool
+	workers  int
+	corpus   string
+	top      int
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.split, "split", "tune", "corpus split: tune, heldout or all")
+	flag.BoolVar(&o.grpc, "grpc", false, "check through meshwaf's ext_authz gRPC server on 127.0.0.1, and add the gRPC message-field placement")
+	flag.StringVar(&o.profiles, "profiles", "default,crs-pl1,crs-pl2", "comma-separated profiles: default, crs-pl1 ... crs-pl4")
+	flag.StringVar(&o.classes, "class", "", "comma-separated classes to keep (default all)")
+	flag.BoolVar(&o.json, "json", false, "print the report as JSON")
+	flag.IntVar(&o.workers, "workers", 0, "concurrent checks (0: GOMAXPROCS)")
+	flag.StringVar(&o.corpus, "corpus", "", "directory holding corpus/*.jsonl (default: the corpus built into the binary)")
+	flag.IntVar(&o.top, "top", 10, "rules listed per profile as sources of false positives")
+	flag.Parse()
+	if err := run0(context.Background(), o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/detection:", err)
+		os.Exit(1)
+	}
+}
+
+func run0(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	split := Split(o.split)
+	if !slices.Contains([]Split{SplitTune, SplitHeldOut, SplitAll}, split) {
+		return fmt.Errorf("-split %q is not tune, heldout or all", o.split)
+	}
+	var fsys fs.FS = corpusFS
+	if o.corpus != "" {
+		fsys = os.DirFS(o.corpus)
+	}
+	items, err := loadCorpus(fsys, split)
+	if err != nil {
+		return err
+	}
+	if o.classes != "" {
+		keep := strings.Split(o.classes, ",")
+		items = slices.DeleteFunc(items, func(it Item) bool { return !slices.Contains(keep, it.Class) })
+	}
+	if len(items) == 0 {
+		return errors.New("no corpus items selected")
+	}
+	profs, err := profilesNamed(o.profiles)
+	if err != nil {
+		return err
+	}
+	rs, err := inspector.Compile(profs[0], profs[1:]...)
+	if err != nil {
+		return err
+	}
+	defer rs.Close()
+	names := make([]string, len(profs))
+	for i, p := range profs {
+		names[i] = p.Name
+	}
+
+	workers := o.workers
+	if workers < 1 {
+		workers = runtime.GOMAXPROCS(0)
+	}
+	c, transport := inProcess(rs), "in-process"
+	if o.grpc {
+		var stop func()
+		if c, stop, err = viaGRPC(rs, workers); err != nil {
+			return err
+		}
+		defer stop()
+		transport = "grpc"
+	}
+	checks := checksFor(items, placements(o.grpc))
+	t0 := time.Now()
+	outs, err := run(ctx, checks, names, c, workers)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "%d items, %d checks × %d profiles in %s\n", len(items), len(checks), len(names), time.Since(t0).Round(time.Millisecond))
+	r := newReport(split, transport, names)
+	tally(r, items, checks, outs)
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(r)
+	}
+	printReport(stdout, r, o.top)
+	return nil
+}
+
+// printReport writes the report as plain-text tables.
+func printReport(w io.Writer, r *Report, top int) {
+	fmt.Fprintf(w, "split %s, %s, CRS %s; %d attack and %d benign items\n", r.Split, r.Transport, inspector.CRSVersion, r.Items[Attack], r.Items[Benign])
+	section := func(title string, m map[string]map[string]map[string]Rate, dims ...string) {
+		fmt.Fprintf(w, "\n%s\n", title)
+		fmt.Fprintf(w, "%-28s", "")
+		for _, p := range r.Profiles {
+			fmt.Fprintf(w, " %16s", p)
+		}
+		fmt.Fprintln(w)
+		for _, dim := range dims {
+			values := make([]string, 0, len(m[dim]))
+			for v := range m[dim] {
+				values = append(values, v)
+			}
+			sort.Strings(values)
+			for _, v := range values {
+				fmt.Fprintf(w, "%-28s", dim+" "+v)
+				for _, p := range r.Profiles {
+					rt := m[dim][v][p]
+					fmt.Fprintf(w, " %16s", fmt.Sprintf("%5.1f%% %5d/%-5d", rt.Percent(), rt.Hits, rt.N))
+				}
+				fmt.Fprintln(w)
+			}
+		}
+	}
+	section("DETECTION (attack checks denied; class and placement: raw payloads; encoding: all classes)", r.Detection, "overall", "class", "encoding", "placement")
+	section("FALSE POSITIVES (benign checks denied)", r.FalsePositive, "overall", "class", "placement")
+	fmt.Fprintf(w, "\nRULES IN FALSE POSITIVES (rule: benign checks denied in which it matched)\n")
+	for _, p := range r.Profiles {
+		var parts []string
+		for _, id := range topRules(r.FPRules[p], top) {
+			parts = append(parts, fmt.Sprintf("%d:%d", id, r.FPRules[p][id]))
+		}
+		fmt.Fprintf(w, "%-10s %s\n", p, strings.Join(parts, " "))
+	}
+}

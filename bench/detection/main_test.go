@@ -1,0 +1,128 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"testing"
+)
+
+func TestEncodings(t *testing.T) {
+	enc := map[string]func(string) string{}
+	for _, e := range encodings {
+		enc[e.name] = e.encode
+	}
+	for _, tc := range []struct{ kind, in, want string }{
+		{"base64", "' OR 1=1", "JyBPUiAxPTE="},
+		{"double-url", "a' b", "a%27%20b"},
+		{"u-escape", "<a>é", "%u003Ca%u003E%u00E9"},
+		{"u-escape", "😀", "%uD83D%uDE00"},
+		{"full-width", "<a b>", "＜ａ\u3000ｂ＞"},
+		{"html-entity", "<a b.c>", "&#x3C;a b&#x2E;c&#x3E;"},
+	} {
+		if got := enc[tc.kind](tc.in); got != tc.want {
+			t.Errorf("%s(%q) = %q, want %q", tc.kind, tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestSplit checks that the split is a function of the text alone and
+// holds out about 3 in 10.
+func TestSplit(t *testing.T) {
+	held := 0
+	const n = 10000
+	for i := range n {
+		s := fmt.Sprintf("item %d", i)
+		if splitOf(s) != splitOf(s) {
+			t.Fatalf("splitOf(%q) not stable", s)
+		}
+		if splitOf(s) == SplitHeldOut {
+			held++
+		}
+	}
+	if held < 2800 || held > 3200 {
+		t.Errorf("%d of %d held out, want about 3000", held, n)
+	}
+}
+
+// TestTinyCorpus runs the tool on a corpus of one SQL injection and one
+// sentence: the injection must be detected where CRS PL1 reads it and the
+// sentence pass everywhere, and every check must be counted once.
+func TestTinyCorpus(t *testing.T) {
+	for _, grpc := range []bool{false, true} {
+		t.Run(fmt.Sprintf("grpc=%v", grpc), func(t *testing.T) {
+			var out bytes.Buffer
+			err := run0(t.Context(), options{split: "all", profiles: "crs-pl1,default", json: true, corpus: "testdata/tiny", grpc: grpc, top: 5}, &out, io.Discard)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r Report
+			if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+				t.Fatal(err)
+			}
+			if r.Items[Attack] != 1+len(encodings) || r.Items[Benign] != 1 {
+				t.Errorf("items %v, want %d attack and 1 benign", r.Items, 1+len(encodings))
+			}
+			// raw: query, form, json, json-key, cookie, header, xml-text,
+			// xml-attr, multipart, file name (+ grpc)
+			rawChecks := 10
+			benignChecks := 8 // no json-key, no file name for a sentence
+			if grpc {
+				rawChecks++
+				benignChecks++
+			}
+			for _, p := range []string{"crs-pl1", "default"} {
+				if got := r.Detection["class"]["sqli"][p]; got.N != rawChecks {
+					t.Errorf("%s: sqli checks %+v, want %d", p, got, rawChecks)
+				}
+				if got := r.Detection["encoding"]["base64"][p]; got.N != 3 {
+					t.Errorf("%s: base64 checks %+v, want 3 (query, json, header)", p, got)
+				}
+				for _, place := range []string{PlaceQuery, PlaceForm, PlaceJSON, PlaceMultipart} {
+					if got := r.Detection["placement"][place][p]; got != (Rate{Hits: 1, N: 1}) {
+						t.Errorf("%s: %s %+v, want detected", p, place, got)
+					}
+				}
+				if grpc {
+					if got := r.Detection["placement"][PlaceGRPC][p]; got != (Rate{Hits: 1, N: 1}) {
+						t.Errorf("%s: grpc %+v, want detected", p, got)
+					}
+				}
+				if got := r.FalsePositive["overall"]["all"][p]; got != (Rate{Hits: 0, N: benignChecks}) {
+					t.Errorf("%s: benign %+v, want 0 of %d denied", p, got, benignChecks)
+				}
+				missed := 0
+				for _, n := range r.Misses[p] {
+					missed += n
+				}
+				det := r.Detection["class"]["sqli"][p]
+				if missed != det.N-det.Hits {
+					t.Errorf("%s: %d misses listed, detection says %d", p, missed, det.N-det.Hits)
+				}
+			}
+		})
+	}
+}
+
+// TestFalsePositiveRules checks that the rules of a denied benign check
+// are counted, without CRS's scoring rules.
+func TestFalsePositiveRules(t *testing.T) {
+	r := newReport(SplitAll, "in-process", []string{"p"})
+	items := []Item{{Kind: Benign, Class: "text", Encoding: "raw"}, {Kind: Attack, Class: "sqli", Encoding: "raw"}}
+	checks := []check{{item: items[0], place: PlaceQuery}, {item: items[0], place: PlaceForm}, {item: items[1], place: PlaceQuery}}
+	outs := [][]outcome{{{denied: true, rules: detections([]int{942100, 949110, 980170})}}, {{denied: false, rules: []int{942100}}}, {{denied: true, rules: []int{942100}}}}
+	tally(r, items, checks, outs)
+	if got := r.FPRules["p"]; len(got) != 1 || got[942100] != 1 {
+		t.Errorf("FP rules %v, want only 942100 once", got)
+	}
+	if got := r.FalsePositive["placement"][PlaceQuery]["p"]; got != (Rate{Hits: 1, N: 1}) {
+		t.Errorf("query FP %+v", got)
+	}
+	if got := r.Detection["overall"]["all"]["p"]; got != (Rate{Hits: 1, N: 1}) {
+		t.Errorf("detection %+v", got)
+	}
+	if got := topRules(map[int]int{1: 2, 3: 5, 2: 5}, 2); fmt.Sprint(got) != "[2 3]" {
+		t.Errorf("topRules = %v, want [2 3]", got)
+	}
+}

