@@ -8,8 +8,13 @@
 // default profile next to plain CRS at paranoia levels 1 and 2 on the same
 // engine, and the rules behind the false positives.
 //
-//	go run ./bench/detection -split tune
-//	go run ./bench/detection -split heldout -grpc -json
+//	go run -tags no_fs_access ./bench/detection -split tune
+//	go run -tags no_fs_access ./bench/detection -split heldout -grpc -json
+//
+// Build it as the product is built (scripts/build.sh), with -tags
+// no_fs_access: without it Coraza writes multipart file parts to
+// temporary files, which the product never does, so it refuses to run
+// unless -allow-fs-access is given.
 //
 // The held-out split (splitOf) is for reporting only: never tune on it.
 package main
@@ -41,6 +46,8 @@ type options struct {
 	workers  int
 	corpus   string
 	top      int
+	// allowFSAccess runs a build without the no_fs_access tag.
+	allowFSAccess bool
 }
 
 func main() {
@@ -53,7 +60,13 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 0, "concurrent checks (0: GOMAXPROCS)")
 	flag.StringVar(&o.corpus, "corpus", "", "directory holding corpus/*.jsonl (default: the corpus built into the binary)")
 	flag.IntVar(&o.top, "top", 10, "rules listed per profile as sources of false positives")
+	flag.BoolVar(&o.allowFSAccess, "allow-fs-access", false, "run even if built without -tags no_fs_access (Coraza then writes multipart uploads to temporary files)")
 	flag.Parse()
+	if !builtNoFSAccess && !o.allowFSAccess {
+		fmt.Fprintln(os.Stderr, "bench/detection: built without -tags no_fs_access, unlike the product (scripts/build.sh); "+
+			"run go run -tags no_fs_access ./bench/detection ..., or pass -allow-fs-access")
+		os.Exit(2)
+	}
 	if err := run0(context.Background(), o, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/detection:", err)
 		os.Exit(1)

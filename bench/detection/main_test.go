@@ -27,17 +27,20 @@ func TestEncodings(t *testing.T) {
 	}
 }
 
-// TestSplit checks that the split is a function of the text alone and
+// TestSplit checks that the split is the documented hash of the text and
 // holds out about 3 in 10.
 func TestSplit(t *testing.T) {
+	// sha256("a") begins ca978112ca1bbdca, mod 10 = 0: held out;
+	// sha256("b") begins 3e23e8160039594a, mod 10 = 6: tuning.
+	for s, want := range map[string]Split{"a": SplitHeldOut, "b": SplitTune} {
+		if got := splitOf(s); got != want {
+			t.Errorf("splitOf(%q) = %s, want %s", s, got, want)
+		}
+	}
 	held := 0
 	const n = 10000
 	for i := range n {
-		s := fmt.Sprintf("item %d", i)
-		if splitOf(s) != splitOf(s) {
-			t.Fatalf("splitOf(%q) not stable", s)
-		}
-		if splitOf(s) == SplitHeldOut {
+		if splitOf(fmt.Sprintf("item %d", i)) == SplitHeldOut {
 			held++
 		}
 	}
