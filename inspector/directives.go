@@ -2,9 +2,13 @@ package inspector
 
 import (
 	"fmt"
+	"io/fs"
 	"strings"
 
+	"github.com/corazawaf/coraza-coreruleset/v4"
+
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
+	"github.com/meshwaf/meshwaf/inspector/rulepack"
 )
 
 // Rule ids of meshwaf's own guards (ModSecurity's local-use id range). No
@@ -57,7 +61,8 @@ const (
 // Directives returns the SecLang that Compile loads for p (after defaults):
 // engine and body settings, the body processor rules, the CRS setup,
 // meshwaf's tx settings, the profile's beforeCRS and exclusions, the CRS
-// request rules, the profile's afterCRS.
+// request rules (with meshwaf's rule pack before CRS's blocking evaluation
+// unless the profile turns it off), the profile's afterCRS.
 func Directives(p Profile) string {
 	engine := "On"
 	if p.Mode == ModeDetect {
@@ -95,11 +100,37 @@ Include @crs-setup.conf.example
 		b.WriteString("\n")
 	}
 	b.WriteString(exBefore)
-	b.WriteString("Include @owasp_crs/REQUEST-*.conf\n")
+	writeCRS(&b, p.RulePackOn())
 	b.WriteString(exAfter)
 	if p.AfterCRS != "" {
 		b.WriteString(p.AfterCRS)
 		b.WriteString("\n")
 	}
 	return b.String()
+}
+
+// crsBlockingFile is CRS's file that sums the anomaly score and blocks:
+// detection rules must be loaded before it.
+const crsBlockingFile = "@owasp_crs/REQUEST-949-BLOCKING-EVALUATION.conf"
+
+// writeCRS writes the CRS request rules: one Include of them all, or with
+// the rule pack, an Include per file and the pack before crsBlockingFile.
+func writeCRS(b *strings.Builder, withPack bool) {
+	const all = "@owasp_crs/REQUEST-*.conf"
+	if !withPack {
+		b.WriteString("Include " + all + "\n")
+		return
+	}
+	files, _ := fs.Glob(coreruleset.FS, all) // sorted; the pattern is valid
+	pack := false
+	for _, f := range files {
+		if f == crsBlockingFile {
+			b.WriteString(rulepack.SecLang())
+			pack = true
+		}
+		b.WriteString("Include " + f + "\n")
+	}
+	if !pack { // not reached with the embedded CRS (TestDirectivesRulePack)
+		b.WriteString(rulepack.SecLang())
+	}
 }

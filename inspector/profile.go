@@ -75,7 +75,13 @@ type Profile struct {
 	// compare: any disagreement is reported (Verdict.Preselect) and the full
 	// evaluation's verdict wins. 0 (the default) turns the canary off.
 	PreselectCanary int `yaml:"preselectCanary,omitempty" json:"preselectCanary,omitempty"`
+	// RulePack turns meshwaf's rule pack (inspector/rulepack) off when
+	// false (default on).
+	RulePack *bool `yaml:"rulePack,omitempty" json:"rulePack,omitempty"`
 }
+
+// RulePackOn reports whether p loads meshwaf's rule pack.
+func (p Profile) RulePackOn() bool { return p.RulePack == nil || *p.RulePack }
 
 // WithDefaults returns p with zero fields set to the defaults.
 func (p Profile) WithDefaults() Profile {
