@@ -99,10 +99,15 @@ func crsTestsDir(t *testing.T) string {
 // loadCorpus returns the request-side tests (REQUEST-* directories).
 func loadCorpus(t *testing.T) []corpusTest {
 	t.Helper()
-	dir := crsTestsDir(t)
-	files, err := filepath.Glob(filepath.Join(dir, "REQUEST-*", "*.yaml"))
+	return loadFTWFiles(t, filepath.Join(crsTestsDir(t), "REQUEST-*", "*.yaml"))
+}
+
+// loadFTWFiles reads the go-ftw test files pattern names.
+func loadFTWFiles(t *testing.T, pattern string) []corpusTest {
+	t.Helper()
+	files, err := filepath.Glob(pattern)
 	require.NoError(t, err)
-	require.NotEmpty(t, files)
+	require.NotEmpty(t, files, pattern)
 	var out []corpusTest
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -398,7 +403,23 @@ func TestCRSRegressionCorpus(t *testing.T) {
 		require.True(t, names[name], "exclusion %s names no request-side test", name)
 	}
 
-	cfg, err := filepath.Abs(filepath.Join("testdata", "crs", "meshwaf.yaml"))
+	passed := runFTW(t, tests, filepath.Join("testdata", "crs", "meshwaf.yaml"), exclusions)
+	total := len(tests)
+	rate := float64(passed) / float64(total)
+	t.Logf("CRS corpus: %d request-side tests, %d passed (%.2f%%), %d excluded; see the failures above",
+		total, passed, 100*rate, len(exclusions))
+	if rate < crsTarget {
+		t.Errorf("pass rate %.2f%% is below the target %.1f%%", 100*rate, 100*crsTarget)
+	}
+}
+
+// runFTW sends tests through the Envoy stand-in to meshwaf started with
+// config cfg and judges each; it reports every failing test that is not in
+// exclusions, and every excluded test that passes, as an error, and
+// returns the number of tests passed.
+func runFTW(t *testing.T, tests []corpusTest, cfg string, exclusions map[string]string) int {
+	t.Helper()
+	cfg, err := filepath.Abs(cfg)
 	require.NoError(t, err)
 	p := startServer(t, "--config", cfg)
 
@@ -506,15 +527,11 @@ func TestCRSRegressionCorpus(t *testing.T) {
 			failures = append(failures, fmt.Sprintf("%s (%s): %s", ct.name, filepath.Base(filepath.Dir(ct.file)), failure))
 		}
 	}
-	total := len(tests)
-	rate := float64(passed) / float64(total)
-	t.Logf("CRS corpus: %d request-side tests, %d passed (%.2f%%), %d excluded, %d unexpected failures; took %v",
-		total, passed, 100*rate, len(exclusions), unexpected, took.Round(time.Second))
+	t.Logf("%s: %d tests, %d passed, %d excluded, %d unexpected failures; took %v",
+		filepath.Base(cfg), len(tests), passed, len(exclusions), unexpected, took.Round(time.Second))
 	sort.Strings(failures)
 	for _, f := range failures {
 		t.Error(f)
 	}
-	if rate < crsTarget {
-		t.Errorf("pass rate %.2f%% is below the target %.1f%%", 100*rate, 100*crsTarget)
-	}
+	return passed
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/meshwaf/meshwaf/inspector/rulepack"
 )
 
 func inspect(t *testing.T, rs *RuleSet, profile string, r Request) Verdict {
@@ -452,7 +454,7 @@ func TestContextCheckedBetweenPhases(t *testing.T) {
 func TestDirectives(t *testing.T) {
 	d := Directives(Profile{BeforeCRS: "# before-marker", AfterCRS: "# after-marker"}.WithDefaults())
 	before := strings.Index(d, "# before-marker")
-	crs := strings.Index(d, "Include @owasp_crs/REQUEST-*.conf")
+	crs := strings.Index(d, "Include @owasp_crs/REQUEST-")
 	after := strings.Index(d, "# after-marker")
 	require.Positive(t, before)
 	require.Less(t, strings.Index(d, "Include @crs-setup.conf.example"), before)
@@ -471,5 +473,25 @@ func TestDirectives(t *testing.T) {
 	require.Contains(t, d, "status:418")
 	require.NotContains(t, d, "status:403")
 	// Without exclusions or afterCRS, nothing follows the CRS.
+	last := strings.LastIndex(d, "Include @owasp_crs/REQUEST-")
+	require.True(t, strings.HasSuffix(d, "Include @owasp_crs/REQUEST-999-COMMON-EXCEPTIONS-AFTER.conf\n"), "after the CRS include: %q", d[last:])
+	off := false
+	d = Directives(Profile{Mode: ModeDetect, RulePack: &off}.WithDefaults())
 	require.True(t, strings.HasSuffix(d, "Include @owasp_crs/REQUEST-*.conf\n"), "after the CRS include: %q", d[strings.Index(d, "Include @owasp_crs/REQUEST-*.conf"):])
+}
+
+// The rule pack comes after every CRS detection file and before CRS's
+// blocking evaluation; without it, CRS is included as one pattern.
+func TestDirectivesRulePack(t *testing.T) {
+	d := Directives(Profile{}.WithDefaults())
+	pack := strings.Index(d, rulepack.SecLang())
+	require.Positive(t, pack)
+	require.Less(t, strings.Index(d, "Include @owasp_crs/REQUEST-944-APPLICATION-ATTACK-JAVA.conf\n"), pack)
+	require.Less(t, pack, strings.Index(d, "Include "+crsBlockingFile+"\n"))
+	require.Equal(t, 1, strings.Count(d, "Include "+crsBlockingFile+"\n"))
+	require.Equal(t, 18, strings.Count(d, "Include @owasp_crs/REQUEST-"), "every CRS request file once")
+	off := false
+	d = Directives(Profile{RulePack: &off}.WithDefaults())
+	require.NotContains(t, d, rulepack.SecLang())
+	require.Equal(t, 1, strings.Count(d, "Include @owasp_crs/REQUEST-"))
 }
