@@ -598,6 +598,8 @@ func wantDiffRequests(t *testing.T) int {
 	return 2*stages + len(inspector.DiffCases()) + 2*len(corpus.Bench) + len(guardRequests(t))
 }
 
+// crsTestFiles returns the go-ftw test files of CRS and of meshwaf's rule
+// pack.
 func crsTestFiles(t *testing.T) []string {
 	t.Helper()
 	dir, err := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/corazawaf/coraza-coreruleset/v4").Output()
@@ -606,10 +608,15 @@ func crsTestFiles(t *testing.T) []string {
 	require.NoError(t, err)
 	require.NotEmpty(t, files, "no go-ftw tests in the coraza-coreruleset module")
 	sort.Strings(files)
-	return files
+	// meshwaf's rule pack's tests, in the same format.
+	pack, err := filepath.Glob(filepath.Join("rulepack", "tests", "*.yaml"))
+	require.NoError(t, err)
+	require.NotEmpty(t, pack, "no go-ftw tests in rulepack/tests")
+	return append(files, pack...)
 }
 
-// crsCorpus parses every request stage of CRS's go-ftw regression tests.
+// crsCorpus parses every request stage of CRS's go-ftw regression tests
+// and of the rule pack's.
 func crsCorpus(t *testing.T) []diffRequest {
 	t.Helper()
 	var out []diffRequest

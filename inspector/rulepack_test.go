@@ -146,10 +146,15 @@ func TestRulePack(t *testing.T) {
 			require.False(t, slices.ContainsFunc(v.RuleIDs(), isPackRule), "%s %s: %+v", r.URI, r.Body, v.Matches)
 		})
 	}
-	// Every rule of the pack has a case.
+	// Every rule of the pack has a case, and rule pre-selection analyses
+	// it (only the paranoia-level gate, which reads TX, is always run).
+	kept := rs.def.plan.Kept()
 	for _, id := range packRuleIDs(t, rs) {
 		require.True(t, seen[id], "rule %d has no case", id)
+		_, k := kept[id]
+		require.False(t, k, "rule %d is not analysed by pre-selection: %s", id, kept[id])
 	}
+	require.Contains(t, kept, 460012)
 }
 
 func isPackRule(id int) bool { return id >= rulepack.FirstID && id <= rulepack.LastID }
