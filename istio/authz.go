@@ -40,6 +40,15 @@ type RenderOptions struct {
 	// DryRun annotates AuthorizationPolicies with istio.io/dry-run: "true";
 	// NetworkPolicies have no dry-run, so it is an error with them.
 	DryRun bool
+	// Egress adds the caller's side: Sidecars (istio format) or egress
+	// rules with DNS and istiod (networkpolicy format). Off, the output is
+	// what it was without it.
+	Egress bool
+	// ClusterDomain of Service hostnames (default cluster.local).
+	ClusterDomain string
+	// EgressHosts are extra Sidecar egress hosts ("namespace/fqdn") every
+	// service imports, e.g. a tracing collector the mesh config names.
+	EgressHosts []string
 }
 
 // renderPolicies renders a plan as Kubernetes objects in a stable order:
@@ -48,9 +57,17 @@ type RenderOptions struct {
 func renderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object, error) {
 	switch opts.Format {
 	case "", FormatIstio:
+		if opts.DryRun && opts.Egress {
+			return nil, fmt.Errorf("dry-run: Sidecars have no dry-run mode; generate --egress separately")
+		}
 		var out []runtime.Object
 		for _, ap := range authorizationPolicies(plan, opts.DryRun) {
 			out = append(out, ap)
+		}
+		if opts.Egress {
+			for _, sc := range sidecars(plan, opts) {
+				out = append(out, sc)
+			}
 		}
 		return out, nil
 	case FormatNetworkPolicy:
@@ -58,7 +75,11 @@ func renderPolicies(plan *meshpolicy.Plan, opts RenderOptions) ([]runtime.Object
 			return nil, fmt.Errorf("dry-run: NetworkPolicies have no dry-run mode; use the istio format")
 		}
 		var out []runtime.Object
-		for _, np := range networkPolicies(plan) {
+		nps := networkPolicies(plan)
+		if opts.Egress {
+			nps = withEgress(plan, nps)
+		}
+		for _, np := range nps {
 			out = append(out, np)
 		}
 		return out, nil
@@ -144,6 +165,9 @@ func planHeader(plan *meshpolicy.Plan, opts RenderOptions) []string {
 		lines = append(lines,
 			"Format: Istio AuthorizationPolicies, "+mode+".",
 			"Default deny ("+DefaultDenyName+") in: "+strings.Join(plan.Namespaces, ", ")+".")
+	}
+	if opts.Egress {
+		lines = append(lines, egressHeader(plan, opts)...)
 	}
 	if len(plan.Notes) > 0 {
 		lines = append(lines, "Added or worth knowing:")

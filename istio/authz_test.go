@@ -35,6 +35,8 @@ func TestGenerateGolden(t *testing.T) {
 		{"istio", RenderOptions{Format: FormatIstio}},
 		{"istio-dry-run", RenderOptions{Format: FormatIstio, DryRun: true}},
 		{"networkpolicy", RenderOptions{Format: FormatNetworkPolicy}},
+		{"istio-egress", RenderOptions{Format: FormatIstio, Egress: true}},
+		{"networkpolicy-egress", RenderOptions{Format: FormatNetworkPolicy, Egress: true}},
 	}
 	for graph, path := range goldenGraphs {
 		for _, v := range variants {

@@ -63,6 +63,10 @@ func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	format := fs.String("format", istio.FormatIstio, "output: istio (AuthorizationPolicies) or networkpolicy (Kubernetes NetworkPolicies)")
 	dryRun := fs.Bool("dry-run", false, `annotate the AuthorizationPolicies with istio.io/dry-run: "true" (istio format only)`)
 	dataplane := fs.String("dataplane", istio.DataplaneSidecar, "sidecar, or ambient (ztunnel L4 policies; waypoint policies with targetRefs for services with a waypoint)")
+	egress := fs.Bool("egress", false, "add the callers' side: a Sidecar per service importing exactly its destinations (istio), or egress rules with DNS and istiod (networkpolicy)")
+	domain := fs.String("cluster-domain", istio.DefaultClusterDomain, "Kubernetes cluster DNS domain of the Sidecars' hosts")
+	var hosts listFlag
+	fs.Var(&hosts, "egress-host", "extra Sidecar egress `HOST` (namespace/fqdn) every service imports, e.g. a tracing collector (repeatable)")
 	if err := parseArgs(fs, args, stdout); err != nil {
 		return err
 	}
@@ -84,11 +88,20 @@ func policyGenerate(args []string, stdin io.Reader, stdout, stderr io.Writer) er
 	if *dryRun && *format == istio.FormatNetworkPolicy {
 		return usageError{errors.New("--dry-run: NetworkPolicies have no dry-run mode; use --format istio")}
 	}
+	if *dryRun && *egress && *format == istio.FormatIstio {
+		return usageError{errors.New("--dry-run: Sidecars have no dry-run mode; generate --egress without it")}
+	}
+	if len(hosts.vals) > 0 && (!*egress || *format != istio.FormatIstio) {
+		return usageError{errors.New("--egress-host: only with --egress in the istio format")}
+	}
+	if *egress && *dataplane == istio.DataplaneAmbient {
+		return usageError{errors.New("--egress with --dataplane ambient: ambient workloads have no sidecar for a Sidecar resource to scope")}
+	}
 	g, err := loadGraph(*graph, stdin)
 	if err != nil {
 		return err
 	}
-	opts := istio.RenderOptions{Format: *format, DryRun: *dryRun}
+	opts := istio.RenderOptions{Format: *format, DryRun: *dryRun, Egress: *egress, ClusterDomain: *domain, EgressHosts: hosts.vals}
 	var out []byte
 	if *dataplane == istio.DataplaneAmbient {
 		plan, perr := meshpolicy.NewAmbientPlan(g)
