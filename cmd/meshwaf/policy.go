@@ -129,6 +129,10 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	fs.Var(&files, "f", "AuthorizationPolicy YAML `FILE` or directory (repeatable)")
 	root := fs.String("root-namespace", "istio-system", "Istio's root namespace: its policies apply to every namespace")
 	strict := fs.Bool("strict", false, "count conditional flows (decided by attributes verify cannot evaluate) as mismatches")
+	egress := fs.Bool("egress", false, "require Sidecars or egress NetworkPolicies among the files and check them (they are checked whenever present)")
+	domain := fs.String("cluster-domain", istio.DefaultClusterDomain, "Kubernetes cluster DNS domain of the Sidecars' hosts")
+	var hosts listFlag
+	fs.Var(&hosts, "egress-host", "extra Sidecar egress `HOST` every service is expected to import, as given to generate (repeatable)")
 	matrix := fs.String("matrix", "auto", fmt.Sprintf("print the reachability matrix: auto (up to %d sources), always or never", matrixLimit))
 	dataplane := fs.String("dataplane", istio.DataplaneSidecar, "sidecar, or ambient (ztunnel selector policies and waypoint targetRefs policies)")
 	if err := parseArgs(fs, args, stdout); err != nil {
@@ -154,6 +158,10 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 		return err
 	}
 	set, err := istio.LoadPolicies(files.vals...)
+	if err != nil {
+		return usageError{err}
+	}
+	eobjs, err := istio.LoadEgressObjects(files.vals...)
 	if err != nil {
 		return usageError{err}
 	}
@@ -190,8 +198,16 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	if err := diff.WriteDiff(stdout, *strict); err != nil {
 		return err
 	}
+	egressOK, err := verifyEgress(stdout, plan, eobjs, *egress, istio.EgressCheckOptions{
+		ClusterDomain: *domain, EgressHosts: hosts.vals, RootNamespace: *root})
+	if err != nil {
+		return err
+	}
 	if diff.Mismatch(*strict) {
 		return fmt.Errorf("the policies do not allow exactly the flows of graph %s", g.Name)
+	}
+	if !egressOK {
+		return fmt.Errorf("the egress objects do not allow exactly the calls of graph %s", g.Name)
 	}
 	return nil
 }
