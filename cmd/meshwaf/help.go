@@ -58,8 +58,11 @@ FILE:LINE: FIELD: problem. Exits with 0 when every file is valid, 1 otherwise.`,
 		name:  "policy generate",
 		usage: "policy generate -f GRAPH [flags]",
 		long: `Writes the policies of a ServiceGraph as multi-document YAML to stdout: Istio
-AuthorizationPolicies (default) or Kubernetes NetworkPolicies.`,
+AuthorizationPolicies (default) or Kubernetes NetworkPolicies. With --egress, also
+the callers' side: a Sidecar per service importing exactly its destinations, or
+NetworkPolicy egress rules (with DNS and istiod).`,
 		examples: `  meshwaf policy generate -f examples/shop-graph.yaml
+  meshwaf policy generate -f examples/shop-graph.yaml --egress
   meshwaf policy generate -f graph.yaml --format networkpolicy | kubectl apply -f -`,
 	},
 	{
@@ -67,7 +70,8 @@ AuthorizationPolicies (default) or Kubernetes NetworkPolicies.`,
 		usage: "policy verify --graph GRAPH -f FILE [-f FILE|DIR...] [flags]",
 		long: `Evaluates AuthorizationPolicies with Istio's semantics against a ServiceGraph,
 prints the reachability matrix and every missing or extra flow, and exits with 1
-when the policies do not allow exactly the graph's flows.`,
+when the policies do not allow exactly the graph's flows. Sidecars and NetworkPolicy
+egress rules among the files are checked against each service's calls too.`,
 		examples: `  meshwaf policy verify --graph examples/shop-graph.yaml -f policies.yaml
   kubectl get authorizationpolicies -A -o yaml | meshwaf policy verify --graph graph.yaml -f -`,
 	},
