@@ -161,6 +161,9 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	if err != nil {
 		return usageError{err}
 	}
+	if *egress && *dataplane == istio.DataplaneAmbient {
+		return usageError{errors.New("--egress with --dataplane ambient: ambient workloads have no sidecar for a Sidecar resource to scope")}
+	}
 	eobjs, err := istio.LoadEgressObjects(files.vals...)
 	if err != nil {
 		return usageError{err}
@@ -198,7 +201,9 @@ func policyVerify(args []string, stdin io.Reader, stdout, stderr io.Writer) erro
 	if err := diff.WriteDiff(stdout, *strict); err != nil {
 		return err
 	}
-	egressOK, err := verifyEgress(stdout, plan, eobjs, *egress, istio.EgressCheckOptions{
+	// Egress is each workload's own calls: the graph's edges, whatever the
+	// dataplane does with the grants.
+	egressOK, err := verifyEgress(stdout, meshpolicy.NewPlan(g), eobjs, *egress, istio.EgressCheckOptions{
 		ClusterDomain: *domain, EgressHosts: hosts.vals, RootNamespace: *root})
 	if err != nil {
 		return err

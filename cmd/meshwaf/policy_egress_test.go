@@ -23,6 +23,7 @@ func TestPolicyGenerateEgress(t *testing.T) {
 		{"istio", []string{"--egress"}, exitOK, golden("shop.istio-egress.yaml"), nil},
 		{"networkpolicy", []string{"--egress", "--format", "networkpolicy"}, exitOK, golden("shop.networkpolicy-egress.yaml"), nil},
 		{"dry-run has no Sidecar form", []string{"--egress", "--dry-run"}, exitUsage, "", []string{"Sidecars have no dry-run mode"}},
+		{"ambient has no sidecars to scope", []string{"--egress", "--dataplane", "ambient"}, exitUsage, "", []string{"no sidecar for a Sidecar resource"}},
 		{"extra hosts need --egress", []string{"--egress-host", "obs/otel.obs.svc.cluster.local"}, exitUsage, "", []string{"only with --egress"}},
 		{"extra hosts are Sidecar hosts", []string{"--egress", "--format", "networkpolicy", "--egress-host", "obs/otel.obs.svc.cluster.local"}, exitUsage, "", []string{"in the istio format"}},
 	}
