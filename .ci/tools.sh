@@ -7,6 +7,8 @@
 #   etcd            test/tools/etcd            (go.etcd.io/etcd/server/v3)
 #   kube-apiserver  test/tools/kube-apiserver  (k8s.io/kubernetes)
 #   istioctl        test/istio                 (istio.io/istio, the same version the xDS tests use)
+#   prometheus      test/tools/prometheus      (github.com/prometheus/prometheus, tag remove_all_sd)
+#   promtool        test/tools/prometheus      (the same module and tag)
 #
 # The version in each directory name is read from that module's go.mod, so a
 # version bump there builds anew. Usage:
@@ -14,7 +16,8 @@
 #   eval "$(.ci/tools.sh)"      # builds what is missing, prints export lines
 #
 # The exported variables (MESHWAF_ETCD, MESHWAF_KUBE_APISERVER,
-# MESHWAF_ISTIOCTL) are what test/cluster reads. Progress goes to stderr.
+# MESHWAF_ISTIOCTL, MESHWAF_PROMETHEUS, MESHWAF_PROMTOOL) are what test/cluster
+# reads. Progress goes to stderr.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/meshwaf-ci"
@@ -53,6 +56,7 @@ build() {
 etcd_version=$(modversion test/tools/etcd go.etcd.io/etcd/server/v3)
 kube_version=$(modversion test/tools/kube-apiserver k8s.io/kubernetes)
 istio_version=$(modversion test/istio istio.io/istio)
+prom_version=$(modversion test/tools/prometheus github.com/prometheus/prometheus)
 
 kube_minor=${kube_version#v1.}
 kube_minor=${kube_minor%%.*}
@@ -61,7 +65,13 @@ etcd=$(build etcd test/tools/etcd go.etcd.io/etcd/server/v3 "$etcd_version")
 apiserver=$(build kube-apiserver test/tools/kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$kube_version" \
 	"-X k8s.io/component-base/version.gitVersion=$kube_version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$kube_minor -X k8s.io/component-base/version.gitTreeState=clean")
 istioctl=$(build istioctl test/istio istio.io/istio/istioctl/cmd/istioctl "$istio_version")
+# remove_all_sd leaves out the service-discovery plugins (cloud SDKs): the
+# tests scrape nothing, and the build takes a fraction of the time.
+prometheus=$(GOFLAGS=-tags=remove_all_sd build prometheus test/tools/prometheus github.com/prometheus/prometheus/cmd/prometheus "$prom_version")
+promtool=$(GOFLAGS=-tags=remove_all_sd build promtool test/tools/prometheus github.com/prometheus/prometheus/cmd/promtool "$prom_version")
 
 echo "export MESHWAF_ETCD='$etcd'"
 echo "export MESHWAF_KUBE_APISERVER='$apiserver'"
 echo "export MESHWAF_ISTIOCTL='$istioctl'"
+echo "export MESHWAF_PROMETHEUS='$prometheus'"
+echo "export MESHWAF_PROMTOOL='$promtool'"
