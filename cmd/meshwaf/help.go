@@ -117,6 +117,27 @@ code 3. Exit code 1 on errors, 2 on bad flags.`,
   meshwaf policy promote -f graph.yaml --prometheus http://prometheus:9090 --stable-for 24h -o json`,
 	},
 	{
+		name:  "graph discover",
+		usage: "graph discover [--prometheus URL] [--lookback 7d] [--min-requests N] [--merge FILE] [flags]",
+		long: `Writes a ServiceGraph of what the mesh observed to stdout: edges from Istio's
+istio_requests_total and istio_tcp_connections_opened_total (reporter="destination")
+in Prometheus over --lookback, by source and destination workload, namespace and
+principal; services, ports, protocols, selectors and service accounts from the
+Kubernetes API (kubeconfig or in-cluster). Istio's metrics carry no port: each
+edge gets every port of its destination, and says so. Comments give each edge's
+and service's requests and first and last seen. Edges under --min-requests, sources
+without mTLS and flows onto no service are listed as comments, never dropped
+silently. meshwaf's own Service becomes settings.meshwaf and its callers
+inspect: true; calls from the ingress gateway make ingress: true. --merge keeps a
+hand-edited graph as written and adds what is new; new and vanished edges are
+listed on stderr. A Prometheus that times out, fails or answers partially
+(warnings) is an error, as is one without any of the metrics.`,
+		examples: `  kubectl -n istio-system port-forward svc/prometheus 9090 &
+  meshwaf graph discover > graph.yaml
+  meshwaf graph discover --lookback 30d --min-requests 100 > graph.yaml
+  meshwaf graph discover --merge graph.yaml > graph.new.yaml && diff graph.yaml graph.new.yaml`,
+	},
+	{
 		name:  "manifests",
 		usage: "manifests [--mode mesh|envoyfilter|pod|waypoint] [--part objects|istio-operator|pod-patch|profile-route] [flags]\n  meshwaf manifests --kustomize DIR [flags]",
 		long: `Writes what installs meshwaf into Istio as multi-document YAML to stdout:
@@ -171,6 +192,7 @@ be read, 2 on bad flags.`,
 var commandGroups = map[string]string{
 	"config": "Config files: validate checks them as serve would load them.",
 	"policy": "Policies from a ServiceGraph: generate writes them, verify checks them against the graph; diff, apply and promote work on a live cluster.",
+	"graph":  "ServiceGraphs from a live mesh: discover writes one from Istio's metrics and the Kubernetes API.",
 }
 
 func lookupDoc(name string) (commandDoc, bool) {
@@ -219,6 +241,8 @@ func runHelp(cmd []string, stdout io.Writer) error {
 		return policyCommand(context.Background(), args, strings.NewReader(""), stdout, io.Discard)
 	case "manifests":
 		return manifestsCommand(context.Background(), args, stdout, io.Discard)
+	case "graph":
+		return graphCommand(context.Background(), args, stdout, io.Discard)
 	case "doctor":
 		_, err := doctorCommand(context.Background(), args, stdout, io.Discard)
 		return err

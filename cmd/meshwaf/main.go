@@ -63,6 +63,7 @@ Usage:
   meshwaf policy generate -f GRAPH [flags]      AuthorizationPolicies (or NetworkPolicies) from a service graph
   meshwaf policy verify --graph GRAPH -f FILE   check policies against the graph
   meshwaf policy diff|apply|promote -f GRAPH    a live cluster: drift, server-side apply in stages, promotion
+  meshwaf graph discover [flags]                a service graph from Istio's metrics and the Kubernetes API
   meshwaf manifests --mode MODE                install objects for Istio: mesh, envoyfilter, pod, waypoint (ambient)
   meshwaf doctor [flags]                        check a live cluster's meshwaf install: findings with codes and fixes
   meshwaf version                               print versions
@@ -92,6 +93,8 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = policyCommand(ctx, args[1:], stdin, stdout, stderr)
 	case "manifests":
 		err = manifestsCommand(ctx, args[1:], stdout, stderr)
+	case "graph":
+		err = graphCommand(ctx, args[1:], stdout, stderr)
 	case "doctor":
 		var found bool
 		found, err = doctorCommand(ctx, args[1:], stdout, stderr)
