@@ -24,6 +24,9 @@ type Options struct {
 	Step     time.Duration
 	// ExcludeNamespaces hold no graph services (kube-system, istio-system).
 	ExcludeNamespaces []string
+	// Namespaces, when set, are the only ones whose Services become graph
+	// services (meshwaf's own is recognised wherever it is).
+	Namespaces []string
 	// MeshwafNamespace and MeshwafService locate meshwaf's own Service: it
 	// becomes settings.meshwaf, not a service, and its callers inspect: true.
 	MeshwafNamespace, MeshwafService string
@@ -106,6 +109,22 @@ func Build(inv *Inventory, flows []Flow, o Options) *Discovery {
 	for _, ns := range o.ExcludeNamespaces {
 		excluded[ns] = true
 	}
+	if len(o.Namespaces) > 0 {
+		only := map[string]bool{}
+		for _, ns := range o.Namespaces {
+			only[ns] = true
+		}
+		for _, s := range inv.Services {
+			if !only[s.Namespace] {
+				excluded[s.Namespace] = true
+			}
+		}
+		for _, w := range inv.Workloads {
+			if !only[w.Namespace] {
+				excluded[w.Namespace] = true
+			}
+		}
+	}
 	workloads := map[string]*Workload{}
 	for i := range inv.Workloads {
 		workloads[inv.Workloads[i].Ref()] = &inv.Workloads[i]
@@ -154,15 +173,23 @@ func Build(inv *Inventory, flows []Flow, o Options) *Discovery {
 func (d *Discovery) meshwafFrom(ks KService, inv *Inventory) {
 	m := &d.meshwaf
 	m.Namespace = ks.Namespace
-	m.Selector = copyLabels(ks.Selector)
-	if len(m.Selector) == 0 {
-		m.Selector = meshpolicy.DefaultMeshwafSelector()
-	}
+	// The default selector when it selects meshwaf's pods too (the graph
+	// stays minimal), else the Service's.
+	def := KService{Namespace: ks.Namespace, Selector: meshpolicy.DefaultMeshwafSelector()}
+	keepDefault := len(ks.Selector) == 0
+	first := true
 	for _, w := range inv.Workloads {
 		if ks.Selects(w) {
-			m.ServiceAccount = w.ServiceAccount
-			break
+			if first {
+				m.ServiceAccount = w.ServiceAccount
+				keepDefault = true
+				first = false
+			}
+			keepDefault = keepDefault && def.Selects(w)
 		}
+	}
+	if !keepDefault {
+		m.Selector = copyLabels(ks.Selector)
 	}
 	for _, p := range ks.Ports {
 		switch {

@@ -49,6 +49,8 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	trustDomain := fs.String("trust-domain", meshpolicy.DefaultTrustDomain, "the mesh's trust domain (with --merge: the file's)")
 	var exclude listFlag
 	exclude.vals = []string{"kube-system", "kube-public", "kube-node-lease", "istio-system"}
+	var namespaces listFlag
+	fs.Var(&namespaces, "namespace", "only this namespace's Services become graph services (repeatable; default: every namespace not excluded)")
 	fs.Var(&exclude, "exclude-namespace", "namespace whose Services are not graph services (repeatable; replaces the default list)")
 	meshwafNS := fs.String("meshwaf-namespace", meshpolicy.DefaultMeshwafNamespace, "namespace of meshwaf's own Service")
 	meshwafSvc := fs.String("meshwaf-service", "meshwaf", "name of meshwaf's own Service: settings.meshwaf, and its callers are inspect: true")
@@ -86,7 +88,7 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 		return usageError{fmt.Errorf("--timeout %s: want a positive duration", *timeout)}
 	}
 	o := discover.Options{Name: *name, TrustDomain: *trustDomain, MinRequests: *minRequests, Lookback: time.Duration(lb), At: at, Step: step,
-		ExcludeNamespaces: exclude.nonEmpty(), MeshwafNamespace: *meshwafNS, MeshwafService: *meshwafSvc, IngressPrincipal: *ingress}
+		ExcludeNamespaces: exclude.nonEmpty(), Namespaces: namespaces.nonEmpty(), MeshwafNamespace: *meshwafNS, MeshwafService: *meshwafSvc, IngressPrincipal: *ingress}
 	if o.IngressPrincipal == "" {
 		o.IngressPrincipal = meshpolicy.Principal(o.TrustDomain, meshpolicy.DefaultIngressNamespace, meshpolicy.DefaultIngressSA)
 	}

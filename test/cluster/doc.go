@@ -4,7 +4,9 @@
 // strict field validation, mostly dry runs) and istioctl (validate, manifest
 // generate, analyze over the demo) accept every object meshwaf renders and
 // every file under manifests/; and run `meshwaf doctor` against the demo,
-// healthy and broken in each way it reports.
+// healthy and broken in each way it reports; and run `meshwaf graph
+// discover` against the demo and a real Prometheus (package promtest) whose
+// TSDB holds Istio-shaped series.
 //
 // Run from the repo root:
 //
