@@ -50,8 +50,8 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	var exclude listFlag
 	exclude.vals = []string{"kube-system", "kube-public", "kube-node-lease", "istio-system"}
 	var namespaces listFlag
-	fs.Var(&namespaces, "namespace", "only this namespace's Services become graph services (repeatable; default: every namespace not excluded)")
-	fs.Var(&exclude, "exclude-namespace", "namespace whose Services are not graph services (repeatable; replaces the default list)")
+	fs.Var(&namespaces, "namespace", "only this `NAMESPACE`'s Services become graph services (repeatable; default: every namespace not excluded)")
+	fs.Var(&exclude, "exclude-namespace", "`NAMESPACE` whose Services are not graph services (repeatable; given, it replaces kube-system, kube-public, kube-node-lease, istio-system)")
 	meshwafNS := fs.String("meshwaf-namespace", meshpolicy.DefaultMeshwafNamespace, "namespace of meshwaf's own Service")
 	meshwafSvc := fs.String("meshwaf-service", "meshwaf", "name of meshwaf's own Service: settings.meshwaf, and its callers are inspect: true")
 	ingress := fs.String("ingress-principal", "", "the ingress gateway's principal (default: <trust-domain>/ns/istio-system/sa/istio-ingressgateway-service-account)")

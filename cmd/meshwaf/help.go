@@ -132,8 +132,7 @@ inspect: true; calls from the ingress gateway make ingress: true. --merge keeps 
 hand-edited graph as written and adds what is new; new and vanished edges are
 listed on stderr. A Prometheus that times out, fails or answers partially
 (warnings) is an error, as is one without any of the metrics.`,
-		examples: `  kubectl -n istio-system port-forward svc/prometheus 9090 &
-  meshwaf graph discover > graph.yaml
+		examples: `  meshwaf graph discover > graph.yaml   # with kubectl -n istio-system port-forward svc/prometheus 9090
   meshwaf graph discover --lookback 30d --min-requests 100 > graph.yaml
   meshwaf graph discover --merge graph.yaml > graph.new.yaml && diff graph.yaml graph.new.yaml`,
 	},

@@ -24,6 +24,7 @@ func TestCommandHelp(t *testing.T) {
 		{[]string{"policy", "diff"}, []string{"edited by hand", "--as-enforced", "--kubeconfig string", "Exit code 0 without drift, 3 with drift"}, true},
 		{[]string{"policy", "apply"}, []string{"field manager", "--stage string", "--dry-run string", "--prune", "default-deny"}, true},
 		{[]string{"policy", "promote"}, []string{"shadow denials", "--prometheus string", "--stable-for duration", "(default 10m0s)"}, true},
+		{[]string{"graph", "discover"}, []string{"istio_requests_total", "--prometheus URL", "--lookback string", "--min-requests int", "--merge FILE"}, true},
 		{[]string{"manifests"}, []string{"--mode envoyfilter", "--kustomize string", "--image string", "--fail-open"}, true},
 		{[]string{"doctor"}, []string{"read-only", "--kubeconfig string", "--fail-on string", "--health-address string", "exit code 3"}, true},
 		{[]string{"version"}, []string{"Prints the versions"}, false},
@@ -63,7 +64,7 @@ func TestHelpErrors(t *testing.T) {
 	for _, group := range []struct {
 		cmd  string
 		subs []string
-	}{{"policy", []string{"generate", "verify"}}, {"config", []string{"validate"}}} {
+	}{{"policy", []string{"generate", "verify"}}, {"config", []string{"validate"}}, {"graph", []string{"discover"}}} {
 		code, stdout, stderr := runCLI(t, "", "help", group.cmd)
 		require.Equal(t, exitOK, code, stderr)
 		for _, s := range group.subs {
@@ -77,7 +78,7 @@ func TestHelpErrors(t *testing.T) {
 
 	// A bad flag is a usage error (exit 2) that points at the help page.
 	for _, args := range [][]string{{"serve", "--nosuch"}, {"inspect", "--nosuch"}, {"policy", "verify", "--nosuch"},
-		{"config", "validate", "--nosuch"}, {"manifests", "--nosuch"}, {"doctor", "--nosuch"}} {
+		{"config", "validate", "--nosuch"}, {"manifests", "--nosuch"}, {"doctor", "--nosuch"}, {"graph", "discover", "--nosuch"}} {
 		code, stdout, stderr := runCLI(t, "", args...)
 		require.Equal(t, exitUsage, code, args)
 		require.Empty(t, stdout)
