@@ -138,7 +138,7 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 	for _, f := range byKey {
 		out = append(out, *f)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].FlowKey.less(out[j].FlowKey) })
+	sort.Slice(out, func(i, j int) bool { return out[i].less(out[j].FlowKey) })
 	return out, nil
 }
 
@@ -150,20 +150,20 @@ func instant(ctx context.Context, api promv1.API, q Query, expr string) (model.V
 	v, warnings, _, err := api.Query(ctx, expr, q.At, promv1.WithTimeout(q.Timeout))
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return nil, fmt.Errorf("Prometheus at %s did not answer within %s (--timeout): %s", q.Address, q.Timeout, expr)
+		return nil, fmt.Errorf("prometheus at %s did not answer within %s (--timeout): %s", q.Address, q.Timeout, expr)
 	case err != nil:
 		var perr *promv1.Error
 		if errors.As(err, &perr) && perr.Type == promv1.ErrTimeout {
-			return nil, fmt.Errorf("Prometheus at %s gave up on the query after %s (--timeout): %s", q.Address, q.Timeout, expr)
+			return nil, fmt.Errorf("prometheus at %s gave up on the query after %s (--timeout): %s", q.Address, q.Timeout, expr)
 		}
-		return nil, fmt.Errorf("Prometheus at %s: %w (query %s)", q.Address, err, expr)
+		return nil, fmt.Errorf("prometheus at %s: %w (query %s)", q.Address, err, expr)
 	case len(warnings) > 0:
-		return nil, fmt.Errorf("Prometheus at %s answered partially (warnings: %s); refusing to build a graph from part of the flows (query %s)",
+		return nil, fmt.Errorf("prometheus at %s answered partially (warnings: %s); refusing to build a graph from part of the flows (query %s)",
 			q.Address, strings.Join(warnings, "; "), expr)
 	}
 	vec, ok := v.(model.Vector)
 	if !ok {
-		return nil, fmt.Errorf("Prometheus at %s answered %s, want a vector (query %s)", q.Address, v.Type(), expr)
+		return nil, fmt.Errorf("prometheus at %s answered %s, want a vector (query %s)", q.Address, v.Type(), expr)
 	}
 	return vec, nil
 }

@@ -407,7 +407,7 @@ func TestGraphDiscoverErrors(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"unreachable", closedURL, nil, []string{"Prometheus at " + closedURL, "connection refused"}},
+		{"unreachable", closedURL, nil, []string{"prometheus at " + closedURL, "connection refused"}},
 		{"slow", "http://" + silent.Addr().String(), []string{"--timeout", "1s"}, []string{"did not answer within 1s (--timeout)"}},
 		{"partial", "http://" + pl.Addr().String(), nil, []string{"answered partially", "partial response", "refusing to build a graph"}},
 		{"no series", srv.URL, []string{"--at", "2026-01-01T00:00:00Z"}, []string{"holds no istio_requests_total or istio_tcp_connections_opened_total series"}},
