@@ -131,12 +131,16 @@ func Build(inv *Inventory, flows []Flow, o Options) *Discovery {
 	}
 	// Graph services selecting each workload, and meshwaf's.
 	wlServices := map[string][]string{}
+	byNS := map[string][]Workload{}
+	for _, w := range inv.Workloads {
+		byNS[w.Namespace] = append(byNS[w.Namespace], w)
+	}
 	meshwafRef := o.MeshwafNamespace + "/" + o.MeshwafService
 	meshwafFound := false
 	for _, ks := range inv.Services {
 		if ks.Ref() == meshwafRef {
 			meshwafFound = true
-			d.meshwafFrom(ks, inv)
+			d.meshwafFrom(ks, byNS[ks.Namespace])
 			continue
 		}
 		if excluded[ks.Namespace] {
@@ -146,7 +150,7 @@ func Build(inv *Inventory, flows []Flow, o Options) *Discovery {
 			d.unmapped = append(d.unmapped, fmt.Sprintf("Service %s has no selector (no pods of its own): not in the graph", ks.Ref()))
 			continue
 		}
-		d.addService(ks, inv, wlServices)
+		d.addService(ks, byNS[ks.Namespace], inv.ServiceAccounts, wlServices)
 	}
 	if meshwafFound {
 		d.header = append(d.header, fmt.Sprintf("settings.meshwaf: from Service %s (recognised by --meshwaf-namespace and --meshwaf-service)", meshwafRef))
@@ -170,7 +174,7 @@ func Build(inv *Inventory, flows []Flow, o Options) *Discovery {
 	return d
 }
 
-func (d *Discovery) meshwafFrom(ks KService, inv *Inventory) {
+func (d *Discovery) meshwafFrom(ks KService, workloads []Workload) {
 	m := &d.meshwaf
 	m.Namespace = ks.Namespace
 	// The default selector when it selects meshwaf's pods too (the graph
@@ -178,7 +182,7 @@ func (d *Discovery) meshwafFrom(ks KService, inv *Inventory) {
 	def := KService{Namespace: ks.Namespace, Selector: meshpolicy.DefaultMeshwafSelector()}
 	keepDefault := len(ks.Selector) == 0
 	first := true
-	for _, w := range inv.Workloads {
+	for _, w := range workloads {
 		if ks.Selects(w) {
 			if first {
 				m.ServiceAccount = w.ServiceAccount
@@ -201,13 +205,13 @@ func (d *Discovery) meshwafFrom(ks KService, inv *Inventory) {
 	}
 }
 
-func (d *Discovery) addService(ks KService, inv *Inventory, wlServices map[string][]string) {
+func (d *Discovery) addService(ks KService, workloads []Workload, accounts map[string]bool, wlServices map[string][]string) {
 	o := d.opts
 	s := &meshpolicy.Service{Name: ks.Name, Namespace: ks.Namespace, Selector: copyLabels(ks.Selector)}
 	var notes []string
 	sas := map[string]bool{}
 	var selected []string
-	for _, w := range inv.Workloads {
+	for _, w := range workloads {
 		if !ks.Selects(w) {
 			continue
 		}
@@ -229,7 +233,7 @@ func (d *Discovery) addService(ks KService, inv *Inventory, wlServices map[strin
 		s.ServiceAccount = accounts[0]
 		notes = append(notes, fmt.Sprintf("selects workloads with several service accounts (%s); the first is written: check it", strings.Join(accounts, ", ")))
 	}
-	if !inv.ServiceAccounts[ks.Namespace+"/"+s.ServiceAccount] && len(sas) > 0 {
+	if !accounts[ks.Namespace+"/"+s.ServiceAccount] && len(sas) > 0 {
 		notes = append(notes, fmt.Sprintf("ServiceAccount %s/%s does not exist", ks.Namespace, s.ServiceAccount))
 	}
 	var ports []string

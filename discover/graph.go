@@ -123,9 +123,13 @@ func (d *Discovery) Graph(base *meshpolicy.Graph, baseFile string) *Result {
 		}
 		return keys[i].To < keys[j].To
 	})
+	index := make(map[string]*meshpolicy.Service, len(g.Services))
+	for i := range g.Services {
+		index[g.Services[i].Ref()] = &g.Services[i]
+	}
 	for _, k := range keys {
 		obs := d.edges[k]
-		to, _ := g.Service(k.To)
+		to := index[k.To]
 		var ports []int
 		var list []string
 		for _, p := range to.Ports {

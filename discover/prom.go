@@ -7,6 +7,7 @@ import (
 	"math"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
@@ -94,38 +95,56 @@ var ErrNoFlows = errors.New("no flows")
 // with no flows at all (ErrNoFlows): discover never writes an empty graph
 // from a Prometheus that saw nothing.
 func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
-	byKey := map[FlowKey]*Flow{}
+	// The six queries run at once; their answers are merged in a fixed
+	// order, and the first error (in that order) is returned.
+	type answer struct {
+		metric string
+		i      int
+		vec    model.Vector
+		err    error
+	}
+	var answers []*answer
+	var wg sync.WaitGroup
 	for _, metric := range []string{MetricRequests, MetricConnections} {
 		count, first, last := q.PromQL(metric)
 		for i, expr := range []string{count, first, last} {
-			vec, err := instant(ctx, api, q, expr)
-			if err != nil {
-				return nil, err
+			a := &answer{metric: metric, i: i}
+			answers = append(answers, a)
+			wg.Go(func() { a.vec, a.err = instant(ctx, api, q, expr) })
+		}
+	}
+	wg.Wait()
+	byKey := map[FlowKey]*Flow{}
+	for _, a := range answers {
+		if a.err != nil {
+			return nil, a.err
+		}
+	}
+	for _, a := range answers {
+		metric, i := a.metric, a.i
+		for _, s := range a.vec {
+			k := keyOf(s.Metric)
+			f := byKey[k]
+			if f == nil {
+				f = &Flow{FlowKey: k}
+				byKey[k] = f
 			}
-			for _, s := range vec {
-				k := keyOf(s.Metric)
-				f := byKey[k]
-				if f == nil {
-					f = &Flow{FlowKey: k}
-					byKey[k] = f
+			v := float64(s.Value)
+			switch i {
+			case 0:
+				n := int64(math.Round(v))
+				if metric == MetricRequests {
+					f.Requests += n
+				} else {
+					f.Connections += n
 				}
-				v := float64(s.Value)
-				switch i {
-				case 0:
-					n := int64(math.Round(v))
-					if metric == MetricRequests {
-						f.Requests += n
-					} else {
-						f.Connections += n
-					}
-				case 1:
-					if t := secs(v); f.First.IsZero() || t.Before(f.First) {
-						f.First = t
-					}
-				case 2:
-					if t := secs(v); t.After(f.Last) {
-						f.Last = t
-					}
+			case 1:
+				if t := secs(v); f.First.IsZero() || t.Before(f.First) {
+					f.First = t
+				}
+			case 2:
+				if t := secs(v); t.After(f.Last) {
+					f.Last = t
 				}
 			}
 		}

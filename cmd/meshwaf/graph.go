@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/common/model"
 	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshwaf/meshwaf/cluster"
 	"github.com/meshwaf/meshwaf/discover"
@@ -114,31 +115,49 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if err != nil {
 		return usageError{fmt.Errorf("--prometheus %q: %w", *promURL, err)}
 	}
-	flows, err := discover.ReadFlows(ctx, promv1.NewAPI(client), discover.Query{At: at, Lookback: time.Duration(lb), Step: step, Timeout: *timeout, Address: *promURL})
-	if err != nil {
-		return err
-	}
 	cfg, err := cluster.RESTConfig(*kubeconfig, *kubeContext)
 	if err != nil {
 		return err
 	}
 	cfg.Timeout = *requestTimeout
 	cfg.UserAgent = "meshwaf-graph-discover"
-	core, err := coreclient.NewForConfig(cfg)
-	if err != nil {
-		return err
+	// Lists of thousands of objects decode several times faster as protobuf.
+	cfg.ContentType = "application/vnd.kubernetes.protobuf"
+	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
+	// Prometheus and the API server are read at the same time.
+	var (
+		flows   []discover.Flow
+		flowErr error
+		done    = make(chan struct{})
+	)
+	go func() {
+		defer close(done)
+		flows, flowErr = discover.ReadFlows(ctx, promv1.NewAPI(client), discover.Query{At: at, Lookback: time.Duration(lb), Step: step, Timeout: *timeout, Address: *promURL})
+	}()
+	inv, invErr := readInventory(ctx, cfg)
+	<-done
+	if flowErr != nil {
+		return flowErr
 	}
-	apps, err := appsclient.NewForConfig(cfg)
-	if err != nil {
-		return err
-	}
-	inv, err := discover.ReadInventory(ctx, core, apps)
-	if err != nil {
-		return err
+	if invErr != nil {
+		return invErr
 	}
 	r := discover.Build(inv, flows, o).Graph(base, *merge)
 	if err := discover.Write(stdout, r); err != nil {
 		return err
 	}
 	return discover.WriteSummary(stderr, r)
+}
+
+// readInventory reads the Services and workloads through cfg.
+func readInventory(ctx context.Context, cfg *rest.Config) (*discover.Inventory, error) {
+	core, err := coreclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	apps, err := appsclient.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return discover.ReadInventory(ctx, core, apps)
 }
