@@ -95,58 +95,37 @@ var ErrNoFlows = errors.New("no flows")
 // with no flows at all (ErrNoFlows): discover never writes an empty graph
 // from a Prometheus that saw nothing.
 func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
-	// The six queries run at once; their answers are merged in a fixed
-	// order, and the first error (in that order) is returned.
-	type answer struct {
-		metric string
-		i      int
-		vec    model.Vector
-		err    error
-	}
-	var answers []*answer
-	var wg sync.WaitGroup
+	// The six queries run at once. Each answer is merged as it arrives and
+	// then dropped (sums, minima and maxima do not depend on the order), so
+	// at most the answers being decoded are held; the first error in query
+	// order is returned.
+	byKey := map[FlowKey]*Flow{}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+	)
 	for _, metric := range []string{MetricRequests, MetricConnections} {
 		count, first, last := q.PromQL(metric)
 		for i, expr := range []string{count, first, last} {
-			a := &answer{metric: metric, i: i}
-			answers = append(answers, a)
-			wg.Go(func() { a.vec, a.err = instant(ctx, api, q, expr) })
+			errs = append(errs, nil)
+			slot := len(errs) - 1
+			wg.Go(func() {
+				vec, err := instant(ctx, api, q, expr)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil {
+					errs[slot] = err
+					return
+				}
+				merge(byKey, metric, i, vec)
+			})
 		}
 	}
 	wg.Wait()
-	byKey := map[FlowKey]*Flow{}
-	for _, a := range answers {
-		if a.err != nil {
-			return nil, a.err
-		}
-	}
-	for _, a := range answers {
-		metric, i := a.metric, a.i
-		for _, s := range a.vec {
-			k := keyOf(s.Metric)
-			f := byKey[k]
-			if f == nil {
-				f = &Flow{FlowKey: k}
-				byKey[k] = f
-			}
-			v := float64(s.Value)
-			switch i {
-			case 0:
-				n := int64(math.Round(v))
-				if metric == MetricRequests {
-					f.Requests += n
-				} else {
-					f.Connections += n
-				}
-			case 1:
-				if t := secs(v); f.First.IsZero() || t.Before(f.First) {
-					f.First = t
-				}
-			case 2:
-				if t := secs(v); t.After(f.Last) {
-					f.Last = t
-				}
-			}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
 		}
 	}
 	if len(byKey) == 0 {
@@ -159,6 +138,36 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].less(out[j].FlowKey) })
 	return out, nil
+}
+
+// merge adds the i-th query (count, first, last) of metric into byKey.
+func merge(byKey map[FlowKey]*Flow, metric string, i int, vec model.Vector) {
+	for _, s := range vec {
+		k := keyOf(s.Metric)
+		f := byKey[k]
+		if f == nil {
+			f = &Flow{FlowKey: k}
+			byKey[k] = f
+		}
+		v := float64(s.Value)
+		switch i {
+		case 0:
+			n := int64(math.Round(v))
+			if metric == MetricRequests {
+				f.Requests += n
+			} else {
+				f.Connections += n
+			}
+		case 1:
+			if t := secs(v); f.First.IsZero() || t.Before(f.First) {
+				f.First = t
+			}
+		case 2:
+			if t := secs(v); t.After(f.Last) {
+				f.Last = t
+			}
+		}
+	}
 }
 
 func secs(v float64) time.Time { return time.Unix(0, int64(v*1e9)).UTC() }
