@@ -128,8 +128,30 @@ func copyLabels(l promtest.Labels) promtest.Labels {
 	return out
 }
 
-// startPrometheus serves flows from a real Prometheus until the test ends.
-func startPrometheus(t *testing.T, flows []istioFlow) *promtest.Server {
+// startIstioPrometheus serves flows from a real Prometheus until the test
+// ends.
+func startIstioPrometheus(t *testing.T, flows []istioFlow) *promtest.Server {
+	t.Helper()
+	var b strings.Builder
+	w := promtest.NewWriter(&b)
+	writeIstio(w, flows, discoverAt)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return servePrometheus(t, b.String())
+}
+
+// startPrometheus serves the OpenMetrics text from a real Prometheus until
+// the test ends and returns its base URL.
+func startPrometheus(t *testing.T, openMetrics string) string {
+	t.Helper()
+	return servePrometheus(t, openMetrics).URL
+}
+
+// servePrometheus backfills a TSDB from the OpenMetrics text (promtool tsdb
+// create-blocks-from openmetrics), serves it with prometheus and stops it
+// when the test ends.
+func servePrometheus(t *testing.T, openMetrics string) *promtest.Server {
 	t.Helper()
 	tl, err := promtest.ToolsFromEnv()
 	if err != nil {
@@ -137,16 +159,9 @@ func startPrometheus(t *testing.T, flows []istioFlow) *promtest.Server {
 	}
 	dir := t.TempDir()
 	om := filepath.Join(dir, "series.om")
-	f, err := os.Create(om)
-	if err != nil {
+	if err := os.WriteFile(om, []byte(openMetrics), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := promtest.NewWriter(f)
-	writeIstio(w, flows, discoverAt)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	srv, err := promtest.Start(ctx, tl, dir, om)
@@ -239,7 +254,7 @@ func TestGraphDiscover(t *testing.T) {
 	ctx := context.Background()
 	installDemo(t, ctx)
 	add(t, ctx, batchJob)
-	srv := startPrometheus(t, demoFlows())
+	srv := startIstioPrometheus(t, demoFlows())
 
 	t.Run("plain", func(t *testing.T) {
 		code, out, stderr := discover(t, srv.URL)
@@ -341,7 +356,7 @@ spec:
 // answer in time, answers partially or holds none of the metrics is an
 // error that says so, and nothing is written to stdout.
 func TestGraphDiscoverErrors(t *testing.T) {
-	srv := startPrometheus(t, demoFlows())
+	srv := startIstioPrometheus(t, demoFlows())
 
 	closed, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -1,23 +1,5 @@
-//go:build prom_harness
-
-// Promote against a real Prometheus. This file needs the Prometheus
-// harness of branch prom (a real prometheus + promtool from .ci/tools.sh
-// and a helper that backfills a TSDB from OpenMetrics); until it is merged
-// the build tag keeps it out. Wiring, once both branches are in main:
-//
-//  1. provide startPrometheus below (an adapter over the harness's helper
-//     if its signature differs): it backfills a TSDB from the OpenMetrics
-//     text with `promtool tsdb create-blocks-from openmetrics`, starts
-//     prometheus on it, stops it at the end of the test and returns its
-//     base URL;
-//  2. delete the build tag line above, so CI's `go test ./...` in
-//     test/cluster runs it.
-//
-// startPrometheus(t *testing.T, openmetrics string) (url string)
-//
-// Checked before hand-over with a throwaway adapter over the prometheus
-// and promtool v0.316.0 binaries the prom branch had cached: both cases
-// pass (increase() over the backfilled gauge reads 3.004, shown as 3).
+// Promote against a real Prometheus (startPrometheus: the promtest harness,
+// a TSDB backfilled from OpenMetrics with promtool, served by prometheus).
 
 package cluster
 
