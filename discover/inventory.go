@@ -73,49 +73,88 @@ func (s KService) Selects(w Workload) bool {
 // and DaemonSets of every namespace (get and list only).
 func ReadInventory(ctx context.Context, core coreclient.CoreV1Interface, apps appsclient.AppsV1Interface) (*Inventory, error) {
 	inv := &Inventory{ServiceAccounts: map[string]bool{}}
-	all := metav1.ListOptions{}
-	svcs, err := core.Services("").List(ctx, all)
-	if err != nil {
-		return nil, fmt.Errorf("list Services: %w", err)
-	}
-	for _, s := range svcs.Items {
-		ks := KService{Namespace: s.Namespace, Name: s.Name, Selector: s.Spec.Selector}
-		for _, p := range s.Spec.Ports {
-			ks.Ports = append(ks.Ports, portOf(p))
+	// Lists are read in pages, so a large cluster is never held whole.
+	page := func(what string, list func(metav1.ListOptions) (string, error)) error {
+		opts := metav1.ListOptions{Limit: 500}
+		for {
+			next, err := list(opts)
+			if err != nil {
+				return fmt.Errorf("list %s: %w", what, err)
+			}
+			if next == "" {
+				return nil
+			}
+			opts.Continue = next
 		}
-		inv.Services = append(inv.Services, ks)
-	}
-	sas, err := core.ServiceAccounts("").List(ctx, all)
-	if err != nil {
-		return nil, fmt.Errorf("list ServiceAccounts: %w", err)
-	}
-	for _, sa := range sas.Items {
-		inv.ServiceAccounts[sa.Namespace+"/"+sa.Name] = true
 	}
 	add := func(kind string, m metav1.ObjectMeta, t corev1.PodTemplateSpec) {
 		inv.Workloads = append(inv.Workloads, Workload{Kind: kind, Namespace: m.Namespace, Name: m.Name,
 			Labels: t.Labels, ServiceAccount: saOf(t.Spec)})
 	}
-	deps, err := apps.Deployments("").List(ctx, all)
+	err := page("Services", func(o metav1.ListOptions) (string, error) {
+		l, err := core.Services("").List(ctx, o)
+		if err != nil {
+			return "", err
+		}
+		for _, s := range l.Items {
+			ks := KService{Namespace: s.Namespace, Name: s.Name, Selector: s.Spec.Selector}
+			for _, p := range s.Spec.Ports {
+				ks.Ports = append(ks.Ports, portOf(p))
+			}
+			inv.Services = append(inv.Services, ks)
+		}
+		return l.Continue, nil
+	})
+	if err == nil {
+		err = page("ServiceAccounts", func(o metav1.ListOptions) (string, error) {
+			l, err := core.ServiceAccounts("").List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, sa := range l.Items {
+				inv.ServiceAccounts[sa.Namespace+"/"+sa.Name] = true
+			}
+			return l.Continue, nil
+		})
+	}
+	if err == nil {
+		err = page("Deployments", func(o metav1.ListOptions) (string, error) {
+			l, err := apps.Deployments("").List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, d := range l.Items {
+				add("Deployment", d.ObjectMeta, d.Spec.Template)
+			}
+			return l.Continue, nil
+		})
+	}
+	if err == nil {
+		err = page("StatefulSets", func(o metav1.ListOptions) (string, error) {
+			l, err := apps.StatefulSets("").List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, s := range l.Items {
+				add("StatefulSet", s.ObjectMeta, s.Spec.Template)
+			}
+			return l.Continue, nil
+		})
+	}
+	if err == nil {
+		err = page("DaemonSets", func(o metav1.ListOptions) (string, error) {
+			l, err := apps.DaemonSets("").List(ctx, o)
+			if err != nil {
+				return "", err
+			}
+			for _, d := range l.Items {
+				add("DaemonSet", d.ObjectMeta, d.Spec.Template)
+			}
+			return l.Continue, nil
+		})
+	}
 	if err != nil {
-		return nil, fmt.Errorf("list Deployments: %w", err)
-	}
-	for _, d := range deps.Items {
-		add("Deployment", d.ObjectMeta, d.Spec.Template)
-	}
-	sts, err := apps.StatefulSets("").List(ctx, all)
-	if err != nil {
-		return nil, fmt.Errorf("list StatefulSets: %w", err)
-	}
-	for _, s := range sts.Items {
-		add("StatefulSet", s.ObjectMeta, s.Spec.Template)
-	}
-	dss, err := apps.DaemonSets("").List(ctx, all)
-	if err != nil {
-		return nil, fmt.Errorf("list DaemonSets: %w", err)
-	}
-	for _, d := range dss.Items {
-		add("DaemonSet", d.ObjectMeta, d.Spec.Template)
+		return nil, err
 	}
 	inv.sort()
 	return inv, nil

@@ -95,15 +95,17 @@ var ErrNoFlows = errors.New("no flows")
 // with no flows at all (ErrNoFlows): discover never writes an empty graph
 // from a Prometheus that saw nothing.
 func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
-	// The six queries run at once. Each answer is merged as it arrives and
-	// then dropped (sums, minima and maxima do not depend on the order), so
-	// at most the answers being decoded are held; the first error in query
-	// order is returned.
+	// The six queries run two at a time (each answer of a large mesh is a
+	// sample per flow: decoding more at once costs memory, not time). Each
+	// answer is merged as it arrives and then dropped (sums, minima and
+	// maxima do not depend on the order); the first error in query order
+	// is returned.
 	byKey := map[FlowKey]*Flow{}
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
 		errs []error
+		sem  = make(chan struct{}, 2)
 	)
 	for _, metric := range []string{MetricRequests, MetricConnections} {
 		count, first, last := q.PromQL(metric)
@@ -111,7 +113,9 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 			errs = append(errs, nil)
 			slot := len(errs) - 1
 			wg.Go(func() {
+				sem <- struct{}{}
 				vec, err := instant(ctx, api, q, expr)
+				<-sem
 				mu.Lock()
 				defer mu.Unlock()
 				if err != nil {
