@@ -55,7 +55,7 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	fs.Var(&exclude, "exclude-namespace", "`NAMESPACE` whose Services are not graph services (repeatable; given, it replaces kube-system, kube-public, kube-node-lease, istio-system)")
 	meshwafNS := fs.String("meshwaf-namespace", meshpolicy.DefaultMeshwafNamespace, "namespace of meshwaf's own Service")
 	meshwafSvc := fs.String("meshwaf-service", "meshwaf", "name of meshwaf's own Service: settings.meshwaf, and its callers are inspect: true")
-	ingress := fs.String("ingress-principal", "", "the ingress gateway's principal (default: <trust-domain>/ns/istio-system/sa/istio-ingressgateway-service-account)")
+	ingress := fs.String("ingress-principal", "", "the ingress gateway's principal (default: the --merge file's, else <trust-domain>/ns/istio-system/sa/istio-ingressgateway-service-account)")
 	ingressLabel := fs.String("ingress-label", "istio=ingressgateway", "pod label `KEY=VALUE` of the ingress gateway's workloads")
 	optIn := fs.String("opt-in-label", "meshwaf.io/inspect=enabled", "pod label `KEY=VALUE` that opts a workload in to inspection")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: $KUBECONFIG, then ~/.kube/config, then the in-cluster config)")
@@ -90,9 +90,6 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	o := discover.Options{Name: *name, TrustDomain: *trustDomain, MinRequests: *minRequests, Lookback: time.Duration(lb), At: at, Step: step,
 		ExcludeNamespaces: exclude.nonEmpty(), Namespaces: namespaces.nonEmpty(), MeshwafNamespace: *meshwafNS, MeshwafService: *meshwafSvc, IngressPrincipal: *ingress}
-	if o.IngressPrincipal == "" {
-		o.IngressPrincipal = meshpolicy.Principal(o.TrustDomain, meshpolicy.DefaultIngressNamespace, meshpolicy.DefaultIngressSA)
-	}
 	for _, l := range []struct {
 		flag, val string
 		dst       *[2]string
@@ -109,6 +106,12 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 			return usageError{err}
 		}
 		o.TrustDomain = base.TrustDomain
+		if o.IngressPrincipal == "" {
+			o.IngressPrincipal = base.Settings.IngressGateway.PrincipalIn(base.TrustDomain)
+		}
+	}
+	if o.IngressPrincipal == "" {
+		o.IngressPrincipal = meshpolicy.Principal(o.TrustDomain, meshpolicy.DefaultIngressNamespace, meshpolicy.DefaultIngressSA)
 	}
 
 	client, err := promapi.NewClient(promapi.Config{Address: *promURL})
