@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Masterminds/semver/v3"
 	"github.com/stretchr/testify/require"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
@@ -99,12 +100,16 @@ func TestHelmSDKVersion(t *testing.T) {
 	require.Contains(t, string(mod), "helm.sh/helm/v3 "+helmSDK+"\n")
 }
 
-// Chart.yaml's version and appVersion are the release version.
+// Chart.yaml's appVersion is the release version; its version is the
+// chart's own SemVer (Helm's convention: bumped whenever the chart
+// changes), at least the release version.
 func TestChartVersion(t *testing.T) {
 	c := loadChart(t)
 	want := strings.TrimPrefix(version.Release, "v")
-	require.Equal(t, want, c.Metadata.Version)
 	require.Equal(t, want, c.Metadata.AppVersion)
+	v, err := semver.StrictNewVersion(c.Metadata.Version)
+	require.NoError(t, err, "chart version")
+	require.False(t, v.LessThan(semver.MustParse(want)), "chart version %s below the release %s", v, want)
 	require.Equal(t, install.DefaultImage, c.Values["image"], "values.yaml image")
 }
 
