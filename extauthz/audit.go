@@ -48,6 +48,8 @@ type auditRule struct {
 	Data     string   `json:"data,omitempty"`
 	Severity string   `json:"severity,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
+	// Targets are variable names (ARGS:comment), never values.
+	Targets []string `json:"targets,omitempty"`
 }
 
 func auditRules(ms []inspector.Match, raw bool) []auditRule {
@@ -72,15 +74,41 @@ func mask(n int) string {
 	return "[redacted " + strconv.Itoa(n) + " bytes]"
 }
 
+// isMask reports whether s is what mask writes for some n > 0, so that
+// redacting a redacted target changes nothing.
+func isMask(s string) bool {
+	n, ok := strings.CutPrefix(s, "[redacted ")
+	if !ok {
+		return false
+	}
+	if n == "1 byte]" {
+		return true
+	}
+	n, ok = strings.CutSuffix(n, " bytes]")
+	v, err := strconv.Atoi(n)
+	return ok && err == nil && v > 1 && strconv.Itoa(v) == n
+}
+
+// RedactTarget is redactTarget for readers of audit lines: applied to a
+// target logged with auditRawValues it masks the values, and applied to
+// a masked target it returns it unchanged.
+func RedactTarget(uri string) string { return redactTarget(uri) }
+
 // redactTarget returns the request target as the audit line shows it, at
 // most MaxAuditPath bytes (and "…"): the path as sent, but the value of
 // every path parameter (";name=value") and query parameter
 // ("name=value") replaced by mask; a query part without "=" is masked
 // whole, as it may be a bare token. Parameters are split at '&' only, so
 // "a=1;b=2" is one value. The work is bounded by MaxAuditPath, not by the
-// length of the target.
+// length of the target. A value that is already a mask is kept.
 func redactTarget(uri string) string {
 	var b strings.Builder
+	maskOf := func(v string) string {
+		if isMask(v) {
+			return v
+		}
+		return mask(len(v))
+	}
 	// write stops one byte after MaxAuditPath: enough for Truncate to see
 	// that the target was cut.
 	write := func(ss ...string) {
@@ -107,7 +135,7 @@ func redactTarget(uri string) string {
 			end = len(path)
 		}
 		if name, value, ok := strings.Cut(path[:end], "="); ok {
-			write(name, "=", mask(len(value)))
+			write(name, "=", maskOf(value))
 		} else {
 			write(path[:end])
 		}
@@ -123,9 +151,9 @@ func redactTarget(uri string) string {
 			write("&")
 		}
 		if name, value, ok := strings.Cut(part, "="); ok {
-			write(name, "=", mask(len(value)))
+			write(name, "=", maskOf(value))
 		} else {
-			write(mask(len(part)))
+			write(maskOf(part))
 		}
 	}
 	return inspector.Truncate(b.String(), MaxAuditPath)

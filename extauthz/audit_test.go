@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -179,8 +180,14 @@ func TestRedactTarget(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			require.Equal(t, tt.want, redactTarget(tt.uri))
+			require.Equal(t, tt.want, RedactTarget(tt.want), "redacting twice")
 		})
 	}
+	t.Run("only masks are kept", func(t *testing.T) {
+		for _, v := range []string{"[redacted 0 bytes]", "[redacted 01 bytes]", "[redacted 1 bytes]", "[redacted 2 byte]", "[redacted x bytes]"} {
+			require.NotContains(t, redactTarget("/a?k="+v), v)
+		}
+	})
 
 	t.Run("capped", func(t *testing.T) {
 		got := redactTarget("/" + strings.Repeat("p", 2*MaxAuditPath) + "?t=x")
@@ -206,4 +213,40 @@ func TestAuditLineFields(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"time", "level", "msg", "log_type", "request_id", "source", "destination", "method", "host",
 		"path", "decision", "status", "anomaly_score", "profile", "interrupting_rule", "rules"}, keys)
+}
+
+// TestAuditRuleTargets: each rule names the variables it matched in, the
+// form an exclusion's targets take (what `meshwaf tune` proposes), and
+// never a value.
+func TestAuditRuleTargets(t *testing.T) {
+	tests := []struct {
+		fixture, rule string
+		want          []string
+	}{
+		{"json-password.json", "942", []string{"ARGS:json.password"}},
+		{"cookie-value.json", "942", []string{"REQUEST_COOKIES:session"}},
+		{"query-access-token.json", "942", []string{"ARGS:q"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.fixture, func(t *testing.T) {
+			var line struct {
+				Rules []struct {
+					ID      int      `json:"id"`
+					Targets []string `json:"targets"`
+				} `json:"rules"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(auditLineOf(t, false, loadAuditFixture(t, tt.fixture))), &line))
+			found := false
+			for _, r := range line.Rules {
+				if strings.HasPrefix(strconv.Itoa(r.ID), tt.rule) {
+					require.Equal(t, tt.want, r.Targets, "rule %d", r.ID)
+					found = true
+				}
+				if r.ID == 949110 {
+					require.Equal(t, []string{"TX:blocking_inbound_anomaly_score"}, r.Targets)
+				}
+			}
+			require.True(t, found, "no rule %s... matched", tt.rule)
+		})
+	}
 }

@@ -49,6 +49,12 @@ type Match struct {
 	Data     string   `json:"data,omitempty"`
 	Severity string   `json:"severity,omitempty"`
 	Tags     []string `json:"tags,omitempty"`
+	// Targets are the variables the rule matched in, in the form an
+	// Exclusion's Targets take ("ARGS:comment", "REQUEST_HEADERS:x-note",
+	// "REQUEST_URI"): the rule's own matches (not those of its chained
+	// rules), sorted, without repeats, the first MaxMatchTargets.
+	// A variable whose key an Exclusion cannot name is left out.
+	Targets []string `json:"targets,omitempty"`
 }
 
 // Verdict is the answer for one request.

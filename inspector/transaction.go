@@ -227,9 +227,39 @@ func appendRuleFindings(out []Match, tx types.Transaction) []Match {
 			Data:     Truncate(mr.Data(), MaxMatchData),
 			Severity: severity(r.Severity()),
 			Tags:     r.Tags(),
+			Targets:  matchTargets(mr.MatchedDatas()),
 		})
 	}
 	return out
+}
+
+// MaxMatchTargets bounds Match.Targets, maxTargetLen each target's bytes.
+const (
+	MaxMatchTargets = 4
+	maxTargetLen    = 256
+)
+
+// matchTargets returns the targets of a rule's matches at chain level 0
+// (see Match.Targets). The number of matches is bounded by the
+// inspected variables (argumentsLimit and the header and cookie limits).
+func matchTargets(mds []types.MatchData) []string {
+	var out []string
+	for _, md := range mds {
+		if md.ChainLevel() != 0 {
+			continue
+		}
+		t := md.Variable().Name()
+		if k := md.Key(); k != "" {
+			t += ":" + k
+		}
+		if len(t) > maxTargetLen || !reTarget.MatchString(t) || slices.Contains(out, t) {
+			continue
+		}
+		out = append(out, t)
+	}
+	// Coraza's order of a collection's keys varies from run to run.
+	slices.Sort(out)
+	return slices.Clip(out[:min(len(out), MaxMatchTargets)])
 }
 
 // RuleIDs returns the ids of v's matches, ascending and without repeats.
