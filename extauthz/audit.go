@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/meshwaf/meshwaf/inspector"
 )
@@ -26,7 +27,7 @@ func audit(ctx context.Context, o *Options, req *inspector.Request, v inspector.
 		path = redactTarget(req.URI)
 	}
 	o.Audit.LogAttrs(ctx, slog.LevelInfo, "check",
-		slog.String("log_type", "audit"),
+		slog.String("log_type", AuditLogType),
 		slog.String("request_id", req.ID),
 		slog.Group("source", slog.String("principal", req.Source.Principal), slog.String("address", req.Source.Address), slog.Int("port", req.Source.Port)),
 		slog.Group("destination", slog.String("principal", req.Destination.Principal), slog.String("address", req.Destination.Address), slog.Int("port", req.Destination.Port)),
@@ -42,7 +43,40 @@ func audit(ctx context.Context, o *Options, req *inspector.Request, v inspector.
 	)
 }
 
-type auditRule struct {
+// AuditLine is one audit line as read back (meshwaf tune): the fields
+// audit writes, with the same JSON names.
+type AuditLine struct {
+	Time             time.Time          `json:"time"`
+	Level            string             `json:"level"`
+	Msg              string             `json:"msg"`
+	LogType          string             `json:"log_type"` // "audit"
+	RequestID        string             `json:"request_id"`
+	Source           AuditPeer          `json:"source"`
+	Destination      AuditPeer          `json:"destination"`
+	Method           string             `json:"method"`
+	Host             string             `json:"host"`
+	Path             string             `json:"path"` // see redactTarget
+	Decision         inspector.Decision `json:"decision"`
+	Status           int                `json:"status"`
+	AnomalyScore     int                `json:"anomaly_score"`
+	Profile          string             `json:"profile"`
+	InterruptingRule int                `json:"interrupting_rule"`
+	Rules            []AuditRule        `json:"rules"`
+}
+
+// AuditLogType is AuditLine.LogType.
+const AuditLogType = "audit"
+
+// AuditPeer is the source or destination of an audit line.
+type AuditPeer struct {
+	Principal string `json:"principal"`
+	Address   string `json:"address"`
+	Port      int    `json:"port"`
+}
+
+// AuditRule is one matched rule of an audit line; Data is masked unless
+// auditRawValues is set (redactData).
+type AuditRule struct {
 	ID       int      `json:"id"`
 	Msg      string   `json:"msg"`
 	Data     string   `json:"data,omitempty"`
@@ -52,10 +86,10 @@ type auditRule struct {
 	Targets []string `json:"targets,omitempty"`
 }
 
-func auditRules(ms []inspector.Match, raw bool) []auditRule {
-	out := make([]auditRule, len(ms))
+func auditRules(ms []inspector.Match, raw bool) []AuditRule {
+	out := make([]AuditRule, len(ms))
 	for i, m := range ms {
-		out[i] = auditRule(m)
+		out[i] = AuditRule(m)
 		if !raw {
 			out[i].Data = redactData(m.Data)
 		}

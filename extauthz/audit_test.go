@@ -213,6 +213,20 @@ func TestAuditLineFields(t *testing.T) {
 	}
 	require.ElementsMatch(t, []string{"time", "level", "msg", "log_type", "request_id", "source", "destination", "method", "host",
 		"path", "decision", "status", "anomaly_score", "profile", "interrupting_rule", "rules"}, keys)
+
+	// AuditLine reads every field back.
+	dec := json.NewDecoder(strings.NewReader(line))
+	dec.DisallowUnknownFields()
+	var al AuditLine
+	require.NoError(t, dec.Decode(&al))
+	require.Equal(t, AuditLogType, al.LogType)
+	require.False(t, al.Time.IsZero())
+	require.Equal(t, "/api/login", al.Path)
+	require.Equal(t, "spiffe://cluster.local/ns/default/sa/www", al.Source.Principal)
+	require.Equal(t, inspector.Deny, al.Decision)
+	require.NotZero(t, al.InterruptingRule)
+	require.NotEmpty(t, al.Rules)
+	require.Contains(t, al.Rules[0].Targets, "ARGS:json.password")
 }
 
 // TestAuditRuleTargets: each rule names the variables it matched in, the

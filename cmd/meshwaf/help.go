@@ -158,6 +158,21 @@ listed on stderr. A Prometheus that times out, fails or answers partially
   meshwaf manifests --kustomize my-manifests/ --image <your-registry>/meshwaf:<version>`,
 	},
 	{
+		name:  "tune",
+		usage: "tune [-f FILE|-] [--min-count N] [--profile NAME]",
+		long: `Reads meshwaf's audit lines (serve's stdout; other lines are skipped), groups the
+rules that matched by profile, rule, matched variable (ARGS:name, REQUEST_HEADERS:name,
+REQUEST_COOKIES:name) and path, and writes the narrowest exclusion of each group as
+YAML for defaultProfile.exclusions or profiles[].exclusions: one rule off one variable
+under one pathPrefix, for the methods seen, with its count and an example request
+(target values masked as in the audit log; header values are never logged). Run a
+profile in detect mode on real traffic first, confirm a proposal with meshwaf
+inspect, then merge it into the config. Rules with no variable to name (score checks,
+meshwaf's limits) are counted, not proposed.`,
+		examples: `  kubectl -n meshwaf-system logs deploy/meshwaf | meshwaf tune
+  meshwaf tune -f audit.log --min-count 5 --profile api`,
+	},
+	{
 		name:  "doctor",
 		usage: "doctor [flags]",
 		long: `Checks a live cluster, read-only (get and list), the way istioctl analyze does:
@@ -242,6 +257,8 @@ func runHelp(cmd []string, stdout io.Writer) error {
 		return manifestsCommand(context.Background(), args, stdout, io.Discard)
 	case "graph":
 		return graphCommand(context.Background(), args, stdout, io.Discard)
+	case "tune":
+		return tuneCommand(context.Background(), args, strings.NewReader(""), stdout)
 	case "doctor":
 		_, err := doctorCommand(context.Background(), args, stdout, io.Discard)
 		return err

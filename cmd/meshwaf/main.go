@@ -65,6 +65,7 @@ Usage:
   meshwaf policy diff|apply|promote -f GRAPH    a live cluster: drift, server-side apply in stages, promotion
   meshwaf graph discover [flags]                a service graph from Istio's metrics and the Kubernetes API
   meshwaf manifests --mode MODE                install objects for Istio: mesh, envoyfilter, pod, waypoint (ambient)
+  meshwaf tune [-f FILE] [flags]                exclusions for the false positives in audit lines
   meshwaf doctor [flags]                        check a live cluster's meshwaf install: findings with codes and fixes
   meshwaf version                               print versions
   meshwaf help [COMMAND]                        this list, or a command's description, examples and flags
@@ -95,6 +96,8 @@ func runMain(ctx context.Context, args []string, stdin io.Reader, stdout, stderr
 		err = manifestsCommand(ctx, args[1:], stdout, stderr)
 	case "graph":
 		err = graphCommand(ctx, args[1:], stdout, stderr)
+	case "tune":
+		err = tuneCommand(ctx, args[1:], stdin, stdout)
 	case "doctor":
 		var found bool
 		found, err = doctorCommand(ctx, args[1:], stdout, stderr)
