@@ -34,6 +34,7 @@ const (
 	profPL2Before        = "pl2-before"         // PL2 set from BeforeCRS
 	profPL2              = "pl2"                // ParanoiaLevel: 2
 	profDeny406          = "deny-406"           // DenyStatus: 406
+	profCRSOnly          = "crs-only"           // Profile.CRSOnly: no inspection beyond CRS
 )
 
 const smallBodyLimit = 1024
@@ -62,6 +63,7 @@ func testProfiles() []Profile {
 		{Name: profPL2Before, BeforeCRS: `SecAction "id:10000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=2,setvar:tx.detection_paranoia_level=2"`},
 		{Name: profPL2, ParanoiaLevel: 2},
 		{Name: profDeny406, DenyStatus: 406},
+		Profile{Name: profCRSOnly}.CRSOnly(),
 	}
 }
 
@@ -414,9 +416,12 @@ func cases() []inspectCase {
 
 		// Known CRS blind spots at PL1: headers other than Cookie,
 		// User-Agent and Referer are not searched for SQLi or command
-		// injection (only for path traversal, 930100/930110).
-		{name: "allow/blind-spot/sqli-custom-header", req: get("HTTP/1.1", "/", "X-Api-Note", sqliPayload), want: Allow},
-		{name: "allow/blind-spot/rce-custom-header", req: get("HTTP/1.1", "/", "X-Cmd", rcePayload), want: Allow},
+		// injection (only for path traversal, 930100/930110). The default
+		// profile inspects them as arguments (beyond.go).
+		{name: "allow/blind-spot/sqli-custom-header", profile: profCRSOnly, req: get("HTTP/1.1", "/", "X-Api-Note", sqliPayload), want: Allow},
+		{name: "allow/blind-spot/rce-custom-header", profile: profCRSOnly, req: get("HTTP/1.1", "/", "X-Cmd", rcePayload), want: Allow},
+		{name: "deny/header-arg/sqli-custom-header", req: get("HTTP/1.1", "/", "X-Api-Note", sqliPayload), want: Deny, wantRuleIDs: []int{942100}},
+		{name: "deny/header-arg/rce-custom-header", req: get("HTTP/1.1", "/", "X-Cmd", rcePayload), want: Deny, wantRuleIDs: []int{932160}},
 	}
 }
 

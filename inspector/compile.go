@@ -150,7 +150,7 @@ func compile(p Profile) (*compiled, error) {
 	defer slot.Release()
 	var observed []types.RuleMetadata
 	cfg := coraza.NewWAFConfig().WithRootFS(coreruleset.FS).
-		WithDirectives(slot.Directives(rulePreselectPhase1, rulePreselectPhase2) + Directives(p))
+		WithDirectives(directives(p, slot.Directives(rulePreselectPhase1, rulePreselectPhase2)))
 	cfg = experimental.WAFConfigWithRuleObserver(cfg, func(r types.RuleMetadata) {
 		observed = append(observed, r)
 		c.ruleIDs[r.ID()] = true

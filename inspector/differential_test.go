@@ -91,7 +91,8 @@ func TestDifferential(t *testing.T) {
 	child.Stdout, child.Stderr = &childOut, &childOut
 	require.NoError(t, child.Start())
 
-	rs, err := inspector.Compile(inspector.Profile{}, diffProfiles()[1:]...)
+	ps := diffProfiles()
+	rs, err := inspector.Compile(ps[0], ps[1:]...)
 	require.NoError(t, err)
 	require.True(t, rx.Registered(), "meshwaf's @rx is not registered after Compile")
 	mine := runAll(reqs, func(r diffRequest) diffOutcome {
@@ -373,10 +374,15 @@ func httpRequest(t *testing.T, req inspector.Request) *http.Request {
 const profPL4Detect = "pl4-detect"
 
 // diffProfiles returns the default profile first, then PL4 detect and the
-// case table's profiles.
+// case table's profiles, all with the inspection beyond CRS off
+// (Profile.CRSOnly): stock Coraza has none of it.
 func diffProfiles() []inspector.Profile {
 	ps := []inspector.Profile{{}, {Name: profPL4Detect, ParanoiaLevel: 4, Mode: inspector.ModeDetect}}
-	return append(ps, inspector.CaseProfiles()...)
+	ps = append(ps, inspector.CaseProfiles()...)
+	for i := range ps {
+		ps[i] = ps[i].CRSOnly()
+	}
+	return ps
 }
 
 type diffRequest struct {

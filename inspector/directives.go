@@ -9,6 +9,7 @@ import (
 
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
 	"github.com/meshwaf/meshwaf/inspector/rulepack"
+	"github.com/meshwaf/meshwaf/inspector/internal/views"
 )
 
 // Rule ids of meshwaf's own guards (ModSecurity's local-use id range). No
@@ -16,6 +17,7 @@ import (
 const (
 	RuleArgumentsLimit = 99001 // more arguments than SecArgumentsLimit
 	RulePartialBody    = 99002 // body cut by the proxy or over the body limit
+	// RuleXMLDeclaration = 99003 (beyond.go)
 )
 
 // Rule ids of the SecLang rules Directives writes (exclusion.go numbers its
@@ -34,6 +36,7 @@ const (
 	ruleGRPCRaw             = 99105  // grpcbody.RawRule
 	rulePreselectPhase1     = 99110  // first rule of phase 1: rule pre-selection (preselect.go)
 	rulePreselectPhase2     = 99111  // first rule of phase 2: rule pre-selection
+	ruleBodyArgs            = 99112  // first rule of phase 2, before pre-selection: body arguments (views)
 )
 
 // TX variables meshwaf's rules set for CRS and for the GRPC body processor,
@@ -58,17 +61,24 @@ const (
 	meshAllowedContentTypes = "|application/x-www-form-urlencoded| |multipart/form-data| |text/xml| |application/xml| |application/soap+xml| |application/json| |application/merge-patch+json| |application/json-patch+json| |application/cloudevents+json| |application/cloudevents-batch+json| |application/grpc| |application/grpc+proto| |application/grpc-web| |application/grpc-web+proto|"
 )
 
-// Directives returns the SecLang that Compile loads for p (after defaults):
-// engine and body settings, the body processor rules, the CRS setup,
+// Directives returns the SecLang that Compile loads for p (after defaults),
+// but rule pre-selection's hooks: the rule adding body arguments (when p
+// asks for any; internal/views), engine and body settings, the body processor rules, the CRS setup,
 // meshwaf's tx settings, the profile's beforeCRS and exclusions, the CRS
 // request rules (with meshwaf's rule pack before CRS's blocking evaluation
 // unless the profile turns it off), the profile's afterCRS.
-func Directives(p Profile) string {
+func Directives(p Profile) string { return directives(p, "") }
+
+// directives is Directives with hooks (rule pre-selection's) after the
+// body-arguments rule and before every other rule.
+func directives(p Profile, hooks string) string {
 	engine := "On"
 	if p.Mode == ModeDetect {
 		engine = "DetectionOnly"
 	}
 	var b strings.Builder
+	b.WriteString(views.Rule(ruleBodyArgs, p.bodyArgs()))
+	b.WriteString(hooks)
 	fmt.Fprintf(&b, `SecRuleEngine %s
 SecRequestBodyAccess On
 SecRequestBodyLimit %d

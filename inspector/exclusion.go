@@ -87,6 +87,7 @@ const exclusionRuleBase = 99200
 func exclusionDirectives(exs []Exclusion) (beforeCRS, afterCRS string) {
 	var before, after strings.Builder
 	for i, e := range exs {
+		e.Targets = withViewTargets(e.Targets)
 		if e.PathPrefix == "" && len(e.Methods) == 0 {
 			writeStaticExclusion(&after, e)
 			continue
@@ -157,4 +158,48 @@ func writeStaticExclusion(b *strings.Builder, e Exclusion) {
 			fmt.Fprintf(b, "SecRuleUpdateTargetByTag %s \"!%s\"\n", tag, t)
 		}
 	}
+}
+
+// viewNames matches one decoded-view suffix (internal/views); a view of a
+// view has two.
+const viewNames = "(?::(?:b64|url2|u|nfkc|html))"
+
+// withViewTargets returns targets with, after each target that names an
+// argument, cookie or header, the arguments meshwaf derives from it
+// (beyond.go): its decoded views, and for a header its header argument and
+// that one's views. So excluding ARGS:q also excludes ARGS:q:b64.
+func withViewTargets(targets []string) []string {
+	var out []string
+	for _, t := range targets {
+		out = append(out, t)
+		v, key, ok := strings.Cut(t, ":")
+		if !ok {
+			continue
+		}
+		k := regexpKey(key)
+		switch v {
+		case "ARGS", "ARGS_GET", "ARGS_POST":
+			out = append(out, fmt.Sprintf("%s:/^%s%s%s?$/", v, k, viewNames, viewNames))
+		case "REQUEST_COOKIES":
+			out = append(out, fmt.Sprintf("ARGS:/^%s%s%s%s?$/", CookieArgPrefix, k, viewNames, viewNames))
+		case "REQUEST_HEADERS":
+			out = append(out, fmt.Sprintf("ARGS:/^%s%s%s?%s?$/", HeaderArgPrefix, strings.ToLower(k), viewNames, viewNames))
+		}
+	}
+	return out
+}
+
+// regexpKey quotes a target key (reTarget's characters) for a regexp
+// without backslashes, which SecLang would read.
+func regexpKey(key string) string {
+	var b strings.Builder
+	for _, c := range key {
+		switch c {
+		case '.', '[', ']':
+			b.WriteString("[" + string(c) + "]")
+		default:
+			b.WriteRune(c)
+		}
+	}
+	return b.String()
 }

@@ -4,17 +4,20 @@ import (
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
 	"github.com/meshwaf/meshwaf/inspector/internal/preselect"
 	"github.com/meshwaf/meshwaf/inspector/internal/rx"
+	"github.com/meshwaf/meshwaf/inspector/internal/views"
 )
 
 // registerPlugins installs meshwaf's Coraza plugins in Coraza's
 // process-wide registries: the @rx operator (internal/rx) and the GRPC body
 // processor (internal/grpcbody), and the operator of rule pre-selection's
-// hook rules (internal/preselect). Idempotent; Compile calls it before any
+// hook rules (internal/preselect), and the operator adding body arguments
+// (internal/views). Idempotent; Compile calls it before any
 // rule is parsed.
 func registerPlugins() {
 	rx.Register()
 	grpcbody.Register()
 	preselect.Register()
+	views.Register()
 }
 
 // RxAccelerator names the no-match tests compiled into this build of

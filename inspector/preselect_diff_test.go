@@ -216,11 +216,15 @@ const (
 	profUserSkip       = "user-skip"       // a skip:1 rule before two rules it counts
 	profUserNegated    = "user-negated"    // negated operators
 	profExclusions     = "exclusions"      // structured exclusions: static, by path, by method, targets
+	profBeyond         = "beyond"          // the inspection beyond CRS on (decoded views, headers, XML, files)
+	profBeyondPL4      = "beyond-pl4"      // the same at PL4 in detect mode: every rule runs
 )
 
 // psProfiles returns diffProfiles and the user-rule and exclusion profiles.
 func psProfiles() []inspector.Profile {
 	return append(diffProfiles(),
+		inspector.Profile{Name: profBeyond},
+		inspector.Profile{Name: profBeyondPL4, ParanoiaLevel: 4, Mode: inspector.ModeDetect},
 		inspector.Profile{Name: profUserTransform, BeforeCRS: `SecRule ARGS "@contains evil" "id:10001,phase:2,deny,log,t:none,t:lowercase,t:urlDecodeUni,msg:'evil argument',logdata:'%{MATCHED_VAR_NAME}=%{MATCHED_VAR}'"`},
 		inspector.Profile{Name: profUserMultiMatch, BeforeCRS: strings.Join([]string{
 			`SecRule ARGS|REQUEST_COOKIES|REQUEST_HEADERS:User-Agent "@rx (?i)union\s+select" "id:10002,phase:2,pass,log,t:none,t:urlDecodeUni,t:htmlEntityDecode,t:replaceComments,t:compressWhitespace,multiMatch,msg:'union select',logdata:'%{MATCHED_VAR}',setvar:'tx.inbound_anomaly_score_pl1=+3'"`,

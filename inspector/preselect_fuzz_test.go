@@ -117,7 +117,8 @@ func FuzzPreselect(f *testing.F) {
 // exclusions, user rules).
 func psFuzzProfiles() []inspector.Profile {
 	keep := map[string]bool{"": true, inspector.DefaultProfileName: true, profPL4Detect: true, "crs-stock": true, "excl-remove": true,
-		profExclusions: true, profUserTransform: true, profUserMultiMatch: true, profUserSkip: true, profUserNegated: true}
+		profExclusions: true, profUserTransform: true, profUserMultiMatch: true, profUserSkip: true, profUserNegated: true,
+		profBeyond: true, profBeyondPL4: true}
 	var out []inspector.Profile
 	for _, p := range psProfiles() {
 		if keep[p.Name] {

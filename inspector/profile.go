@@ -78,6 +78,20 @@ type Profile struct {
 	// RulePack turns meshwaf's rule pack (inspector/rulepack) off when
 	// false (default on).
 	RulePack *bool `yaml:"rulePack,omitempty" json:"rulePack,omitempty"`
+
+	// Inspection beyond CRS (beyond.go), on by default; CRSOnly turns it all off.
+	// DecodedViews adds the decoded text of encoded argument, cookie and
+	// header-as-argument values as extra arguments ("<name>:b64", ...).
+	DecodedViews *bool `yaml:"decodedViews,omitempty" json:"decodedViews,omitempty"`
+	// HeadersAsArgs inspects request headers carrying caller data as arguments.
+	HeadersAsArgs HeadersAsArgs `yaml:"headersAsArgs,omitempty" json:"headersAsArgs,omitempty"`
+	// XMLAttributes inspects XML attribute values as arguments ("xml:@").
+	XMLAttributes *bool `yaml:"xmlAttributes,omitempty" json:"xmlAttributes,omitempty"`
+	// FileNames inspects multipart file names as arguments ("multipart:filename").
+	FileNames *bool `yaml:"fileNames,omitempty" json:"fileNames,omitempty"`
+	// AllowXMLDeclarations passes request bodies with an XML DOCTYPE or
+	// ENTITY declaration; off by default (rule 99003 denies them).
+	AllowXMLDeclarations bool `yaml:"allowXMLDeclarations,omitempty" json:"allowXMLDeclarations,omitempty"`
 }
 
 // RulePackOn reports whether p loads meshwaf's rule pack.
@@ -136,6 +150,9 @@ func (p Profile) Validate() error {
 	}
 	if !reProfileName.MatchString(p.Name) {
 		errs = append(errs, fielderr.Errorf(fielderr.At("name"), "%q is not a profile name (letters, digits, '-', '_', '.'; at most 63)", p.Name))
+	}
+	if err := p.HeadersAsArgs.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	for i, e := range p.Exclusions {
 		if err := e.validate(); err != nil {

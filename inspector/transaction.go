@@ -58,7 +58,9 @@ func (c *compiled) inspect(ctx context.Context, req *Request, fullEvaluation boo
 	excess := c.processHeaders(tx, req)
 	it := tx.ProcessRequestHeaders()
 	bodyOverLimit := false // a multipart or XML body not given to Coraza (bodyguard.go)
+	xmlDecl := false       // an XML declaration in the body (beyond.go)
 	if it == nil {
+		xmlDecl = c.xmlDeclaration(tx, req.Body)
 		if it, bodyOverLimit, err = c.processBody(ctx, tx, req); err != nil {
 			return Verdict{}, err
 		}
@@ -66,7 +68,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request, fullEvaluation boo
 	if err := canceled(ctx); err != nil {
 		return Verdict{}, err
 	}
-	v = c.verdict(tx, it, req, excess, bodyOverLimit)
+	v = c.verdict(tx, it, req, guards{excess, bodyOverLimit, xmlDecl})
 	v.Preselect = c.preselectStats(tally)
 	return v, nil
 }
@@ -87,8 +89,9 @@ func (c *compiled) newTransaction(req *Request) types.Transaction {
 }
 
 // processHeaders gives tx the connection, the request line and the headers
-// the header guard lets through (headerguard.go), and the Host when the
-// headers lack it. It returns what the guard held back.
+// the header guard lets through (headerguard.go), the Host when the
+// headers lack it, and the phase-1 arguments meshwaf adds (beyond.go). It
+// returns what the guard held back.
 func (c *compiled) processHeaders(tx types.Transaction, req *Request) headerExcess {
 	tx.ProcessConnection(req.Source.Address, req.Source.Port, req.Destination.Address, req.Destination.Port)
 	tx.ProcessURI(req.URI, req.Method, req.Protocol)
@@ -110,6 +113,7 @@ func (c *compiled) processHeaders(tx types.Transaction, req *Request) headerExce
 		}
 		tx.SetServerName(Hostname(req.Host))
 	}
+	c.addPhase1Args(tx, req, excess) // beyond.go
 	return excess
 }
 
@@ -142,13 +146,13 @@ func (c *compiled) processBody(ctx context.Context, tx types.Transaction, req *R
 // verdict reads the outcome of tx: the anomaly score, meshwaf's guard
 // findings, the logged rule matches, and the decision from the
 // interruption (or the one detection-only mode held back) or a guard.
-func (c *compiled) verdict(tx types.Transaction, it *types.Interruption, req *Request, excess headerExcess, bodyOverLimit bool) Verdict {
+func (c *compiled) verdict(tx types.Transaction, it *types.Interruption, req *Request, g guards) Verdict {
 	p := &c.profile
 	v := Verdict{Decision: Allow, Profile: p.Name}
 	if state, _ := tx.(plugintypes.TransactionState); state != nil {
 		vars := state.Variables()
 		v.AnomalyScore = atoi(first(vars.TX().Get(txAnomalyScore)))
-		v.Matches = c.guardFindings(vars, req, excess, bodyOverLimit)
+		v.Matches = c.guardFindings(vars, req, g)
 	}
 	guard := 0
 	if len(v.Matches) > 0 {
@@ -178,10 +182,18 @@ func (c *compiled) verdict(tx types.Transaction, it *types.Interruption, req *Re
 	return v
 }
 
+// guards is what meshwaf's guards found before the verdict.
+type guards struct {
+	excess        headerExcess // headers held back (headerguard.go)
+	bodyOverLimit bool         // body not parsed (bodyguard.go)
+	xmlDecl       bool         // XML declaration in the body (beyond.go)
+}
+
 // guardFindings are the findings of meshwaf's guards: at most one of rule
-// RuleArgumentsLimit (what was held back, or Coraza's arguments limit) and
-// one of RulePartialBody.
-func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Request, excess headerExcess, bodyOverLimit bool) []Match {
+// RuleArgumentsLimit (what was held back, or Coraza's arguments limit), one
+// of RulePartialBody and one of RuleXMLDeclaration.
+func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Request, g guards) []Match {
+	excess, bodyOverLimit := g.excess, g.bodyOverLimit
 	p := &c.profile
 	var out []Match
 	what := ""
@@ -206,6 +218,9 @@ func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Req
 		out = append(out, Match{ID: RulePartialBody, Severity: "critical",
 			Msg:  fmt.Sprintf("Request body only partly inspected (limit %d bytes)", p.RequestBodyLimit),
 			Tags: []string{"meshwaf", "meshwaf/limit"}})
+	}
+	if g.xmlDecl {
+		out = append(out, xmlDeclarationFinding())
 	}
 	return out
 }

@@ -15,11 +15,12 @@ import (
 	"github.com/meshwaf/meshwaf/inspector"
 )
 
-// stockWAF is plain coraza.NewWAF over the SecLang meshwaf compiles for p.
+// stockWAF is plain coraza.NewWAF over the SecLang meshwaf compiles for p
+// with the inspection beyond CRS off (its operator is meshwaf's).
 // It must be built in a process that never calls inspector.Compile: that
 // registers meshwaf's @rx in Coraza's process-global operator registry.
 func stockWAF(p inspector.Profile) (coraza.WAF, error) {
-	return coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(inspector.Directives(p.WithDefaults())))
+	return coraza.NewWAF(coraza.NewWAFConfig().WithRootFS(coreruleset.FS).WithDirectives(inspector.Directives(p.CRSOnly().WithDefaults())))
 }
 
 // stockInspect runs one request the way Coraza's http middleware does and

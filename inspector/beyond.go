@@ -1,0 +1,223 @@
+package inspector
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
+	"github.com/corazawaf/coraza/v3/types"
+
+	"github.com/meshwaf/meshwaf/inspector/internal/views"
+	"github.com/meshwaf/meshwaf/internal/fielderr"
+)
+
+// Inspection beyond CRS (issue 13), each on by default and off in
+// Profile.CRSOnly:
+//   - decoded views: base64, double URL, %uXXXX, full-width and HTML-entity
+//     encoded values of arguments, cookies and headers-as-arguments get
+//     their decoded text as extra arguments (internal/views);
+//   - headers as arguments: values of request headers that carry caller
+//     data become ARGS "header:<name>";
+//   - XML attribute values and multipart file names become arguments;
+//   - XML DOCTYPE/ENTITY declarations in a body are denied (rule 99003).
+//
+// Everything is added to the transaction before rule pre-selection's hooks
+// run: phase 1's in processHeaders (ARGS_GET, before ProcessRequestHeaders),
+// phase 2's by the views operator's rule, the first of phase 2.
+
+// RuleXMLDeclaration is meshwaf's guard that denies a request body with an
+// XML DOCTYPE or ENTITY declaration (XXE), unless allowXMLDeclarations.
+const RuleXMLDeclaration = 99003
+
+// Argument-name prefixes of what meshwaf adds in phase 1.
+const (
+	HeaderArgPrefix = "header:" // a request header inspected as an argument
+	CookieArgPrefix = "cookie:" // names the decoded views of a cookie
+)
+
+// HeadersAsArgs says which request headers are inspected as arguments
+// ("header:<lowercased name>"). Default: every header but those
+// DefaultHeadersNotArgs lists. Entries are header names, case-insensitive,
+// or prefixes ending in "*".
+type HeadersAsArgs struct {
+	// Enabled turns the feature off when false (default on).
+	Enabled *bool `yaml:"enabled,omitempty" json:"enabled,omitempty"`
+	// Include adds headers that DefaultHeadersNotArgs leaves out.
+	Include []string `yaml:"include,omitempty" json:"include,omitempty"`
+	// Exclude leaves out more headers; it wins over Include.
+	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
+}
+
+// DefaultHeadersNotArgs are the headers not inspected as arguments by
+// default: those Envoy, Istio, tracing and the transport set, and the
+// standard ones whose values CRS inspects itself or that carry no caller
+// data (credentials included: decoding them would only add false positives).
+var DefaultHeadersNotArgs = []string{
+	":*", "host", "user-agent", "referer", "cookie", "authorization", "proxy-authorization",
+	"accept", "accept-*", "content-type", "content-length", "content-encoding", "transfer-encoding",
+	"connection", "keep-alive", "te", "upgrade", "expect", "cache-control", "pragma", "if-*", "range",
+	"origin", "date", "dnt", "priority", "upgrade-insecure-requests", "sec-*", "via", "forwarded",
+	"x-envoy-*", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-port", "x-forwarded-host",
+	"x-forwarded-client-cert", "x-real-ip", "x-request-id", "x-istio-*",
+	"traceparent", "tracestate", "baggage", "b3", "x-b3-*", "x-ot-span-context", "uber-trace-id",
+	"x-cloud-trace-context", "x-amzn-trace-id", "x-datadog-*", "sw8*", "grpc-*",
+}
+
+// CRSOnly returns p with every inspection beyond CRS off: verdicts are then
+// stock CRS's (the "crs-plN" comparisons and the differential test).
+func (p Profile) CRSOnly() Profile {
+	off := false
+	p.DecodedViews = &off
+	p.HeadersAsArgs = HeadersAsArgs{Enabled: &off}
+	p.XMLAttributes = &off
+	p.FileNames = &off
+	p.AllowXMLDeclarations = true
+	return p
+}
+
+func on(b *bool) bool { return b == nil || *b }
+
+// bodyArgs is what the phase-2 views operator adds for p.
+func (p Profile) bodyArgs() views.Options {
+	return views.Options{Views: on(p.DecodedViews), XMLAttributes: on(p.XMLAttributes), FileNames: on(p.FileNames)}
+}
+
+// headerAsArg reports whether the header name (lowercased) is inspected
+// as an argument under h.
+func (h HeadersAsArgs) headerAsArg(name string) bool {
+	if !on(h.Enabled) || name == "" {
+		return false
+	}
+	return !matchesAny(h.Exclude, name) && (matchesAny(h.Include, name) || !matchesAny(DefaultHeadersNotArgs, name))
+}
+
+func matchesAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if prefix, ok := strings.CutSuffix(p, "*"); ok {
+			if len(name) >= len(prefix) && strings.EqualFold(name[:len(prefix)], prefix) {
+				return true
+			}
+		} else if strings.EqualFold(p, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// validate reports entries that are not header names (HTTP tokens, a
+// leading ':' allowed) or prefixes of them, and entries in both lists.
+func (h HeadersAsArgs) validate() error {
+	var errs []error
+	for _, l := range []struct {
+		field   string
+		entries []string
+	}{{"include", h.Include}, {"exclude", h.Exclude}} {
+		for i, e := range l.entries {
+			at := fielderr.At("headersAsArgs").Field(l.field).Index(i)
+			if !headerPattern(e) {
+				errs = append(errs, fielderr.Errorf(at, "%q is not a header name or a prefix ending in '*'", e))
+			} else if l.field == "include" && matchesExact(h.Exclude, e) {
+				errs = append(errs, fielderr.Errorf(at, "%q is also excluded", e))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func matchesExact(list []string, e string) bool {
+	for _, x := range list {
+		if strings.EqualFold(x, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func headerPattern(s string) bool {
+	s = strings.TrimSuffix(strings.TrimPrefix(s, ":"), "*")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}*", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// addPhase1Args adds, before phase 1, the headers inspected as arguments
+// and the decoded views of the query arguments, cookies and those headers
+// to ARGS_GET (within SecArgumentsLimit, like every argument). Headers the
+// header guard held back get neither.
+func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess headerExcess) {
+	p := &c.profile
+	var headers []Header // inspected as arguments, names lowercased
+	if excess != headersOverLimit {
+		for _, h := range req.Headers {
+			if name := strings.ToLower(h.Name); p.HeadersAsArgs.headerAsArg(name) {
+				headers = append(headers, Header{Name: HeaderArgPrefix + name, Value: h.Value})
+			}
+		}
+	}
+	var vs []views.View
+	if state, ok := tx.(plugintypes.TransactionState); ok && on(p.DecodedViews) {
+		d := views.NewDecoder(views.Budget)
+		vars := state.Variables()
+		for _, md := range vars.ArgsGet().FindAll() {
+			vs = d.Views(vs, md.Key(), md.Value())
+		}
+		for _, md := range vars.RequestCookies().FindAll() {
+			vs = d.Views(vs, CookieArgPrefix+md.Key(), md.Value())
+		}
+		for _, h := range headers {
+			vs = d.Views(vs, h.Name, h.Value)
+		}
+	}
+	for _, h := range headers {
+		tx.AddGetRequestArgument(h.Name, h.Value)
+	}
+	for _, v := range vs {
+		tx.AddGetRequestArgument(v.Name, v.Value)
+	}
+}
+
+// xmlDeclaration reports a body meshwaf denies with RuleXMLDeclaration: one
+// read by the XML body processor, or starting with '<' whatever its type,
+// with "<!DOCTYPE" or "<!ENTITY" (any case) in its inspected prefix.
+func (c *compiled) xmlDeclaration(tx types.Transaction, body []byte) bool {
+	if c.profile.AllowXMLDeclarations || len(body) == 0 {
+		return false
+	}
+	body = body[:min(len(body), c.profile.RequestBodyLimit)]
+	xml := bytes.HasPrefix(bytes.TrimLeft(bytes.TrimPrefix(body, []byte("\xef\xbb\xbf")), " \t\r\n"), []byte("<"))
+	if state, ok := tx.(plugintypes.TransactionState); ok && !xml {
+		xml = strings.EqualFold(state.Variables().RequestBodyProcessor().Get(), "XML")
+	}
+	return xml && hasDeclaration(body)
+}
+
+// hasDeclaration reports "<!" followed by DOCTYPE or ENTITY, any case.
+func hasDeclaration(b []byte) bool {
+	for {
+		i := bytes.Index(b, []byte("<!"))
+		if i < 0 {
+			return false
+		}
+		b = b[i+2:]
+		for _, kw := range []string{"doctype", "entity"} {
+			if len(b) >= len(kw) && strings.EqualFold(string(b[:len(kw)]), kw) {
+				return true
+			}
+		}
+	}
+}
+
+func xmlDeclarationFinding() Match {
+	return Match{ID: RuleXMLDeclaration, Severity: "critical",
+		Msg:  fmt.Sprintf("XML DOCTYPE or ENTITY declaration in the request body (XXE); a profile may set %s", "allowXMLDeclarations"),
+		Tags: []string{"meshwaf", "meshwaf/xml", "attack-xxe"}}
+}

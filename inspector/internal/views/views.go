@@ -1,0 +1,268 @@
+// Package views decodes argument values CRS never decodes (base64, a second
+// URL decoding, %uXXXX, full-width Unicode, HTML entities) into extra
+// arguments, "decoded views", so that every rule reading ARGS inspects the
+// decoded text too. It also holds the Coraza operator that adds, at the
+// start of phase 2, the views of body arguments and the XML attribute
+// values and multipart file names as arguments (operator.go).
+package views
+
+import (
+	"encoding/base64"
+	"html"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+)
+
+// Limits of the decoding.
+const (
+	// MaxDepth is how many decodings are chained (a view of a view).
+	MaxDepth = 2
+	// MaxValue is the longest value decoded; longer ones get no view.
+	MaxValue = 64 << 10
+	// Budget is the most bytes of views one request phase adds.
+	Budget = 256 << 10
+	// MinBase64 is the shortest base64 text decoded (9 bytes decoded).
+	MinBase64 = 12
+	// printableShare is the share of printable runes base64 text must decode to.
+	printableShare = 0.9
+)
+
+// Suffixes of the views' argument names: "<name>:<suffix>".
+const (
+	Base64 = "b64"  // base64 or base64url of mostly printable UTF-8
+	URL    = "url2" // percent-encoded once more (%XX)
+	Uni    = "u"    // %uXXXX (and %XX with it)
+	NFKC   = "nfkc" // Unicode compatibility forms (full-width) folded
+	HTML   = "html" // HTML entities
+)
+
+// View is one decoded view of a value.
+type View struct {
+	Name  string // the argument name: the value's name, ":", the suffixes
+	Value string
+}
+
+// Decoder adds the views of values, within a budget of bytes it keeps
+// across calls (one Decoder per request phase).
+type Decoder struct {
+	left int
+}
+
+// NewDecoder returns a decoder that adds at most budget bytes of views.
+func NewDecoder(budget int) *Decoder { return &Decoder{left: budget} }
+
+// Views appends to out the views of value (named name), and the views of
+// those up to MaxDepth decodings, skipping any that repeats the value or an
+// earlier view of it; it stops when the budget is spent.
+func (d *Decoder) Views(out []View, name, value string) []View {
+	if len(value) > MaxValue || !candidate(value) {
+		return out
+	}
+	start := len(out)
+	return d.views(out, start, name, value, 1)
+}
+
+func (d *Decoder) views(out []View, start int, name, value string, depth int) []View {
+	for _, dec := range decoders {
+		text, ok := dec.decode(value)
+		if !ok || text == value || len(text) > d.left || seen(out[start:], text) {
+			continue
+		}
+		d.left -= len(text)
+		vn := name + ":" + dec.suffix
+		out = append(out, View{Name: vn, Value: text})
+		if depth < MaxDepth && candidate(text) {
+			out = d.views(out, start, vn, text, depth+1)
+		}
+	}
+	return out
+}
+
+func seen(vs []View, text string) bool {
+	for _, v := range vs {
+		if v.Value == text {
+			return true
+		}
+	}
+	return false
+}
+
+var decoders = []struct {
+	suffix string
+	decode func(string) (string, bool)
+}{
+	{Base64, decodeBase64},
+	{URL, decodePercent},
+	{Uni, decodeUni},
+	{NFKC, foldNFKC},
+	{HTML, unescapeHTML},
+}
+
+// candidate reports whether any decoder may apply to s: it has '%', '&',
+// a non-ASCII byte, or is long enough for base64. Cheap, allocation-free.
+func candidate(s string) bool {
+	if len(s) >= MinBase64 {
+		return true
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c == '%' || c == '&' || c >= utf8.RuneSelf {
+			return true
+		}
+	}
+	return false
+}
+
+// decodeBase64 decodes s when it is only base64 or base64url (padding at
+// the end alone), at least MinBase64 long, not only hex digits, and decodes to valid UTF-8 of which at
+// least printableShare of the runes are printable (the others become
+// spaces; NUL never passes).
+func decodeBase64(s string) (string, bool) {
+	body := strings.TrimRight(s, "=")
+	if len(body) < MinBase64 || len(s)-len(body) > 2 {
+		return "", false
+	}
+	std, url, hexOnly := false, false, true
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case '0' <= c && c <= '9', 'a' <= c && c <= 'f', 'A' <= c && c <= 'F':
+		case 'g' <= c && c <= 'z', 'G' <= c && c <= 'Z':
+			hexOnly = false
+		case c == '+' || c == '/':
+			std, hexOnly = true, false
+		case c == '-' || c == '_':
+			url, hexOnly = true, false
+		default:
+			return "", false
+		}
+	}
+	if hexOnly || std && url {
+		return "", false
+	}
+	enc := base64.RawStdEncoding
+	if url {
+		enc = base64.RawURLEncoding
+	}
+	raw, err := enc.DecodeString(body)
+	if err != nil || !utf8.Valid(raw) {
+		return "", false
+	}
+	return printable(string(raw))
+}
+
+// printable returns s with non-printable runes (but tab, CR, LF) as spaces,
+// when at least printableShare of its runes are printable and it has no NUL.
+func printable(s string) (string, bool) {
+	total, bad := 0, 0
+	for _, r := range s {
+		total++
+		if r == 0 {
+			return "", false
+		}
+		if !unicode.IsPrint(r) && r != '\t' && r != '\n' && r != '\r' {
+			bad++
+		}
+	}
+	if total == 0 || float64(total-bad) < printableShare*float64(total) {
+		return "", false
+	}
+	if bad == 0 {
+		return s, true
+	}
+	return strings.Map(func(r rune) rune {
+		if !unicode.IsPrint(r) && r != '\t' && r != '\n' && r != '\r' {
+			return ' '
+		}
+		return r
+	}, s), true
+}
+
+// decodePercent decodes every %XX of s ('+' stays); other '%' stay.
+func decodePercent(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return "", false
+	}
+	var b strings.Builder
+	changed := false
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			changed = true
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String(), changed
+}
+
+// decodeUni decodes %uXXXX (and %XX) of s when it has at least one %uXXXX.
+func decodeUni(s string) (string, bool) {
+	if !strings.Contains(s, "%u") && !strings.Contains(s, "%U") {
+		return "", false
+	}
+	var b strings.Builder
+	changed := false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case uniAt(s, i):
+			r := rune(unhex(s[i+2]))<<12 | rune(unhex(s[i+3]))<<8 | rune(unhex(s[i+4]))<<4 | rune(unhex(s[i+5]))
+			b.WriteRune(r)
+			i += 5
+			changed = true
+		case s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]):
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	if !changed {
+		return "", false
+	}
+	return b.String(), true
+}
+
+func uniAt(s string, i int) bool {
+	return i+5 < len(s) && s[i] == '%' && (s[i+1] == 'u' || s[i+1] == 'U') &&
+		ishex(s[i+2]) && ishex(s[i+3]) && ishex(s[i+4]) && ishex(s[i+5])
+}
+
+// foldNFKC folds s to NFKC when it has non-ASCII text.
+func foldNFKC(s string) (string, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			if norm.NFKC.IsNormalString(s) {
+				return "", false
+			}
+			return norm.NFKC.String(s), true
+		}
+	}
+	return "", false
+}
+
+// unescapeHTML decodes HTML entities of s.
+func unescapeHTML(s string) (string, bool) {
+	if !strings.Contains(s, "&") {
+		return "", false
+	}
+	u := html.UnescapeString(s)
+	return u, u != s
+}
+
+func ishex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0'
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
+}

@@ -1,0 +1,93 @@
+package views
+
+import (
+	"encoding/base64"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/stretchr/testify/require"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestViews(t *testing.T) {
+	for _, tc := range []struct {
+		name, value string
+		want        []View
+	}{
+		{"b64", b64("' or 1=1--"), []View{{"v:b64", "' or 1=1--"}}},
+		{"b64url", base64.RawURLEncoding.EncodeToString([]byte("<svg/onload=alert(1)>??")), []View{{"v:b64", "<svg/onload=alert(1)>??"}}},
+		{"b64 padded", b64("cat /etc/passwd"), []View{{"v:b64", "cat /etc/passwd"}}},
+		{"b64 mostly printable", b64("id;\x01uname -a"), []View{{"v:b64", "id; uname -a"}}},
+		{"url2", "%3Cscript%3E", []View{{"v:url2", "<script>"}}},
+		{"url2 keeps +", "a+b%27", []View{{"v:url2", "a+b'"}}},
+		{"u", "%u003cscript%U003E", []View{{"v:u", "<script>"}}},
+		{"nfkc", "＜ｓｃｒｉｐｔ＞", []View{{"v:nfkc", "<script>"}}},
+		{"html", "&lt;script&gt;&#x27;", []View{{"v:html", "<script>'"}}},
+		{"nested b64 of url", b64("%27%20or%201%3D1--"), []View{{"v:b64", "%27%20or%201%3D1--"}, {"v:b64:url2", "' or 1=1--"}}},
+		{"url of html", "%26lt%3Bb%26gt%3B", []View{{"v:url2", "&lt;b&gt;"}, {"v:url2:html", "<b>"}}},
+		{"depth bound", b64(b64(b64("' or 1=1--"))), []View{{"v:b64", b64(b64("' or 1=1--"))}, {"v:b64:b64", b64("' or 1=1--")}}},
+		{"same text once", "%2527", []View{{"v:url2", "%27"}, {"v:url2:url2", "'"}}},
+
+		// No view: plain text, tokens, ids, binary.
+		{"plain", "hello world", nil},
+		{"short b64", b64("<b>"), nil},
+		{"jwt", "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c", nil},
+		{"uuid", "123e4567-e89b-12d3-a456-426614174000", nil},
+		{"hex", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08", nil},
+		{"digits", "12345678901234567890", nil},
+		{"binary b64", base64.StdEncoding.EncodeToString([]byte{0x89, 'P', 'N', 'G', 0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 1}), nil},
+		{"random id", "AKIAIOSFODNN7EXAMPLE", nil},
+		{"word", "internationalization", nil},
+		{"mixed alphabets", "abc+def_ghijklmnop", nil},
+		{"nfc accents", "Café crème naïve", nil},
+		{"lone percent", "100% sure", nil},
+		{"ampersand", "fish & chips", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NewDecoder(Budget).Views(nil, "v", tc.value)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
+func TestViewsBounds(t *testing.T) {
+	d := NewDecoder(20)
+	got := d.Views(nil, "a", b64("0123456789 0123456789")) // 21 bytes decoded
+	require.Empty(t, got, "over the budget")
+	got = d.Views(nil, "a", "%41%42")
+	require.Equal(t, []View{{"a:url2", "AB"}}, got)
+	require.Empty(t, NewDecoder(Budget).Views(nil, "a", strings.Repeat("%41", MaxValue/3+1)), "value over MaxValue")
+}
+
+func TestRule(t *testing.T) {
+	require.Empty(t, Rule(1, Options{}))
+	require.Equal(t, "SecRule REQUEST_LINE \"@meshwafBodyArgs views,file-names\" \"id:7,phase:2,pass,nolog,t:none\"\n", Rule(7, Options{Views: true, FileNames: true}))
+	_, err := newOperator(pluginOpts("views,bogus"))
+	require.ErrorContains(t, err, "bogus")
+}
+
+// FuzzViews: views are bounded by the budget, never repeat, are valid
+// UTF-8 when base64 made them, and chain at most MaxDepth decodings.
+func FuzzViews(f *testing.F) {
+	for _, s := range []string{b64("' or 1=1--"), "%253Cscript%253E", "%u003c", "＜ｓ＞", "&lt;b&gt;", "plain"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		const budget = 1 << 12
+		vs := NewDecoder(budget).Views(nil, "n", s)
+		total := 0
+		seen := map[string]bool{s: true}
+		for _, v := range vs {
+			total += len(v.Value)
+			require.False(t, seen[v.Value], "repeated view %q", v.Value)
+			seen[v.Value] = true
+			require.LessOrEqual(t, strings.Count(v.Name, ":"), MaxDepth, v.Name)
+			if strings.HasSuffix(v.Name, ":"+Base64) {
+				require.True(t, utf8.ValidString(v.Value) && !strings.Contains(v.Value, "\x00"), "%q", v.Value)
+			}
+		}
+		require.LessOrEqual(t, total, budget)
+	})
+}
