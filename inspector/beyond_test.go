@@ -173,9 +173,11 @@ func TestBeyondCRSPreselect(t *testing.T) {
 // TestBeyondCRSArgumentsLimit: headers and views count toward the
 // arguments limit.
 func TestBeyondCRSArgumentsLimit(t *testing.T) {
-	rs, err := Compile(Profile{ArgumentsLimit: 3}, Profile{Name: "off", ArgumentsLimit: 3}.CRSOnly())
+	// 6 headers and 4 query arguments: within the limit; the 2 headers
+	// as arguments and b's view make 7 arguments.
+	rs, err := Compile(Profile{ArgumentsLimit: 6}, Profile{Name: "off", ArgumentsLimit: 6}.CRSOnly())
 	require.NoError(t, err)
-	req := get("HTTP/1.1", "/?a=1&b="+qesc(b64("hello there, general")), "X-One", "1", "X-Two", "2")
+	req := get("HTTP/1.1", "/?a=1&c=3&d=4&b="+qesc(b64("hello there, general")), "X-One", "1", "X-Two", "2")
 	v := inspect(t, rs, "", req)
 	require.Equal(t, Deny, v.Decision)
 	require.Contains(t, v.RuleIDs(), RuleArgumentsLimit)

@@ -90,7 +90,9 @@ func TestExclusionDirectives(t *testing.T) {
 		{Tags: []string{"attack-xss"}, Targets: []string{"ARGS:body"}},
 		{RuleIDs: []int{941100}, PathPrefix: "/cms", Methods: []string{"POST", "PUT"}},
 	})
-	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n", after)
+	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n"+
+		"SecRuleUpdateTargetByTag attack-xss \"!ARGS:/^body(?::(?:b64|url2|u|nfkc|html))(?::(?:b64|url2|u|nfkc|html))?$/\"\n", after,
+		"an argument's exclusion covers its decoded views (beyond.go)")
 	require.Equal(t, `SecRule REQUEST_FILENAME "@rx ^/cms(?:/|$)" "id:99202,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain"
   SecRule REQUEST_METHOD "@rx ^(?:POST|PUT)$" "t:none,ctl:ruleRemoveById=941100"
 `, before, "methods are matched whole, paths after decoding and normalisation")
