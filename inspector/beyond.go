@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
@@ -50,11 +51,14 @@ type HeadersAsArgs struct {
 	Exclude []string `yaml:"exclude,omitempty" json:"exclude,omitempty"`
 }
 
-// DefaultHeadersNotArgs are the headers not inspected as arguments by
-// default: those Envoy, Istio, tracing and the transport set, and the
-// standard ones whose values CRS inspects itself or that carry no caller
-// data (credentials included: decoding them would only add false positives).
-var DefaultHeadersNotArgs = []string{
+// DefaultHeadersNotArgs returns the headers not inspected as arguments by
+// default (a fresh copy): those Envoy, Istio, tracing and the transport
+// set, and the standard ones whose values CRS inspects itself or that carry
+// no caller data (credentials included: decoding them would only add false
+// positives).
+func DefaultHeadersNotArgs() []string { return slices.Clone(defaultHeadersNotArgs) }
+
+var defaultHeadersNotArgs = []string{
 	":*", "host", "user-agent", "referer", "cookie", "authorization", "proxy-authorization",
 	"accept", "accept-*", "content-type", "content-length", "content-encoding", "transfer-encoding",
 	"connection", "keep-alive", "te", "upgrade", "expect", "cache-control", "pragma", "if-*", "range",
@@ -65,10 +69,12 @@ var DefaultHeadersNotArgs = []string{
 	"x-cloud-trace-context", "x-amzn-trace-id", "x-datadog-*", "sw8*", "grpc-*",
 }
 
-// CRSOnly returns p with every inspection beyond CRS off: verdicts are then
-// stock CRS's (the "crs-plN" comparisons and the differential test).
+// CRSOnly returns p with every inspection beyond CRS off, meshwaf's rule
+// pack included: verdicts are then stock CRS's (the "crs-plN" comparisons;
+// the differential test keeps the pack, which stock Coraza loads too).
 func (p Profile) CRSOnly() Profile {
 	off := false
+	p.RulePack = &off
 	p.DecodedViews = &off
 	p.HeadersAsArgs = HeadersAsArgs{Enabled: &off}
 	p.XMLAttributes = &off
@@ -90,7 +96,7 @@ func (h HeadersAsArgs) headerAsArg(name string) bool {
 	if !on(h.Enabled) || name == "" {
 		return false
 	}
-	return !matchesAny(h.Exclude, name) && (matchesAny(h.Include, name) || !matchesAny(DefaultHeadersNotArgs, name))
+	return !matchesAny(h.Exclude, name) && (matchesAny(h.Include, name) || !matchesAny(defaultHeadersNotArgs, name))
 }
 
 func matchesAny(patterns []string, name string) bool {
@@ -220,4 +226,15 @@ func xmlDeclarationFinding() Match {
 	return Match{ID: RuleXMLDeclaration, Severity: "critical",
 		Msg:  fmt.Sprintf("XML DOCTYPE or ENTITY declaration in the request body (XXE); a profile may set %s", "allowXMLDeclarations"),
 		Tags: []string{"meshwaf", "meshwaf/xml", "attack-xxe"}}
+}
+
+// beyondAfterCRS is the SecLang loaded after CRS for p's inspection beyond
+// CRS: CRS rule 933100 (PHP open tag) deliberately does not match an
+// HTML-escaped "&lt;?" (its test 933100-33), which is escaped text, so
+// HTML-entity views are not among its targets.
+func beyondAfterCRS(p Profile) string {
+	if !on(p.DecodedViews) {
+		return ""
+	}
+	return "SecRuleUpdateTargetById 933100 \"!ARGS:/:" + views.HTML + "$/\"\n"
 }

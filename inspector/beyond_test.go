@@ -126,6 +126,7 @@ func beyondCases() []beyondCase {
 		{name: "benign/mesh-headers", req: get("HTTP/2", "/api/v1/items", "x-envoy-attempt-count", "1", "x-forwarded-client-cert", `By=spiffe://cluster.local/ns/a/sa/b;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/c/sa/d`,
 			"traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "x-b3-traceid", "80f198ee56343ba864fe8b2a57d3eff7", "x-request-id", uuidSample, "baggage", "userId=alice,isProduction=false"), off: profCRSOnly, want: Allow, wantOff: Allow},
 		{name: "benign/xml-attributes", req: send("POST", "HTTP/1.1", "/api/v1/orders", xmlCT, `<?xml version="1.0" encoding="UTF-8"?><order id="A-1001" currency="EUR"><item sku="X-42" qty="2">Blue mug</item></order>`), off: profCRSOnly, want: Allow, wantOff: Allow},
+		{name: "benign/html-escaped-php-tag", req: get("HTTP/1.1", "/?foo="+qesc("&lt;? should not trigger")), off: profCRSOnly, want: Allow, wantOff: Allow},
 		{name: "benign/multipart-filename", req: mp("holiday photo (2).png"), off: profCRSOnly, want: Allow, wantOff: Allow},
 	}
 }

@@ -375,12 +375,14 @@ const profPL4Detect = "pl4-detect"
 
 // diffProfiles returns the default profile first, then PL4 detect and the
 // case table's profiles, all with the inspection beyond CRS off
-// (Profile.CRSOnly): stock Coraza has none of it.
+// (Profile.CRSOnly, but for the rule pack): stock Coraza has none of it.
 func diffProfiles() []inspector.Profile {
 	ps := []inspector.Profile{{}, {Name: profPL4Detect, ParanoiaLevel: 4, Mode: inspector.ModeDetect}}
 	ps = append(ps, inspector.CaseProfiles()...)
 	for i := range ps {
+		pack := ps[i].RulePack // SecLang: stock Coraza loads the pack too
 		ps[i] = ps[i].CRSOnly()
+		ps[i].RulePack = pack
 	}
 	return ps
 }

@@ -111,6 +111,7 @@ Include @crs-setup.conf.example
 	}
 	b.WriteString(exBefore)
 	writeCRS(&b, p.RulePackOn())
+	b.WriteString(beyondAfterCRS(p))
 	b.WriteString(exAfter)
 	if p.AfterCRS != "" {
 		b.WriteString(p.AfterCRS)

@@ -466,17 +466,21 @@ func TestDirectives(t *testing.T) {
 	require.Contains(t, d, "tx.inbound_anomaly_score_threshold=5")
 	require.Contains(t, d, "tx.blocking_paranoia_level=1,")
 
-	d = Directives(Profile{Mode: ModeDetect, ParanoiaLevel: 3, InboundAnomalyThreshold: 12, DenyStatus: 418}.WithDefaults())
+	p := Profile{Mode: ModeDetect, ParanoiaLevel: 3, InboundAnomalyThreshold: 12, DenyStatus: 418}
+	// With decoded views on, only their narrowing of 933100 follows the CRS.
+	require.True(t, strings.HasSuffix(Directives(p.WithDefaults()), "Include @owasp_crs/REQUEST-999-COMMON-EXCEPTIONS-AFTER.conf\n"+beyondAfterCRS(p)))
+	off := false
+	p.DecodedViews = &off
+	d = Directives(p.WithDefaults())
 	require.Contains(t, d, "SecRuleEngine DetectionOnly\n")
 	require.Contains(t, d, "tx.blocking_paranoia_level=3,")
 	require.Contains(t, d, "tx.inbound_anomaly_score_threshold=12")
 	require.Contains(t, d, "status:418")
 	require.NotContains(t, d, "status:403")
-	// Without exclusions or afterCRS, nothing follows the CRS.
+	// Without exclusions, afterCRS or decoded views, nothing follows the CRS.
 	last := strings.LastIndex(d, "Include @owasp_crs/REQUEST-")
 	require.True(t, strings.HasSuffix(d, "Include @owasp_crs/REQUEST-999-COMMON-EXCEPTIONS-AFTER.conf\n"), "after the CRS include: %q", d[last:])
-	off := false
-	d = Directives(Profile{Mode: ModeDetect, RulePack: &off}.WithDefaults())
+	d = Directives(p.CRSOnly().WithDefaults()) // no rule pack either
 	require.True(t, strings.HasSuffix(d, "Include @owasp_crs/REQUEST-*.conf\n"), "after the CRS include: %q", d[strings.Index(d, "Include @owasp_crs/REQUEST-*.conf"):])
 }
 
