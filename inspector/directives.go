@@ -8,8 +8,8 @@ import (
 	"github.com/corazawaf/coraza-coreruleset/v4"
 
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
-	"github.com/meshwaf/meshwaf/inspector/rulepack"
 	"github.com/meshwaf/meshwaf/inspector/internal/views"
+	"github.com/meshwaf/meshwaf/inspector/rulepack"
 )
 
 // Rule ids of meshwaf's own guards (ModSecurity's local-use id range). No
