@@ -238,3 +238,39 @@ func beyondAfterCRS(p Profile) string {
 	}
 	return "SecRuleUpdateTargetById 933100 \"!ARGS:/:" + views.HTML + "$/\"\n"
 }
+
+// sourceTarget is the exclusion target ("VAR" or "VAR:key") of a match in
+// variable v at key k, with the arguments meshwaf adds named by what they
+// derive from: a view "ARGS:q:b64" as "ARGS:q", a header argument (or its
+// view) as "REQUEST_HEADERS:<name>", a cookie's view as
+// "REQUEST_COOKIES:<name>". Excluding that target also excludes what
+// derives from it (exclusion.go, withViewTargets).
+func sourceTarget(v, k string) string {
+	if k == "" {
+		return v
+	}
+	if v == "ARGS" || v == "ARGS_GET" || v == "ARGS_POST" {
+		for range views.MaxDepth {
+			i := strings.LastIndexByte(k, ':')
+			if i < 0 || !isViewSuffix(k[i+1:]) {
+				break
+			}
+			k = k[:i]
+		}
+		if h, ok := strings.CutPrefix(k, HeaderArgPrefix); ok {
+			return "REQUEST_HEADERS:" + h
+		}
+		if c, ok := strings.CutPrefix(k, CookieArgPrefix); ok {
+			return "REQUEST_COOKIES:" + c
+		}
+	}
+	return v + ":" + k
+}
+
+func isViewSuffix(s string) bool {
+	switch s {
+	case views.Base64, views.URL, views.Uni, views.NFKC, views.HTML:
+		return true
+	}
+	return false
+}

@@ -262,3 +262,26 @@ func FuzzBeyondCRS(f *testing.F) {
 		}
 	})
 }
+
+func TestSourceTarget(t *testing.T) {
+	for _, tc := range []struct{ v, k, want string }{
+		{"ARGS", "q:b64", "ARGS:q"},
+		{"ARGS_GET", "q:b64:url2", "ARGS_GET:q"},
+		{"ARGS", "header:x-note", "REQUEST_HEADERS:x-note"},
+		{"ARGS", "header:x-note:nfkc", "REQUEST_HEADERS:x-note"},
+		{"ARGS", "cookie:sid:b64", "REQUEST_COOKIES:sid"},
+		{"ARGS", "json.a.b:html", "ARGS:json.a.b"},
+		{"ARGS", "q:other", "ARGS:q:other"},
+		{"REQUEST_HEADERS", "x:b64", "REQUEST_HEADERS:x:b64"},
+		{"REQUEST_URI", "", "REQUEST_URI"},
+	} {
+		require.Equal(t, tc.want, sourceTarget(tc.v, tc.k), "%s:%s", tc.v, tc.k)
+	}
+	v := inspect(t, beyondRuleSet(t), "", get("HTTP/1.1", "/?data="+qesc(b64(xssPayload)), "X-Api-Note", sqliPayload))
+	var targets []string
+	for _, m := range v.Matches {
+		targets = append(targets, m.Targets...)
+	}
+	require.Contains(t, targets, "ARGS:data")
+	require.Contains(t, targets, "REQUEST_HEADERS:x-api-note")
+}

@@ -263,10 +263,7 @@ func matchTargets(mds []types.MatchData) []string {
 		if md.ChainLevel() != 0 {
 			continue
 		}
-		t := md.Variable().Name()
-		if k := md.Key(); k != "" {
-			t += ":" + k
-		}
+		t := sourceTarget(md.Variable().Name(), md.Key()) // beyond.go
 		if len(t) > maxTargetLen || !reTarget.MatchString(t) || slices.Contains(out, t) {
 			continue
 		}
