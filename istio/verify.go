@@ -91,6 +91,7 @@ func Evaluate(plan *meshpolicy.Plan, policies []Policy, opts EvalOptions) (*mesh
 		idx[ns].add(cp)
 	}
 	reach := meshpolicy.NewReachability(plan)
+	reach.Narrowings = make([][]meshpolicy.Narrowing, plan.NumDestPorts())
 	n := len(plan.Sources)
 	all := meshpolicy.NewBits(n)
 	all.Fill(n)
@@ -137,6 +138,9 @@ func Evaluate(plan *meshpolicy.Plan, policies []Policy, opts EvalOptions) (*mesh
 						if !narrowed {
 							orNil(allowFull, yesSet)
 						}
+						if http {
+							reach.Narrowings[k] = appendNarrowings(reach.Narrowings[k], r.rule, dp.Port, yesSet, maybeSet, narrowed)
+						}
 					}
 				}
 			}
@@ -155,6 +159,37 @@ func Evaluate(plan *meshpolicy.Plan, policies []Policy, opts EvalOptions) (*mesh
 		}
 	}
 	return reach, notes
+}
+
+// appendNarrowings records what an ALLOW rule admits on an HTTP port: for
+// its yes sources, when narrowed, the requests of its operations that
+// apply to the port; for its maybe sources, unknown requests. Path
+// templates and operations with hosts make the requests unknown too.
+func appendNarrowings(out []meshpolicy.Narrowing, r *securityv1beta1.Rule, port int, yesSet, maybeSet meshpolicy.Bits, narrowed bool) []meshpolicy.Narrowing {
+	if maybeSet != nil {
+		out = append(out, meshpolicy.Narrowing{Sources: maybeSet, Unknown: true})
+	}
+	if yesSet == nil || !narrowed {
+		return out
+	}
+	nw := meshpolicy.Narrowing{Sources: yesSet}
+	for _, t := range r.To {
+		o := t.GetOperation()
+		switch v, _ := operationMatch(o, port, true, false); v {
+		case triMaybe:
+			nw.Unknown = true
+		case triYes:
+			nw.Unknown = nw.Unknown || slices.ContainsFunc(o.Paths, isPathTemplate) || slices.ContainsFunc(o.NotPaths, isPathTemplate)
+			nw.Requests = append(nw.Requests, meshpolicy.RequestMatch{Methods: o.Methods, NotMethods: o.NotMethods, Paths: o.Paths, NotPaths: o.NotPaths})
+		}
+	}
+	return append(out, nw)
+}
+
+// isPathTemplate reports whether an Istio path uses the {*} or {**}
+// template forms, which Istio matches as URI templates.
+func isPathTemplate(p string) bool {
+	return strings.Contains(p, "{*}") || strings.Contains(p, "{**}")
 }
 
 func orNil(dst, src meshpolicy.Bits) {

@@ -119,6 +119,8 @@ func EvaluateAmbient(plan *meshpolicy.Plan, policies []Policy, opts EvalOptions)
 			}
 		}
 	}
+	// ztunnel sees no requests: only the waypoint narrows.
+	reach.Narrowings = wpReach.Narrowings
 	notes = append(append(notes, ztNotes...), wpNotes...)
 	return reach, uniqNotes(notes)
 }

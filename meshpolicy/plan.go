@@ -385,6 +385,11 @@ type Reachability struct {
 	// Conditional: the decision depends on what verify cannot evaluate
 	// (request attributes, IP blocks, JWT claims).
 	Conditional []Bits
+	// Narrowings, per destination port, of the grants or rules that admit
+	// only some requests: a partial flow admits the union of the requests
+	// of those holding its source. Nil when not known; Compare then tells
+	// partial flows only by being partial.
+	Narrowings [][]Narrowing
 }
 
 // NewReachability returns an empty reachability sized for p.
@@ -401,14 +406,22 @@ func NewReachability(p *Plan) *Reachability {
 
 // Expected is the reachability the plan asks for. A source is allowed on a
 // port when some grant names its principal (so sources sharing a principal
-// share their flows), and partial when every such grant is narrowed.
+// share their flows), and partial when every such grant is narrowed, for
+// the methods and paths of those grants (Narrowings).
 func (p *Plan) Expected() *Reachability {
 	r := NewReachability(p)
+	r.Narrowings = make([][]Narrowing, p.total)
 	for i, d := range p.Destinations {
 		for j, dp := range d.Ports {
 			k := p.DestPortIndex(i, j)
 			full := NewBits(len(p.Sources))
 			for _, gr := range dp.Grants {
+				if gr.Narrowed() {
+					r.Narrowings[k] = append(r.Narrowings[k], Narrowing{
+						Sources:  SourceList(p.byPrinc[gr.Principal]),
+						Requests: Requests{{Methods: gr.Methods, Paths: gr.Paths}},
+					})
+				}
 				for _, s := range p.byPrinc[gr.Principal] {
 					r.Allowed[k].Set(s)
 					if !gr.Narrowed() {
@@ -448,12 +461,20 @@ type Diff struct {
 	// cannot evaluate; Planned tells which of them the plan wants.
 	Conditional []Flow
 	Planned     []bool
+	// Requests are flows planned and allowed for only some requests, but
+	// not for the same methods and paths.
+	Requests []RequestDiff
+	// Unresolved flows are planned and allowed for only some requests, but
+	// which requests the policies allow depends on what verify cannot
+	// evaluate.
+	Unresolved []Flow
 }
 
 // Mismatch reports whether the allowed flows differ from the plan; with
-// strict, conditional flows count too.
+// strict, conditional and unresolved flows count too.
 func (d Diff) Mismatch(strict bool) bool {
-	return len(d.Missing)+len(d.Extra)+len(d.Broader)+len(d.Narrower) > 0 || (strict && len(d.Conditional) > 0)
+	return len(d.Missing)+len(d.Extra)+len(d.Broader)+len(d.Narrower)+len(d.Requests) > 0 ||
+		(strict && len(d.Conditional)+len(d.Unresolved) > 0)
 }
 
 // Compare diffs got against the plan's expected reachability want (both
@@ -490,6 +511,24 @@ func (p *Plan) Compare(want, got *Reachability) Diff {
 			tmp.AndNot(want.Partial[k])
 			tmp.AndNot(got.Conditional[k])
 			tmp.Each(func(s int) { d.Narrower = append(d.Narrower, flow(s)) })
+			if want.Narrowings == nil || got.Narrowings == nil {
+				continue
+			}
+			// same partial: planned and allowed for the same requests?
+			copy(tmp, want.Partial[k])
+			tmp.And(got.Partial[k])
+			tmp.AndNot(got.Conditional[k])
+			tmp.Each(func(s int) {
+				planned, _ := requestsOf(want.Narrowings[k], s)
+				allowed, unknown := requestsOf(got.Narrowings[k], s)
+				if unknown {
+					d.Unresolved = append(d.Unresolved, flow(s))
+					return
+				}
+				if same, ex := SameRequests(planned, allowed); !same {
+					d.Requests = append(d.Requests, RequestDiff{Flow: flow(s), Planned: planned, Allowed: allowed, Example: ex})
+				}
+			})
 		}
 	}
 	return d

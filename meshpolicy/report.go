@@ -14,7 +14,7 @@ const (
 	CellExtra       = '+' // allowed, not planned
 	CellMissing     = '-' // planned, denied
 	CellConditional = '~' // depends on what verify cannot evaluate
-	CellL7          = '*' // allowed as planned, but for other requests than planned (broader or narrower)
+	CellL7          = '*' // allowed as planned, but for every request where planned for some, or the reverse
 )
 
 // WriteMatrix prints the reachability matrix: one row per destination
@@ -22,7 +22,7 @@ const (
 func (p *Plan) WriteMatrix(w io.Writer, want, got *Reachability) error {
 	var b strings.Builder
 	b.WriteString("reachability: rows are destination:port, columns are sources\n")
-	fmt.Fprintf(&b, "  %c allowed as planned  %c denied as planned  %c extra  %c missing  %c conditional  %c methods/paths differ\n",
+	fmt.Fprintf(&b, "  %c allowed as planned  %c denied as planned  %c extra  %c missing  %c conditional  %c broader or narrower\n",
 		CellAllowed, CellDenied, CellExtra, CellMissing, CellConditional, CellL7)
 	for i, s := range p.Sources {
 		fmt.Fprintf(&b, "  [%d] %s\n", i+1, s.ID)
@@ -96,11 +96,18 @@ func (d Diff) WriteDiff(w io.Writer, strict bool) error {
 		}
 		return " (not planned)"
 	})
+	if len(d.Requests) > 0 {
+		fmt.Fprintf(&b, "requests: planned and allowed for other methods or paths (%d):\n", len(d.Requests))
+		for _, r := range d.Requests {
+			b.WriteString("  " + r.String() + "\n")
+		}
+	}
+	section("unresolved: which requests are allowed is decided by attributes verify cannot evaluate", d.Unresolved, nil)
 	var parts []string
 	for _, c := range []struct {
 		n    int
 		what string
-	}{{len(d.Missing), "missing"}, {len(d.Extra), "extra"}, {len(d.Broader), "broader"}, {len(d.Narrower), "narrower"}, {len(d.Conditional), "conditional"}} {
+	}{{len(d.Missing), "missing"}, {len(d.Extra), "extra"}, {len(d.Broader), "broader"}, {len(d.Narrower), "narrower"}, {len(d.Requests), "with other requests"}, {len(d.Conditional), "conditional"}, {len(d.Unresolved), "unresolved"}} {
 		if c.n > 0 {
 			parts = append(parts, fmt.Sprintf("%d %s", c.n, c.what))
 		}

@@ -162,7 +162,8 @@ func changedFlows(a, b *meshpolicy.Reachability) int {
 	return n
 }
 
-// MarshalJSON writes the report with each flow as "source -> destination:port".
+// MarshalJSON writes the report with each flow as "source -> destination:port"
+// (flows with other requests followed by the planned and allowed ones).
 func (r *Report) MarshalJSON() ([]byte, error) {
 	type plain Report
 	strs := func(fs []meshpolicy.Flow) []string {
@@ -180,7 +181,19 @@ func (r *Report) MarshalJSON() ([]byte, error) {
 		Broader     []string `json:"broader"`
 		Narrower    []string `json:"narrower"`
 		Conditional []string `json:"conditional"`
-	}{(*plain)(r), r.Drift(), strs(r.Flows.Missing), strs(r.Flows.Extra), strs(r.Flows.Broader), strs(r.Flows.Narrower), strs(r.Flows.Conditional)})
+		Requests    []string `json:"requests"`
+		Unresolved  []string `json:"unresolved"`
+	}{(*plain)(r), r.Drift(), strs(r.Flows.Missing), strs(r.Flows.Extra), strs(r.Flows.Broader), strs(r.Flows.Narrower), strs(r.Flows.Conditional),
+		requestStrs(r.Flows.Requests), strs(r.Flows.Unresolved)})
+}
+
+// requestStrs writes each flow with its planned and allowed requests.
+func requestStrs(ds []meshpolicy.RequestDiff) []string {
+	out := []string{}
+	for _, d := range ds {
+		out = append(out, d.String())
+	}
+	return out
 }
 
 // WriteText writes the report for people, ending with a one-line verdict.
