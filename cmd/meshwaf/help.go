@@ -69,8 +69,9 @@ NetworkPolicy egress rules (with DNS and istiod).`,
 		name:  "policy verify",
 		usage: "policy verify --graph GRAPH -f FILE [-f FILE|DIR...] [flags]",
 		long: `Evaluates AuthorizationPolicies with Istio's semantics against a ServiceGraph,
-prints the reachability matrix and every missing or extra flow, and exits with 1
-when the policies do not allow exactly the graph's flows. Sidecars and NetworkPolicy
+prints the reachability matrix and every missing or extra flow (and every flow
+allowed for other methods or paths than its edge's), and exits with 1 when the
+policies do not allow exactly the graph's flows. Sidecars and NetworkPolicy
 egress rules among the files are checked against each service's calls too.`,
 		examples: `  meshwaf policy verify --graph examples/shop-graph.yaml -f policies.yaml
   kubectl get authorizationpolicies -A -o yaml | meshwaf policy verify --graph graph.yaml -f -`,
