@@ -56,7 +56,9 @@ type EvalOptions struct {
 //     Operations are matched on ports and notPorts.
 //   - A flow is one (source, destination, port); it is allowed when some
 //     request on it is. An ALLOW rule narrowed by methods or paths admits
-//     the flow partially (Reachability.Partial). On a TCP or TLS port,
+//     the flow partially (Reachability.Partial), for the requests its
+//     operations on the port match (Reachability.Narrowings; unknown where
+//     hosts, path templates or a conditional match decide). On a TCP or TLS port,
 //     ALLOW rules that need HTTP attributes never match and DENY rules
 //     ignore those attributes, as Istio does.
 //   - What verify cannot evaluate makes the flow conditional
