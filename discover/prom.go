@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 )
@@ -98,39 +100,34 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 	// The six queries run two at a time (each answer of a large mesh is a
 	// sample per flow: decoding more at once costs memory, not time). Each
 	// answer is merged as it arrives and then dropped (sums, minima and
-	// maxima do not depend on the order); the first error in query order
-	// is returned.
+	// maxima do not depend on the order). The first error cancels the
+	// queries still running or waiting, so a Prometheus that does not
+	// answer fails discover within about one --timeout, and that error is
+	// the one returned.
 	byKey := map[FlowKey]*Flow{}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		errs []error
-		sem  = make(chan struct{}, 2)
-	)
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(2)
 	for _, metric := range []string{MetricRequests, MetricConnections} {
 		count, first, last := q.PromQL(metric)
 		for i, expr := range []string{count, first, last} {
-			errs = append(errs, nil)
-			slot := len(errs) - 1
-			wg.Go(func() {
-				sem <- struct{}{}
-				vec, err := instant(ctx, api, q, expr)
-				<-sem
+			g.Go(func() error {
+				if err := gctx.Err(); err != nil {
+					return err // a sibling failed: do not start
+				}
+				vec, err := instant(gctx, api, q, expr)
+				if err != nil {
+					return err
+				}
 				mu.Lock()
 				defer mu.Unlock()
-				if err != nil {
-					errs[slot] = err
-					return
-				}
 				merge(byKey, metric, i, vec)
+				return nil
 			})
 		}
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return nil, err
-		}
+	if err := g.Wait(); err != nil {
+		return nil, err
 	}
 	if len(byKey) == 0 {
 		return nil, fmt.Errorf("%w: Prometheus at %s holds no %s or %s series with reporter=\"destination\" in the %s before %s; is it scraping the sidecars?",

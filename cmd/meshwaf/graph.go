@@ -127,15 +127,21 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	// Lists of thousands of objects decode several times faster as protobuf.
 	cfg.ContentType = "application/vnd.kubernetes.protobuf"
 	cfg.AcceptContentTypes = "application/vnd.kubernetes.protobuf,application/json"
-	// Prometheus and the API server are read at the same time.
+	// Prometheus and the API server are read at the same time; a failed
+	// Prometheus stops the API server's reading.
 	var (
 		flows   []discover.Flow
 		flowErr error
 		done    = make(chan struct{})
 	)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	go func() {
 		defer close(done)
 		flows, flowErr = discover.ReadFlows(ctx, promv1.NewAPI(client), discover.Query{At: at, Lookback: time.Duration(lb), Step: step, Timeout: *timeout, Address: *promURL})
+		if flowErr != nil {
+			cancel()
+		}
 	}()
 	inv, invErr := readInventory(ctx, cfg)
 	<-done
