@@ -52,7 +52,18 @@ func Decode(file string, data []byte) (*Graph, error) {
 		n := docs[1]
 		return nil, ErrorList{{File: file, Line: n.Line, Column: n.Column, Err: errors.New("more than one YAML document: want one ServiceGraph")}}
 	}
-	g := d.graph(docs[0].Content[0])
+	return d.decode(docs[0].Content[0])
+}
+
+// DecodeNode is Decode of a document's root node, parsed or built (a
+// built node has no lines and columns for errors to name).
+func DecodeNode(file string, root *yaml.Node) (*Graph, error) {
+	d := &decoder{file: file}
+	return d.decode(root)
+}
+
+func (d *decoder) decode(root *yaml.Node) (*Graph, error) {
+	g := d.graph(root)
 	if len(d.errs) > 0 {
 		sort.SliceStable(d.errs, func(i, j int) bool {
 			a, b := d.errs[i], d.errs[j]
