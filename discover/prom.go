@@ -1,18 +1,23 @@
 package discover
 
 import (
+	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
+	"net/http"
+	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 )
 
@@ -60,7 +65,8 @@ type Query struct {
 	Step time.Duration
 	// Timeout bounds each query, on the client and on the server.
 	Timeout time.Duration
-	// Address names Prometheus in errors.
+	// Address is Prometheus's base URL (http://host:9090), also named in
+	// errors.
 	Address string
 }
 
@@ -92,15 +98,16 @@ func (q Query) PromQL(metric string) (count, first, last string) {
 // ErrNoFlows: Prometheus holds no series of either metric in the lookback.
 var ErrNoFlows = errors.New("no flows")
 
-// ReadFlows asks api for both metrics. A query that times out, fails or
+// ReadFlows asks Prometheus at q.Address for both metrics through hc. A query that times out, fails or
 // comes back with warnings (a partial answer) is an error; so is an answer
 // with no flows at all (ErrNoFlows): discover never writes an empty graph
 // from a Prometheus that saw nothing.
-func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
+func ReadFlows(ctx context.Context, hc *http.Client, q Query) ([]Flow, error) {
 	// The six queries run two at a time (each answer of a large mesh is a
 	// sample per flow: decoding more at once costs memory, not time). Each
-	// answer is merged as it arrives and then dropped (sums, minima and
-	// maxima do not depend on the order). The first error cancels the
+	// answer is read as a stream into compact samples, merged once it is
+	// complete and then dropped (sums, minima and maxima do not depend on
+	// the order). The first error cancels the
 	// queries still running or waiting, so a Prometheus that does not
 	// answer fails discover within about one --timeout, and that error is
 	// the one returned.
@@ -115,7 +122,7 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 				if err := gctx.Err(); err != nil {
 					return err // a sibling failed: do not start
 				}
-				vec, err := instant(gctx, api, q, expr)
+				vec, err := instant(gctx, hc, q, expr)
 				if err != nil {
 					return err
 				}
@@ -142,15 +149,15 @@ func ReadFlows(ctx context.Context, api promv1.API, q Query) ([]Flow, error) {
 }
 
 // merge adds the i-th query (count, first, last) of metric into byKey.
-func merge(byKey map[FlowKey]*Flow, metric string, i int, vec model.Vector) {
+func merge(byKey map[FlowKey]*Flow, metric string, i int, vec []sample) {
 	for _, s := range vec {
-		k := keyOf(s.Metric)
+		k := s.key
 		f := byKey[k]
 		if f == nil {
 			f = &Flow{FlowKey: k}
 			byKey[k] = f
 		}
-		v := float64(s.Value)
+		v := float64(s.value)
 		switch i {
 		case 0:
 			n := int64(math.Round(v))
@@ -173,16 +180,19 @@ func merge(byKey map[FlowKey]*Flow, metric string, i int, vec model.Vector) {
 
 func secs(v float64) time.Time { return time.Unix(0, int64(v*1e9)).UTC() }
 
-func instant(ctx context.Context, api promv1.API, q Query, expr string) (model.Vector, error) {
+// instant runs one instant query. The answer (a sample per flow, 40 MB of
+// JSON in a mesh of 100,000 flows) is decoded as it arrives, each sample
+// into a FlowKey whose strings are shared with the answer's other samples.
+func instant(ctx context.Context, hc *http.Client, q Query, expr string) ([]sample, error) {
 	ctx, cancel := context.WithTimeout(ctx, q.Timeout)
 	defer cancel()
-	v, warnings, _, err := api.Query(ctx, expr, q.At, promv1.WithTimeout(q.Timeout))
+	vec, warnings, err := query(ctx, hc, q, expr)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded) || errors.Is(ctx.Err(), context.DeadlineExceeded):
 		return nil, fmt.Errorf("prometheus at %s did not answer within %s (--timeout): %s", q.Address, q.Timeout, expr)
 	case err != nil:
-		var perr *promv1.Error
-		if errors.As(err, &perr) && perr.Type == promv1.ErrTimeout {
+		var perr *apiError
+		if errors.As(err, &perr) && perr.Type == "timeout" {
 			return nil, fmt.Errorf("prometheus at %s gave up on the query after %s (--timeout): %s", q.Address, q.Timeout, expr)
 		}
 		return nil, fmt.Errorf("prometheus at %s: %w (query %s)", q.Address, err, expr)
@@ -190,27 +200,209 @@ func instant(ctx context.Context, api promv1.API, q Query, expr string) (model.V
 		return nil, fmt.Errorf("prometheus at %s answered partially (warnings: %s); refusing to build a graph from part of the flows (query %s)",
 			q.Address, strings.Join(warnings, "; "), expr)
 	}
-	vec, ok := v.(model.Vector)
-	if !ok {
-		return nil, fmt.Errorf("prometheus at %s answered %s, want a vector (query %s)", q.Address, v.Type(), expr)
-	}
 	return vec, nil
 }
 
-func keyOf(m model.Metric) FlowKey {
-	l := func(name string) string {
-		v := string(m[model.LabelName(name)])
-		if v == "unknown" {
+// sample is one sample of an answer.
+type sample struct {
+	key   FlowKey
+	value float64
+}
+
+// apiError is an answer with status "error".
+type apiError struct{ Type, Msg string }
+
+func (e *apiError) Error() string { return e.Type + ": " + e.Msg }
+
+// query posts expr to /api/v1/query and decodes the vector it answers.
+func query(ctx context.Context, hc *http.Client, q Query, expr string) ([]sample, []string, error) {
+	u, err := url.JoinPath(q.Address, "/api/v1/query")
+	if err != nil {
+		return nil, nil, err
+	}
+	form := url.Values{
+		"query":   {expr},
+		"time":    {strconv.FormatFloat(float64(q.At.UnixNano())/1e9, 'f', -1, 64)},
+		"timeout": {strconv.FormatFloat(q.Timeout.Seconds(), 'f', -1, 64)},
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer resp.Body.Close()
+	a, err := decodeAnswer(bufio.NewReaderSize(resp.Body, 64<<10))
+	if err != nil {
+		if resp.StatusCode/100 != 2 {
+			return nil, nil, fmt.Errorf("HTTP %s", resp.Status)
+		}
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF // the answer ended early
+		}
+		return nil, nil, fmt.Errorf("reading the answer: %w", err)
+	}
+	switch {
+	case a.status == "error":
+		return nil, nil, &apiError{Type: a.errorType, Msg: a.errorMsg}
+	case resp.StatusCode/100 != 2:
+		return nil, nil, fmt.Errorf("HTTP %s", resp.Status)
+	case a.status != "success":
+		return nil, nil, fmt.Errorf("answer with status %q", a.status)
+	case a.resultType != "vector":
+		return nil, nil, fmt.Errorf("answered %s, want a vector", a.resultType)
+	}
+	return a.samples, a.warnings, nil
+}
+
+// answer is what decodeAnswer read of an /api/v1/query response.
+type answer struct {
+	status, errorType, errorMsg, resultType string
+	warnings                                []string
+	samples                                 []sample
+}
+
+// flowMetric is the metric of a sample of the queries of PromQL (grouped
+// by flowLabels; other labels are ignored).
+type flowMetric struct {
+	SourceWorkload       string `json:"source_workload"`
+	SourceNamespace      string `json:"source_workload_namespace"`
+	SourcePrincipal      string `json:"source_principal"`
+	DestWorkload         string `json:"destination_workload"`
+	DestNamespace        string `json:"destination_workload_namespace"`
+	DestPrincipal        string `json:"destination_principal"`
+	DestService          string `json:"destination_service_name"`
+	DestServiceNamespace string `json:"destination_service_namespace"`
+	Security             string `json:"connection_security_policy"`
+}
+
+// promValue is a sample's [timestamp, "value"].
+type promValue float64
+
+func (v *promValue) UnmarshalJSON(b []byte) error {
+	var pair [2]json.RawMessage
+	if err := json.Unmarshal(b, &pair); err != nil {
+		return err
+	}
+	var s string
+	if err := json.Unmarshal(pair[1], &s); err != nil {
+		return fmt.Errorf("sample value %s: %w", pair[1], err)
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return fmt.Errorf("sample value %q: %w", s, err)
+	}
+	*v = promValue(f)
+	return nil
+}
+
+// decodeAnswer reads a response token by token and data.result one
+// sample at a time.
+func decodeAnswer(r io.Reader) (*answer, error) {
+	dec := json.NewDecoder(r)
+	a := &answer{}
+	strs := map[string]string{}
+	intern := func(s string) string {
+		if s == "unknown" {
 			return ""
 		}
-		return v
+		if v, ok := strs[s]; ok {
+			return v
+		}
+		strs[s] = s
+		return s
 	}
-	return FlowKey{
-		SourceWorkload: l("source_workload"), SourceNamespace: l("source_workload_namespace"), SourcePrincipal: trimSpiffe(l("source_principal")),
-		DestWorkload: l("destination_workload"), DestNamespace: l("destination_workload_namespace"), DestPrincipal: trimSpiffe(l("destination_principal")),
-		DestService: l("destination_service_name"), DestServiceNamespace: l("destination_service_namespace"),
-		Security: string(m["connection_security_policy"]),
+	err := object(dec, func(key string) error {
+		switch key {
+		case "status":
+			return dec.Decode(&a.status)
+		case "errorType":
+			return dec.Decode(&a.errorType)
+		case "error":
+			return dec.Decode(&a.errorMsg)
+		case "warnings":
+			return dec.Decode(&a.warnings)
+		case "data":
+			return object(dec, func(key string) error {
+				switch key {
+				case "resultType":
+					return dec.Decode(&a.resultType)
+				case "result":
+					return array(dec, func() error {
+						var s struct {
+							Metric flowMetric `json:"metric"`
+							Value  promValue  `json:"value"`
+						}
+						if err := dec.Decode(&s); err != nil {
+							return err
+						}
+						m := s.Metric
+						a.samples = append(a.samples, sample{value: float64(s.Value), key: FlowKey{
+							SourceWorkload: intern(m.SourceWorkload), SourceNamespace: intern(m.SourceNamespace), SourcePrincipal: intern(trimSpiffe(m.SourcePrincipal)),
+							DestWorkload: intern(m.DestWorkload), DestNamespace: intern(m.DestNamespace), DestPrincipal: intern(trimSpiffe(m.DestPrincipal)),
+							DestService: intern(m.DestService), DestServiceNamespace: intern(m.DestServiceNamespace),
+							Security: m.Security,
+						}})
+						return nil
+					})
+				}
+				return skip(dec)
+			})
+		}
+		return skip(dec)
+	})
+	return a, err
+}
+
+// object reads a JSON object, calling field for each key with the decoder
+// before its value; field must read the value.
+func object(dec *json.Decoder, field func(key string) error) error {
+	if err := delim(dec, '{'); err != nil {
+		return err
 	}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if err := field(t.(string)); err != nil {
+			return err
+		}
+	}
+	return delim(dec, '}')
+}
+
+// array reads a JSON array, calling elem for each element.
+func array(dec *json.Decoder, elem func() error) error {
+	if err := delim(dec, '['); err != nil {
+		return err
+	}
+	for dec.More() {
+		if err := elem(); err != nil {
+			return err
+		}
+	}
+	return delim(dec, ']')
+}
+
+func delim(dec *json.Decoder, want json.Delim) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := t.(json.Delim); !ok || d != want {
+		return fmt.Errorf("want %s, got %v", want, t)
+	}
+	return nil
+}
+
+// skip reads one value of any kind.
+func skip(dec *json.Decoder) error {
+	var v json.RawMessage
+	return dec.Decode(&v)
 }
 
 func trimSpiffe(p string) string { return strings.TrimPrefix(p, "spiffe://") }

@@ -7,11 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
-	promapi "github.com/prometheus/client_golang/api"
-	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
 	appsclient "k8s.io/client-go/kubernetes/typed/apps/v1"
 	coreclient "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -114,9 +114,8 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 		o.IngressPrincipal = meshpolicy.Principal(o.TrustDomain, meshpolicy.DefaultIngressNamespace, meshpolicy.DefaultIngressSA)
 	}
 
-	client, err := promapi.NewClient(promapi.Config{Address: *promURL})
-	if err != nil {
-		return usageError{fmt.Errorf("--prometheus %q: %w", *promURL, err)}
+	if u, err := url.Parse(*promURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return usageError{fmt.Errorf("--prometheus %q: want an http or https URL", *promURL)}
 	}
 	cfg, err := cluster.RESTConfig(*kubeconfig, *kubeContext)
 	if err != nil {
@@ -138,7 +137,7 @@ func graphDiscover(ctx context.Context, args []string, stdout, stderr io.Writer)
 	defer cancel()
 	go func() {
 		defer close(done)
-		flows, flowErr = discover.ReadFlows(ctx, promv1.NewAPI(client), discover.Query{At: at, Lookback: time.Duration(lb), Step: step, Timeout: *timeout, Address: *promURL})
+		flows, flowErr = discover.ReadFlows(ctx, &http.Client{}, discover.Query{At: at, Lookback: time.Duration(lb), Step: step, Timeout: *timeout, Address: *promURL})
 		if flowErr != nil {
 			cancel()
 		}
