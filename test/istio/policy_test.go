@@ -105,6 +105,14 @@ func TestPolicyRBAC(t *testing.T) {
 		}
 	}
 
+	checkGeneratedRBAC(t, shopGraph, ws, want)
+}
+
+// checkGeneratedRBAC renders the policies of graphFile, enforced and with
+// --dry-run, feeds them and the workloads ws to Istio's discovery server,
+// and checks each sidecar's inbound RBAC against want (checkInboundRBAC).
+func checkGeneratedRBAC(t *testing.T, graphFile string, ws []workload, want map[string]map[string]bool) {
+	t.Helper()
 	for _, tc := range []struct {
 		name   string
 		args   []string
@@ -114,7 +122,7 @@ func TestPolicyRBAC(t *testing.T) {
 		{"dry-run", []string{"--dry-run"}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			out := meshwaf(t, append([]string{"policy", "generate", "-f", shopGraph}, tc.args...)...)
+			out := meshwaf(t, append([]string{"policy", "generate", "-f", graphFile}, tc.args...)...)
 			cfgs, others := istioConfigs(t, "policy generate", out)
 			for _, o := range others {
 				t.Errorf("policy generate: %s %s is not an Istio object", o.Kind, o.Name)
