@@ -233,7 +233,7 @@ func TestGraphDiscoverScaleSmall(t *testing.T) {
 
 // BenchmarkGraphDiscoverScale: 10,000 services in 100 namespaces, 100,000
 // edges, 12 hours of 15-minute samples. Not in CI (a run stores 30,000
-// objects and writes about 1.5 GB of OpenMetrics); run it alone:
+// objects and writes about 2.4 GB of OpenMetrics); run it alone:
 //
 //	eval "$(.ci/tools.sh)" && cd test/cluster && go test -run '^$' -bench GraphDiscoverScale -benchtime 1x -timeout 60m
 func BenchmarkGraphDiscoverScale(b *testing.B) {
