@@ -18,6 +18,7 @@ import (
 	"github.com/corazawaf/coraza/v3/experimental"
 	"github.com/corazawaf/coraza/v3/types"
 
+	"github.com/meshwaf/meshwaf/inspector/internal/distinctkeys"
 	"github.com/meshwaf/meshwaf/inspector/internal/preselect"
 	"github.com/meshwaf/meshwaf/internal/fielderr"
 )
@@ -150,7 +151,8 @@ func compile(p Profile) (*compiled, error) {
 	defer slot.Release()
 	var observed []types.RuleMetadata
 	cfg := coraza.NewWAFConfig().WithRootFS(coreruleset.FS).
-		WithDirectives(directives(p, slot.Directives(rulePreselectPhase1, rulePreselectPhase2)))
+		WithDirectives(directives(p, distinctkeys.Directives(ruleDistinctKeysPhase1, ruleDistinctKeysPhase2)+
+			slot.Directives(rulePreselectPhase1, rulePreselectPhase2)))
 	cfg = experimental.WAFConfigWithRuleObserver(cfg, func(r types.RuleMetadata) {
 		observed = append(observed, r)
 		c.ruleIDs[r.ID()] = true

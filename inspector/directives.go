@@ -37,6 +37,8 @@ const (
 	rulePreselectPhase1     = 99110  // first rule of phase 1: rule pre-selection (preselect.go)
 	rulePreselectPhase2     = 99111  // first rule of phase 2: rule pre-selection
 	ruleBodyArgs            = 99112  // first rule of phase 2, before pre-selection: body arguments (views)
+	ruleDistinctKeysPhase1  = 99113  // first rule of phase 1: distinct key strings (internal/distinctkeys)
+	ruleDistinctKeysPhase2  = 99114  // phase 2, right after ruleBodyArgs: distinct key strings
 )
 
 // TX variables meshwaf's rules set for CRS and for the GRPC body processor,
@@ -69,8 +71,9 @@ const (
 // unless the profile turns it off), the profile's afterCRS.
 func Directives(p Profile) string { return directives(p, "") }
 
-// directives is Directives with hooks (rule pre-selection's) after the
-// body-arguments rule and before every other rule.
+// directives is Directives with hooks (distinct key strings' and rule
+// pre-selection's) after the body-arguments rule and before every other
+// rule.
 func directives(p Profile, hooks string) string {
 	engine := "On"
 	if p.Mode == ModeDetect {

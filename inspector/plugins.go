@@ -1,6 +1,7 @@
 package inspector
 
 import (
+	"github.com/meshwaf/meshwaf/inspector/internal/distinctkeys"
 	"github.com/meshwaf/meshwaf/inspector/internal/grpcbody"
 	"github.com/meshwaf/meshwaf/inspector/internal/preselect"
 	"github.com/meshwaf/meshwaf/inspector/internal/rx"
@@ -9,15 +10,17 @@ import (
 
 // registerPlugins installs meshwaf's Coraza plugins in Coraza's
 // process-wide registries: the @rx operator (internal/rx) and the GRPC body
-// processor (internal/grpcbody), and the operator of rule pre-selection's
-// hook rules (internal/preselect), and the operator adding body arguments
-// (internal/views). Idempotent; Compile calls it before any
-// rule is parsed.
+// processor (internal/grpcbody), and the operators of the hook rules of
+// rule pre-selection (internal/preselect), of distinct key strings
+// (internal/distinctkeys) and of the rule adding body arguments
+// (internal/views). Idempotent; Compile calls it before any rule is
+// parsed.
 func registerPlugins() {
 	rx.Register()
 	grpcbody.Register()
 	preselect.Register()
 	views.Register()
+	distinctkeys.Register()
 }
 
 // RxAccelerator names the no-match tests compiled into this build of

@@ -1,0 +1,4 @@
+package distinctkeys
+
+// Fresh is fresh, for tests.
+var Fresh = fresh
