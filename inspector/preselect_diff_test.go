@@ -58,11 +58,11 @@ func TestPreselectDifferential(t *testing.T) {
 	res = append(res, genRes...)
 
 	var (
-		failed, nondet, nondetData, matched, genMatched int
-		ordinary                                        struct{ candidates, removed int }
-		removed                                         = map[string]int{}
-		total                                           struct{ candidates, removed int }
-		userHits                                        = map[int]int{}
+		failed, nondetData, matched, genMatched int
+		ordinary                                struct{ candidates, removed int }
+		removed                                 = map[string]int{}
+		total                                   struct{ candidates, removed int }
+		userHits                                = map[int]int{}
 	)
 	for i, r := range reqs {
 		x := res[i]
@@ -70,16 +70,10 @@ func TestPreselectDifferential(t *testing.T) {
 			t.Fatalf("%s [%s]: pre-selection ran with Preselect false: %+v", r.Name, r.Profile, x.offStats)
 		}
 		d := psDiff(x.on, x.off)
-		if d != "" && psSameUnderReruns(pair, r, x) {
-			kind := "logged data"
-			if psDataOnly(x.on, x.off) {
-				nondetData++
-			} else {
-				kind = "verdict"
-				nondet++
-			}
-			if nondetData+nondet <= 3 || kind == "verdict" && nondet <= 3 {
-				t.Logf("%s [%s]: the %s differs between runs of each side too (Coraza's map order): %s", r.Name, psName(r.Profile), kind, d)
+		if d != "" && sameVerdict(x.on, x.off) && psSameUnderReruns(t, pair, r, x) {
+			nondetData++
+			if nondetData <= 3 {
+				t.Logf("%s [%s]: the logged data or messages differ between runs of each side too (Coraza's map order): %s", r.Name, psName(r.Profile), d)
 			}
 			d = ""
 		}
@@ -107,7 +101,6 @@ func TestPreselectDifferential(t *testing.T) {
 		}
 	}
 	require.Zero(t, failed, "requests on which pre-selection changed the verdict")
-	require.Less(t, 200*nondet, len(reqs), "requests whose verdicts vary between runs: more than 0.5%%")
 
 	require.Positive(t, total.removed, "pre-selection removed no rule: it is off")
 	require.Positive(t, ordinary.candidates, "no ordinary request was inspected")
@@ -135,9 +128,9 @@ func TestPreselectDifferential(t *testing.T) {
 	require.Greater(t, 10*matched, 3*len(reqs), "only %d of %d requests matched a rule: the comparison tests little", matched, len(reqs))
 	require.Greater(t, 10*genMatched, 3*len(gen), "only %d of %d generated requests matched a rule", genMatched, len(gen))
 
-	t.Logf("%d requests (%d corpus, %d generated; %d and %d with matches), 0 disagreements (%d differed in logged data and %d in the verdict, but so did reruns of each side: Coraza's map order); "+
+	t.Logf("%d requests (%d corpus, %d generated; %d and %d with matches), 0 disagreements (%d differed in logged data or messages, but so did reruns of each side: Coraza's map order); "+
 		"removed %d of %d candidate rules (ordinary requests: %d of %d, %.0f%%); compile %v, corpus %v, generated %v",
-		len(reqs), len(corpusReqs), len(gen), matched-genMatched, genMatched, nondetData, nondet,
+		len(reqs), len(corpusReqs), len(gen), matched-genMatched, genMatched, nondetData,
 		total.removed, total.candidates, ordinary.removed, ordinary.candidates, 100*float64(ordinary.removed)/float64(ordinary.candidates),
 		compiled.Round(time.Millisecond), ranCorpus.Round(time.Millisecond), ranGen.Round(time.Millisecond))
 }
@@ -314,89 +307,47 @@ func psDiff(a, b diffOutcome) string {
 }
 
 // psSameUnderReruns reruns, on both sides, a request whose two verdicts
-// differ, and reports whether the difference is Coraza's own
-// nondeterminism rather than pre-selection's. Coraza iterates some
-// collections in map order, so which of several matching values a rule
-// logs varies between runs of the same engine, and so, through its
-// transformation cache (keyed by a value's index in that order), does
-// whether a rule sees the right transformed value at all when an earlier
-// rule of the phase read the same collection with the same
-// transformations. It reports true when
-//   - some run with pre-selection on and some run with it off agree but
-//     for logged data, and no rule matched in at least half the runs of
-//     one side and in no run of the other (what a rule wrongly removed
-//     looks like); and
-//   - when the first two runs differed in logged data only, each rule
-//     whose data differed logged different data in reruns of one side
-//     alone.
-func psSameUnderReruns(pair psPair, r diffRequest, first psResult) bool {
+// differ in logged data or messages only, and reports whether that is
+// Coraza's own nondeterminism rather than pre-selection's: Coraza iterates
+// some collections in map order, so which of several matching values a rule
+// logs (or names in a message) varies between runs of the same engine. The
+// verdicts themselves must not vary (internal/distinctkeys removes the
+// transformation cache's dependence on that order): it fails t unless every
+// run of both sides has the same verdict (sameVerdict). It reports true when
+// each rule whose data or message differed logged different ones in reruns
+// of one side alone.
+func psSameUnderReruns(t *testing.T, pair psPair, r diffRequest, first psResult) bool {
+	t.Helper()
 	const runs = 12
 	ons, offs := []diffOutcome{first.on}, []diffOutcome{first.off}
 	for range runs {
 		x := psInspect(pair, r)
 		ons, offs = append(ons, x.on), append(offs, x.off)
 	}
-	same := false
-	for _, a := range ons {
-		for _, b := range offs {
-			same = same || psDataOnly(a, b)
+	for i, o := range append(slices.Clip(ons), offs...) {
+		if !sameVerdict(first.on, o) {
+			t.Errorf("%s [%s]: meshwaf's verdict varies between runs (run %d of %d, pre-selection on then off): %s",
+				r.Name, psName(r.Profile), i, len(ons)+len(offs), psDiff(first.on, o))
+			return true // reported
 		}
-	}
-	if !same {
-		return false
-	}
-	count := func(os []diffOutcome) map[int]int {
-		n := map[int]int{}
-		for _, o := range os {
-			for _, id := range psIDs(o) {
-				n[id]++
-			}
-		}
-		return n
-	}
-	non, noff := count(ons), count(offs)
-	for id, k := range noff {
-		if 2*k >= len(offs) && non[id] == 0 {
-			return false
-		}
-	}
-	for id, k := range non {
-		if 2*k >= len(ons) && noff[id] == 0 {
-			return false
-		}
-	}
-	if !psDataOnly(first.on, first.off) {
-		return true
 	}
 	varies := func(os []diffOutcome, id int) bool {
-		seen := map[string]bool{}
+		seen := map[diffMatch]bool{}
 		for _, o := range os {
 			for _, m := range o.Matches {
 				if m.ID == id {
-					seen[m.Data] = true
+					seen[m] = true
 				}
 			}
 		}
 		return len(seen) > 1
 	}
 	for i, m := range first.on.Matches {
-		if m.Data != first.off.Matches[i].Data && !varies(ons, m.ID) && !varies(offs, m.ID) {
+		if m != first.off.Matches[i] && !varies(ons, m.ID) && !varies(offs, m.ID) {
 			return false
 		}
 	}
 	return true
-}
-
-// psDataOnly reports outcomes that differ in matched data only.
-func psDataOnly(a, b diffOutcome) bool {
-	strip := func(o diffOutcome) diffOutcome {
-		o.Matches = slices.Clone(o.Matches)
-		for i := range o.Matches {
-			o.Matches[i].Data = ""
-		}
-		return o
-	}
-	return psDiff(strip(a), strip(b)) == ""
 }
 
 // psIDs returns the distinct rule ids of o's matches.

@@ -77,12 +77,14 @@ var changing = map[variables.RuleVariable]bool{
 // collections rewritten.
 func Normalize(v plugintypes.TransactionVariables) int {
 	seen := map[*byte]bool{}
+	visited := map[collection.Map]bool{} // XML is REQUEST_XML
 	rewritten := 0
 	v.All(func(rv variables.RuleVariable, col collection.Collection) bool {
 		m, ok := col.(collection.Map)
-		if !ok || changing[rv] {
+		if !ok || changing[rv] || visited[m] {
 			return true
 		}
+		visited[m] = true
 		all := m.FindAll()
 		shared := false
 		for _, md := range all {
