@@ -113,7 +113,7 @@ func Normalize(v plugintypes.TransactionVariables) int {
 }
 
 // keyAddr is what Coraza's cache keys a value by: its key's address.
-func keyAddr(k string) *byte { return unsafe.StringData(k) }
+func keyAddr(k string) *byte { return unsafe.StringData(k) } //nolint:gosec // only compared, never written through
 
 // fresh returns a copy of k in memory of its own; for "", a zero-length
 // string at the start of a new allocation (a nil or shared address would
