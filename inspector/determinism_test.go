@@ -3,12 +3,17 @@ package inspector_test
 import (
 	"context"
 	"fmt"
+	"io/fs"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/corazawaf/coraza-coreruleset/v4"
 	"github.com/stretchr/testify/require"
 
 	"github.com/meshwaf/meshwaf/inspector"
+	"github.com/meshwaf/meshwaf/inspector/rulepack"
 )
 
 // detRuns is how many times each request of TestDeterministicVerdicts runs.
@@ -114,4 +119,57 @@ func TestDeterministicVerdicts(t *testing.T) {
 			})
 		}
 	}
+}
+
+// phaseVariables are the variables Coraza changes while a phase runs (TX
+// aside: Coraza does not cache its transformations): distinctkeys cannot
+// make their cache entries right, so no shipped rule may read them with a
+// transformation.
+var phaseVariables = []string{"MATCHED_VAR", "MATCHED_VARS", "MATCHED_VAR_NAME", "MATCHED_VARS_NAMES",
+	"RULE", "HIGHEST_SEVERITY", "REQBODY_PROCESSOR", "DURATION", "ENV"}
+
+// TestNoTransformedPhaseVariables: no CRS request rule and no rule pack
+// rule (chained rules included) reads a variable of phaseVariables with a
+// transformation, and CRS's default actions add none.
+func TestNoTransformedPhaseVariables(t *testing.T) {
+	files, err := fs.Glob(coreruleset.FS, "@owasp_crs/REQUEST-*.conf")
+	require.NoError(t, err)
+	texts := []string{rulepack.SecLang()}
+	for _, f := range append(files, "@crs-setup.conf.example") {
+		b, err := fs.ReadFile(coreruleset.FS, f)
+		require.NoError(t, err)
+		texts = append(texts, string(b))
+	}
+	rule := regexp.MustCompile(`^\s*SecRule\s+(\S+)\s+"(?:[^"\\]|\\.)*"\s+"(.*)"\s*$`)
+	transform := regexp.MustCompile(`(?:^|,)\s*t:(\w+)`)
+	rules, phaseReads := 0, 0
+	for _, text := range texts {
+		for _, line := range strings.Split(regexp.MustCompile(`\\\r?\n`).ReplaceAllString(text, " "), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "SecDefaultAction") {
+				require.NotRegexp(t, transform, line, "a default action adds transformations")
+			}
+			m := rule.FindStringSubmatch(line)
+			if m == nil {
+				continue
+			}
+			rules++
+			var ts []string
+			for _, tm := range transform.FindAllStringSubmatch(m[2], -1) {
+				if tm[1] == "none" {
+					ts = ts[:0]
+					continue
+				}
+				ts = append(ts, tm[1])
+			}
+			for _, v := range strings.Split(m[1], "|") {
+				name, _, _ := strings.Cut(strings.TrimLeft(v, "!&"), ":")
+				if slices.Contains(phaseVariables, strings.ToUpper(name)) {
+					phaseReads++
+					require.Empty(t, ts, "a rule reads %s with transformations: %s", name, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+	require.Greater(t, rules, 500, "SecRules read")
+	require.GreaterOrEqual(t, phaseReads, 10, "rules reading MATCHED_VAR(S) and the like: the check tests nothing")
 }

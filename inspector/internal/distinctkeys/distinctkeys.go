@@ -14,8 +14,9 @@
 // Normalize gives every value of the request's collections a key string of
 // its own, with the same text, so that address identifies one value for the
 // rest of the phase; a cache hit then returns that value's own transformed
-// text whatever the order. The hook rules (Directives) run it first in
-// phases 1 and 2, after Coraza has filled the phase's collections.
+// text whatever the order. The hook rules (Directives) run it in phases 1
+// and 2, once the phase's collections are filled and before any rule that
+// transforms what it reads.
 package distinctkeys
 
 import (
@@ -46,7 +47,8 @@ func Register() {
 }
 
 // Directives returns the two hook rules, with the ids given; they must come
-// before every other rule of their phase.
+// before every rule of their phase that reads a collection with a
+// transformation, and after every rule that adds values to one.
 func Directives(phase1ID, phase2ID int) string {
 	return fmt.Sprintf("SecRule REQUEST_LINE \"@%s\" \"id:%d,phase:1,pass,nolog,t:none\"\n"+
 		"SecRule REQUEST_LINE \"@%[1]s\" \"id:%[3]d,phase:2,pass,nolog,t:none\"\n",
