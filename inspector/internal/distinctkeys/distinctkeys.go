@@ -21,6 +21,7 @@ package distinctkeys
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"unsafe"
@@ -78,24 +79,26 @@ var changing = map[variables.RuleVariable]bool{
 // the order of a key's values stay the same. It returns the number of
 // collections rewritten.
 func Normalize(v plugintypes.TransactionVariables) int {
-	seen := map[*byte]bool{}
-	visited := map[collection.Map]bool{} // XML is REQUEST_XML
+	var seenBuf [64]*byte
+	seen := addrSet{small: seenBuf[:0]}
+	var visitedBuf [16]collection.Map
+	visited := visitedBuf[:0] // XML is REQUEST_XML
 	rewritten := 0
 	v.All(func(rv variables.RuleVariable, col collection.Collection) bool {
 		m, ok := col.(collection.Map)
-		if !ok || changing[rv] || visited[m] {
+		if !ok || changing[rv] {
 			return true
 		}
-		visited[m] = true
 		all := m.FindAll()
+		if len(all) == 0 || slices.Contains(visited, m) {
+			return true
+		}
+		visited = append(visited, m)
 		shared := false
 		for _, md := range all {
-			p := keyAddr(md.Key())
-			if p == nil || seen[p] {
+			if !seen.add(keyAddr(md.Key())) {
 				shared = true
-				continue
 			}
-			seen[p] = true
 		}
 		if !shared {
 			return true
@@ -105,13 +108,46 @@ func Normalize(v plugintypes.TransactionVariables) int {
 		}
 		for _, md := range all {
 			k := fresh(md.Key())
-			seen[keyAddr(k)] = true
+			seen.add(keyAddr(k))
 			m.Add(k, md.Value())
 		}
 		rewritten++
 		return true
 	})
 	return rewritten
+}
+
+// addrSet is a set of addresses, in a slice while small (most requests).
+type addrSet struct {
+	small []*byte
+	big   map[*byte]bool
+}
+
+// add adds p and reports whether it is a new, non-nil address.
+func (s *addrSet) add(p *byte) bool {
+	if p == nil {
+		return false
+	}
+	if s.big != nil {
+		if s.big[p] {
+			return false
+		}
+		s.big[p] = true
+		return true
+	}
+	if slices.Contains(s.small, p) {
+		return false
+	}
+	if len(s.small) < cap(s.small) {
+		s.small = append(s.small, p)
+		return true
+	}
+	s.big = make(map[*byte]bool, 2*len(s.small))
+	for _, q := range s.small {
+		s.big[q] = true
+	}
+	s.big[p] = true
+	return true
 }
 
 // keyAddr is what Coraza's cache keys a value by: its key's address.
