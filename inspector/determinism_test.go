@@ -85,6 +85,16 @@ func TestDeterministicVerdicts(t *testing.T) {
 	}{
 		{"multipart payload in file name", post(fileName), []string{"detect", "detect-nopre"}, 922130},
 		{"two rules on part headers", post(fileName), []string{"tworules", "tworules-nopre"}, 10021},
+		{"repeated form field", inspector.Request{
+			Method: "POST", URI: "/form", Protocol: "HTTP/1.1", Host: "shop.example",
+			Headers: []inspector.Header{
+				{Name: "Host", Value: "shop.example"},
+				{Name: "User-Agent", Value: "determinism-test/1.0"},
+				{Name: "Accept", Value: "*/*"},
+				{Name: "Content-Type", Value: "application/x-www-form-urlencoded"},
+			},
+			Body: []byte("q=decoy&q=%3Cscript%3Ealert(1)%3C%2Fscript%3E&a=1&b=2"),
+		}, []string{"detect", "detect-nopre"}, 941160},
 		{"old cookies $Version", inspector.Request{
 			Method: "GET", URI: "/", Protocol: "HTTP/1.1", Host: "shop.example",
 			Headers: []inspector.Header{
