@@ -32,6 +32,12 @@ import (
 // XML DOCTYPE or ENTITY declaration (XXE), unless allowXMLDeclarations.
 const RuleXMLDeclaration = 99003
 
+// RuleUndecodedViews is meshwaf's guard that denies a request with an
+// encoded value the decoded views left undecoded because of a bound (a
+// value over views.MaxValue that a decoding applies to, or a view past a
+// phase's views.Budget), unless allowUndecodedViews.
+const RuleUndecodedViews = 99004
+
 // Argument-name prefixes of what meshwaf adds in phase 1.
 const (
 	HeaderArgPrefix = "header:" // a request header inspected as an argument
@@ -157,9 +163,10 @@ func headerPattern(s string) bool {
 
 // addPhase1Args adds, before phase 1, the headers inspected as arguments
 // and the decoded views of the query arguments, cookies and those headers
-// to ARGS_GET (within SecArgumentsLimit, like every argument). Headers the
-// header guard held back get neither.
-func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess headerExcess) {
+// to ARGS_GET (within SecArgumentsLimit, like every argument), and returns
+// the values the decoder skipped. Headers the header guard held back get
+// neither.
+func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess headerExcess) views.Skipped {
 	p := &c.profile
 	var headers []Header // inspected as arguments, names lowercased
 	if excess != headersOverLimit {
@@ -170,6 +177,7 @@ func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess head
 		}
 	}
 	var vs []views.View
+	var skipped views.Skipped
 	if state, ok := tx.(plugintypes.TransactionState); ok && on(p.DecodedViews) {
 		d := views.NewDecoder(views.Budget)
 		vars := state.Variables()
@@ -182,6 +190,7 @@ func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess head
 		for _, h := range headers {
 			vs = d.Views(vs, h.Name, h.Value)
 		}
+		skipped = d.Skipped()
 	}
 	for _, h := range headers {
 		tx.AddGetRequestArgument(h.Name, h.Value)
@@ -189,6 +198,7 @@ func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess head
 	for _, v := range vs {
 		tx.AddGetRequestArgument(v.Name, v.Value)
 	}
+	return skipped
 }
 
 // xmlDeclaration reports a body meshwaf denies with RuleXMLDeclaration: one
@@ -220,6 +230,28 @@ func hasDeclaration(b []byte) bool {
 			}
 		}
 	}
+}
+
+// undecodedViews returns what the decoder skipped in both phases of tx,
+// given phase 1's.
+func undecodedViews(vars plugintypes.TransactionVariables, phase1 views.Skipped) UndecodedViews {
+	sk := phase1.Add(views.BodySkipped(vars))
+	return UndecodedViews{OverValueLimit: sk.OverMaxValue, Longest: sk.Longest, OverBudget: sk.OverBudget, BudgetViewBytes: sk.BudgetViewBytes}
+}
+
+// undecodedViewsFinding is RuleUndecodedViews's finding for u (not zero):
+// which bound left which values undecoded.
+func undecodedViewsFinding(u UndecodedViews) Match {
+	var what []string
+	if u.OverValueLimit > 0 {
+		what = append(what, fmt.Sprintf("%d encoded value(s) longer than the %d bytes decoded (longest %d bytes)", u.OverValueLimit, views.MaxValue, u.Longest))
+	}
+	if u.OverBudget > 0 {
+		what = append(what, fmt.Sprintf("%d encoded value(s) past the %d bytes of decoded views a request phase adds (%d bytes of views left out)", u.OverBudget, views.Budget, u.BudgetViewBytes))
+	}
+	return Match{ID: RuleUndecodedViews, Severity: "critical",
+		Msg:  "Encoded values not inspected decoded: " + strings.Join(what, "; ") + "; a profile may set allowUndecodedViews",
+		Tags: []string{"meshwaf", "meshwaf/limit", "meshwaf/views"}}
 }
 
 func xmlDeclarationFinding() Match {

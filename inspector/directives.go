@@ -17,7 +17,7 @@ import (
 const (
 	RuleArgumentsLimit = 99001 // more arguments than SecArgumentsLimit
 	RulePartialBody    = 99002 // body cut by the proxy or over the body limit
-	// RuleXMLDeclaration = 99003 (beyond.go)
+	// RuleXMLDeclaration = 99003, RuleUndecodedViews = 99004 (beyond.go)
 )
 
 // Rule ids of the SecLang rules Directives writes (exclusion.go numbers its

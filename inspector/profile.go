@@ -92,6 +92,10 @@ type Profile struct {
 	// AllowXMLDeclarations passes request bodies with an XML DOCTYPE or
 	// ENTITY declaration; off by default (rule 99003 denies them).
 	AllowXMLDeclarations bool `yaml:"allowXMLDeclarations,omitempty" json:"allowXMLDeclarations,omitempty"`
+	// AllowUndecodedViews passes requests with encoded values that got no
+	// decoded view because of a bound of the decoding (Verdict.UndecodedViews
+	// counts them); off by default (rule 99004 denies them).
+	AllowUndecodedViews bool `yaml:"allowUndecodedViews,omitempty" json:"allowUndecodedViews,omitempty"`
 }
 
 // RulePackOn reports whether p loads meshwaf's rule pack.

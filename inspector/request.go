@@ -66,9 +66,30 @@ type Verdict struct {
 	// InterruptingRule is the id of the rule that decided a deny or detect.
 	InterruptingRule int     `json:"interruptingRule,omitempty"`
 	Matches          []Match `json:"matches,omitempty"`
+	// UndecodedViews counts the encoded values left undecoded because of a
+	// bound of the decoded views: rule RuleUndecodedViews denied the request,
+	// or the profile allows it (allowUndecodedViews).
+	UndecodedViews UndecodedViews `json:"undecodedViews,omitzero"`
 	// Preselect is what rule pre-selection did for this check.
 	Preselect PreselectStats `json:"-"`
 }
+
+// UndecodedViews counts, for one check, the values whose decoded views were
+// not all made because of a bound (both request phases summed).
+type UndecodedViews struct {
+	// OverValueLimit counts values longer than the decoding's per-value
+	// limit (64 KiB) to which a decoding applies; Longest is the longest.
+	OverValueLimit int `json:"overValueLimit,omitempty"`
+	Longest        int `json:"longest,omitempty"`
+	// OverBudget counts values with a view left out because the phase had
+	// added its budget of views (256 KiB); BudgetViewBytes is the bytes of
+	// the views left out.
+	OverBudget      int `json:"overBudget,omitempty"`
+	BudgetViewBytes int `json:"budgetViewBytes,omitempty"`
+}
+
+// Any reports whether a value was left undecoded.
+func (u UndecodedViews) Any() bool { return u.OverValueLimit > 0 || u.OverBudget > 0 }
 
 // PreselectStats counts, for one check, the profile's rules in the request
 // phases, those rule pre-selection analysed (Candidates) and those it

@@ -12,6 +12,8 @@ import (
 
 	"github.com/corazawaf/coraza/v3/experimental/plugins/plugintypes"
 	"github.com/corazawaf/coraza/v3/types"
+
+	"github.com/meshwaf/meshwaf/inspector/internal/views"
 )
 
 // MaxMatchData is the number of bytes of matched data kept per match.
@@ -55,7 +57,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request, fullEvaluation boo
 		}
 	}()
 
-	excess := c.processHeaders(tx, req)
+	excess, undecoded := c.processHeaders(tx, req)
 	it := tx.ProcessRequestHeaders()
 	bodyOverLimit := false // a multipart or XML body not given to Coraza (bodyguard.go)
 	xmlDecl := false       // an XML declaration in the body (beyond.go)
@@ -68,7 +70,7 @@ func (c *compiled) inspect(ctx context.Context, req *Request, fullEvaluation boo
 	if err := canceled(ctx); err != nil {
 		return Verdict{}, err
 	}
-	v = c.verdict(tx, it, req, guards{excess, bodyOverLimit, xmlDecl})
+	v = c.verdict(tx, it, req, guards{excess, bodyOverLimit, xmlDecl, undecoded})
 	v.Preselect = c.preselectStats(tally)
 	return v, nil
 }
@@ -91,8 +93,8 @@ func (c *compiled) newTransaction(req *Request) types.Transaction {
 // processHeaders gives tx the connection, the request line and the headers
 // the header guard lets through (headerguard.go), the Host when the
 // headers lack it, and the phase-1 arguments meshwaf adds (beyond.go). It
-// returns what the guard held back.
-func (c *compiled) processHeaders(tx types.Transaction, req *Request) headerExcess {
+// returns what the guard held back and the values whose views were skipped.
+func (c *compiled) processHeaders(tx types.Transaction, req *Request) (headerExcess, views.Skipped) {
 	tx.ProcessConnection(req.Source.Address, req.Source.Port, req.Destination.Address, req.Destination.Port)
 	tx.ProcessURI(req.URI, req.Method, req.Protocol)
 	excess := headerGuard(req, c.profile.ArgumentsLimit)
@@ -113,8 +115,8 @@ func (c *compiled) processHeaders(tx types.Transaction, req *Request) headerExce
 		}
 		tx.SetServerName(Hostname(req.Host))
 	}
-	c.addPhase1Args(tx, req, excess) // beyond.go
-	return excess
+	undecoded := c.addPhase1Args(tx, req, excess) // beyond.go
+	return excess, undecoded
 }
 
 // processBody writes the body, unless the body guard finds more parts or
@@ -152,7 +154,8 @@ func (c *compiled) verdict(tx types.Transaction, it *types.Interruption, req *Re
 	if state, _ := tx.(plugintypes.TransactionState); state != nil {
 		vars := state.Variables()
 		v.AnomalyScore = atoi(first(vars.TX().Get(txAnomalyScore)))
-		v.Matches = c.guardFindings(vars, req, g)
+		v.UndecodedViews = undecodedViews(vars, g.undecoded)
+		v.Matches = c.guardFindings(vars, req, g, v.UndecodedViews)
 	}
 	guard := 0
 	if len(v.Matches) > 0 {
@@ -184,15 +187,17 @@ func (c *compiled) verdict(tx types.Transaction, it *types.Interruption, req *Re
 
 // guards is what meshwaf's guards found before the verdict.
 type guards struct {
-	excess        headerExcess // headers held back (headerguard.go)
-	bodyOverLimit bool         // body not parsed (bodyguard.go)
-	xmlDecl       bool         // XML declaration in the body (beyond.go)
+	excess        headerExcess  // headers held back (headerguard.go)
+	bodyOverLimit bool          // body not parsed (bodyguard.go)
+	xmlDecl       bool          // XML declaration in the body (beyond.go)
+	undecoded     views.Skipped // values phase 1's views skipped (beyond.go)
 }
 
 // guardFindings are the findings of meshwaf's guards: at most one of rule
 // RuleArgumentsLimit (what was held back, or Coraza's arguments limit), one
-// of RulePartialBody and one of RuleXMLDeclaration.
-func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Request, g guards) []Match {
+// of RulePartialBody, one of RuleXMLDeclaration and one of
+// RuleUndecodedViews (from u, both phases' skipped values).
+func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Request, g guards, u UndecodedViews) []Match {
 	excess, bodyOverLimit := g.excess, g.bodyOverLimit
 	p := &c.profile
 	var out []Match
@@ -221,6 +226,9 @@ func (c *compiled) guardFindings(vars plugintypes.TransactionVariables, req *Req
 	}
 	if g.xmlDecl {
 		out = append(out, xmlDeclarationFinding())
+	}
+	if u.Any() && !p.AllowUndecodedViews {
+		out = append(out, undecodedViewsFinding(u))
 	}
 	return out
 }

@@ -125,5 +125,21 @@ func (op *operator) Evaluate(tx plugintypes.TransactionState, _ string) bool {
 	for _, v := range out {
 		add(v.Name, v.Value)
 	}
+	if sk := d.Skipped(); sk.Any() {
+		vars.TX().Set(skippedVar, []string{fmt.Sprintf("%d %d %d %d", sk.OverMaxValue, sk.Longest, sk.OverBudget, sk.BudgetViewBytes)})
+	}
 	return false
+}
+
+// skippedVar is the TX variable in which the operator leaves what its
+// decoder skipped, for BodySkipped (no CRS rule reads it).
+const skippedVar = "meshwaf_views_skipped"
+
+// BodySkipped returns what the phase-2 operator's decoder skipped in tx.
+func BodySkipped(vars plugintypes.TransactionVariables) Skipped {
+	var sk Skipped
+	for _, v := range vars.TX().Get(skippedVar) {
+		_, _ = fmt.Sscanf(v, "%d %d %d %d", &sk.OverMaxValue, &sk.Longest, &sk.OverBudget, &sk.BudgetViewBytes)
+	}
+	return sk
 }

@@ -46,36 +46,83 @@ type View struct {
 }
 
 // Decoder adds the views of values, within a budget of bytes it keeps
-// across calls (one Decoder per request phase).
+// across calls (one Decoder per request phase), and counts the values it
+// left views out for because of a bound.
 type Decoder struct {
-	left int
+	left    int
+	skipped Skipped
 }
+
+// Skipped counts the values that did not get every view they would have
+// had without the bounds of the decoding.
+type Skipped struct {
+	// OverMaxValue counts values longer than MaxValue to which a decoding
+	// applies (Decodable); Longest is the longest of them.
+	OverMaxValue, Longest int
+	// OverBudget counts values with a view left out because the budget
+	// was spent; BudgetViewBytes is the bytes of the views left out.
+	OverBudget, BudgetViewBytes int
+}
+
+// Add returns the sum of s and o (Longest: the larger).
+func (s Skipped) Add(o Skipped) Skipped {
+	return Skipped{OverMaxValue: s.OverMaxValue + o.OverMaxValue, Longest: max(s.Longest, o.Longest),
+		OverBudget: s.OverBudget + o.OverBudget, BudgetViewBytes: s.BudgetViewBytes + o.BudgetViewBytes}
+}
+
+// Any reports whether a value was skipped.
+func (s Skipped) Any() bool { return s.OverMaxValue > 0 || s.OverBudget > 0 }
 
 // NewDecoder returns a decoder that adds at most budget bytes of views.
 func NewDecoder(budget int) *Decoder { return &Decoder{left: budget} }
 
+// Skipped returns what d left out so far.
+func (d *Decoder) Skipped() Skipped { return d.skipped }
+
 // Views appends to out the views of value (named name), and the views of
 // those up to MaxDepth decodings, skipping any that repeats the value or an
-// earlier view of it; it stops when the budget is spent.
+// earlier view of it. A value longer than MaxValue gets no view; one a
+// decoding applies to is counted (Skipped.OverMaxValue). A view that does
+// not fit in what is left of the budget is left out and its value counted
+// (Skipped.OverBudget).
 func (d *Decoder) Views(out []View, name, value string) []View {
-	if len(value) > MaxValue || !candidate(value) {
+	if !candidate(value) {
+		return out
+	}
+	if len(value) > MaxValue {
+		if Decodable(value) {
+			d.skipped.OverMaxValue++
+			d.skipped.Longest = max(d.skipped.Longest, len(value))
+		}
 		return out
 	}
 	start := len(out)
-	return d.views(out, start, name, value, 1)
+	over := 0
+	out = d.views(out, start, name, value, 1, &over)
+	if over > 0 {
+		d.skipped.OverBudget++
+		d.skipped.BudgetViewBytes += over
+	}
+	return out
 }
 
-func (d *Decoder) views(out []View, start int, name, value string, depth int) []View {
+// views adds the views of value at depth; over sums the bytes of the views
+// left out for the budget.
+func (d *Decoder) views(out []View, start int, name, value string, depth int, over *int) []View {
 	for _, dec := range decoders {
 		text, ok := dec.decode(value)
-		if !ok || text == value || len(text) > d.left || seen(out[start:], text) {
+		if !ok || text == value || seen(out[start:], text) {
+			continue
+		}
+		if len(text) > d.left {
+			*over += len(text)
 			continue
 		}
 		d.left -= len(text)
 		vn := name + ":" + dec.suffix
 		out = append(out, View{Name: vn, Value: text})
 		if depth < MaxDepth && candidate(text) {
-			out = d.views(out, start, vn, text, depth+1)
+			out = d.views(out, start, vn, text, depth+1, over)
 		}
 	}
 	return out
@@ -120,9 +167,23 @@ func candidate(s string) bool {
 // least printableShare of the runes are printable (the others become
 // spaces; NUL never passes).
 func decodeBase64(s string) (string, bool) {
+	body, enc, ok := base64Text(s)
+	if !ok {
+		return "", false
+	}
+	raw, err := enc.DecodeString(body)
+	if err != nil || !utf8.Valid(raw) {
+		return "", false
+	}
+	return printable(string(raw))
+}
+
+// base64Text returns s without its padding and the encoding its alphabet
+// is, when decodeBase64 tries to decode s.
+func base64Text(s string) (string, *base64.Encoding, bool) {
 	body := strings.TrimRight(s, "=")
 	if len(body) < MinBase64 || len(s)-len(body) > 2 {
-		return "", false
+		return "", nil, false
 	}
 	std, url, hexOnly := false, false, true
 	for i := 0; i < len(body); i++ {
@@ -136,21 +197,16 @@ func decodeBase64(s string) (string, bool) {
 		case c == '-' || c == '_':
 			url, hexOnly = true, false
 		default:
-			return "", false
+			return "", nil, false
 		}
 	}
 	if hexOnly || std && url {
-		return "", false
+		return "", nil, false
 	}
-	enc := base64.RawStdEncoding
 	if url {
-		enc = base64.RawURLEncoding
+		return body, base64.RawURLEncoding, true
 	}
-	raw, err := enc.DecodeString(body)
-	if err != nil || !utf8.Valid(raw) {
-		return "", false
-	}
-	return printable(string(raw))
+	return body, base64.RawStdEncoding, true
 }
 
 // printable returns s with non-printable runes (but tab, CR, LF) as spaces,

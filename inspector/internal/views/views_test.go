@@ -61,6 +61,56 @@ func TestViewsBounds(t *testing.T) {
 	require.Empty(t, NewDecoder(Budget).Views(nil, "a", strings.Repeat("%41", MaxValue/3+1)), "value over MaxValue")
 }
 
+// TestViewsSkipped: values a bound left without views are counted, those
+// no decoding applies to are not.
+func TestViewsSkipped(t *testing.T) {
+	long := func(unit string) string { return strings.Repeat(unit, MaxValue/len(unit)+1) }
+	for _, tc := range []struct {
+		name   string
+		budget int
+		values []string
+		want   Skipped
+	}{
+		{"within bounds", Budget, []string{b64("' or 1=1--"), "%41%42"}, Skipped{}},
+		{"long b64 text", Budget, []string{b64(long("select * from t; "))}, Skipped{OverMaxValue: 1, Longest: len(b64(long("select * from t; ")))}},
+		{"long percent", Budget, []string{long("a%41")}, Skipped{OverMaxValue: 1, Longest: len(long("a%41"))}},
+		{"long entity", Budget, []string{long("abc ") + "&lt;"}, Skipped{OverMaxValue: 1, Longest: len(long("abc ")) + 4}},
+		{"long full-width", Budget, []string{long("ａ")}, Skipped{OverMaxValue: 1, Longest: len(long("ａ"))}},
+		{"long plain text", Budget, []string{long(`Lorem ipsum, "dolor" sit amet & more: 100% <fine>. `)}, Skipped{}},
+		{"long b64 binary", Budget, []string{base64.StdEncoding.EncodeToString([]byte(long("\x89PNG\x00\x01\x02\xff")))}, Skipped{}},
+		{"long accents NFC", Budget, []string{long("Café crème naïve ")}, Skipped{}},
+		{"budget spent", 20, []string{"%41%42", b64("0123456789 0123456789"), b64("abcdefghijklmnopqrstu")}, Skipped{OverBudget: 2, BudgetViewBytes: 42}},
+		{"second view over", 12, []string{b64("%41%42%43%44")}, Skipped{OverBudget: 1, BudgetViewBytes: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := NewDecoder(tc.budget)
+			for _, v := range tc.values {
+				d.Views(nil, "v", v)
+			}
+			require.Equal(t, tc.want, d.Skipped())
+			require.Equal(t, tc.want != Skipped{}, d.Skipped().Any())
+		})
+	}
+}
+
+// TestDecodable: Decodable agrees with the decoders on values of every
+// kind, base64 text whose runes straddle its decoding chunks included.
+func TestDecodable(t *testing.T) {
+	values := []string{"", "plain", "100% sure", "fish & chips", "R&D", "&", "&#", "&#;", "&#x;", "&#x", "&#xg", "&#1", "&amp", "&ampx", "&notit;",
+		"&" + strings.Repeat("a", 100), "&" + strings.Repeat("a", 63) + "&lt;", strings.Repeat("&lt", 40), "&CounterClockwiseContourIntegral;",
+		"%u00", "%u0041", "%4", "%41", "a%", "％４１", "Café", "ﬁne", b64("\x00abcdefghijkl"), b64(strings.Repeat("é", 5000)),
+		b64(strings.Repeat("ab€", 3000)), b64(strings.Repeat("a€", 3000) + "\xe2\x82"), b64(strings.Repeat("\x01\x02abcdefgh", 1000)),
+		base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("ok?>", 2000))), b64("hello") + "x"}
+	for _, u := range []string{"€", "😀", "é"} {
+		for pad := range 4 {
+			values = append(values, b64(strings.Repeat("x", 3071-pad)+strings.Repeat(u, 2000)))
+		}
+	}
+	for _, s := range values {
+		require.Equal(t, len(NewDecoder(1<<30).Views(nil, "v", s)) > 0, Decodable(s), "%.80q", s)
+	}
+}
+
 func TestRule(t *testing.T) {
 	require.Empty(t, Rule(1, Options{}))
 	require.Equal(t, "SecRule REQUEST_LINE \"@meshwafBodyArgs views,file-names\" \"id:7,phase:2,pass,nolog,t:none\"\n", Rule(7, Options{Views: true, FileNames: true}))
@@ -76,7 +126,8 @@ func FuzzViews(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		const budget = 1 << 12
-		vs := NewDecoder(budget).Views(nil, "n", s)
+		d := NewDecoder(budget)
+		vs := d.Views(nil, "n", s)
 		total := 0
 		seen := map[string]bool{s: true}
 		for _, v := range vs {
@@ -89,5 +140,8 @@ func FuzzViews(f *testing.F) {
 			}
 		}
 		require.LessOrEqual(t, total, budget)
+		all := NewDecoder(1<<30).Views(nil, "n", s)
+		require.Equal(t, len(all) > 0, Decodable(s))
+		require.Equal(t, len(all) > len(vs), d.Skipped().OverBudget == 1, "%d views of %d", len(vs), len(all))
 	})
 }
