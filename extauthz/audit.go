@@ -14,19 +14,20 @@ import (
 // audit line.
 const MaxAuditPath = 512
 
-// audit writes one JSON line per check that matched a rule or was denied,
-// or per check when o.AuditAll is set. Request bodies and header values
+// audit writes one JSON line per check that matched a rule, was denied or
+// left encoded values undecoded (undecoded_views, only then), or per check
+// when o.AuditAll is set. Request bodies and header values
 // are never logged. Unless o.AuditRawValues is set, query values and
 // matched values are masked (redactTarget, redactData).
 func audit(ctx context.Context, o *Options, req *inspector.Request, v inspector.Verdict) {
-	if o.Audit == nil || (!o.AuditAll && len(v.Matches) == 0 && v.Decision == inspector.Allow) {
+	if o.Audit == nil || (!o.AuditAll && len(v.Matches) == 0 && v.Decision == inspector.Allow && !v.UndecodedViews.Any()) {
 		return
 	}
 	path := inspector.Truncate(req.URI, MaxAuditPath)
 	if !o.AuditRawValues {
 		path = redactTarget(req.URI)
 	}
-	o.Audit.LogAttrs(ctx, slog.LevelInfo, "check",
+	attrs := []slog.Attr{
 		slog.String("log_type", AuditLogType),
 		slog.String("request_id", req.ID),
 		slog.Group("source", slog.String("principal", req.Source.Principal), slog.String("address", req.Source.Address), slog.Int("port", req.Source.Port)),
@@ -40,7 +41,11 @@ func audit(ctx context.Context, o *Options, req *inspector.Request, v inspector.
 		slog.String("profile", v.Profile),
 		slog.Int("interrupting_rule", v.InterruptingRule),
 		slog.Any("rules", auditRules(v.Matches, o.AuditRawValues)),
-	)
+	}
+	if u := v.UndecodedViews; u.Any() {
+		attrs = append(attrs, slog.Any("undecoded_views", AuditUndecoded(u)))
+	}
+	o.Audit.LogAttrs(ctx, slog.LevelInfo, "check", attrs...)
 }
 
 // AuditLine is one audit line as read back (meshwaf tune): the fields
@@ -62,6 +67,17 @@ type AuditLine struct {
 	Profile          string             `json:"profile"`
 	InterruptingRule int                `json:"interrupting_rule"`
 	Rules            []AuditRule        `json:"rules"`
+	// UndecodedViews is present when encoded values were left undecoded.
+	UndecodedViews *AuditUndecoded `json:"undecoded_views,omitempty"`
+}
+
+// AuditUndecoded is inspector.UndecodedViews in an audit line: counts and
+// lengths, never values.
+type AuditUndecoded struct {
+	OverValueLimit  int `json:"over_value_limit,omitempty"`
+	Longest         int `json:"longest,omitempty"`
+	OverBudget      int `json:"over_budget,omitempty"`
+	BudgetViewBytes int `json:"budget_view_bytes,omitempty"`
 }
 
 // AuditLogType is AuditLine.LogType.

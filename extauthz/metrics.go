@@ -34,7 +34,15 @@ type metrics struct {
 	rulesRemoved   *prometheus.CounterVec
 	canaryChecks   *prometheus.CounterVec
 	disagreements  *prometheus.CounterVec
+	// Values the decoded views left undecoded (inspector.UndecodedViews).
+	undecoded *prometheus.CounterVec
 }
+
+// Values of the bound label of meshwaf_undecoded_values_total.
+const (
+	boundValue  = "value"  // longer than the per-value decoding limit
+	boundBudget = "budget" // past a phase's budget of views
+)
 
 func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	m := &metrics{
@@ -97,13 +105,17 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 			Name: "meshwaf_preselect_disagreements_total",
 			Help: "Canary checks whose full evaluation disagreed with pre-selection (the full verdict was used); any is a defect to report.",
 		}, []string{"profile"}),
+		undecoded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshwaf_undecoded_values_total",
+			Help: "Encoded values left without decoded views by a bound (value: over 64 KiB; budget: past a phase's 256 KiB of views), by profile; rule 99004 denied them unless the profile sets allowUndecodedViews.",
+		}, []string{"profile", "bound"}),
 	}
 	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meshwaf_check_body_bytes_in_flight",
 		Help: "Request body bytes of the inspections running now (bounded by the admission limits).",
 	}, func() float64 { return float64(adm.bodyBytes()) })
 	for _, c := range []prometheus.Collector{m.checks, m.duration, m.ruleMatches, m.anomalyScore, m.errors, m.rejected, m.networkChecks, m.inFlight, m.lenient,
-		m.rulesEvaluated, m.rulesTotal, m.rulesRemoved, m.canaryChecks, m.disagreements, bodyBytes} {
+		m.rulesEvaluated, m.rulesTotal, m.rulesRemoved, m.canaryChecks, m.disagreements, m.undecoded, bodyBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -113,6 +125,9 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	}
 	m.canaryChecks.WithLabelValues(inspector.DefaultProfileName)
 	m.disagreements.WithLabelValues(inspector.DefaultProfileName)
+	for _, b := range []string{boundValue, boundBudget} {
+		m.undecoded.WithLabelValues(inspector.DefaultProfileName, b)
+	}
 	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
 		m.errors.WithLabelValues(r)
 	}
@@ -128,6 +143,10 @@ func (m *metrics) observe(v inspector.Verdict, seconds float64) {
 	m.anomalyScore.WithLabelValues(v.Profile).Observe(float64(v.AnomalyScore))
 	for _, id := range v.RuleIDs() {
 		m.ruleMatches.WithLabelValues(strconv.Itoa(id)).Inc()
+	}
+	if u := v.UndecodedViews; u.Any() {
+		m.undecoded.WithLabelValues(v.Profile, boundValue).Add(float64(u.OverValueLimit))
+		m.undecoded.WithLabelValues(v.Profile, boundBudget).Add(float64(u.OverBudget))
 	}
 	if ps := v.Preselect; ps.Rules > 0 {
 		m.rulesEvaluated.WithLabelValues(v.Profile).Observe(float64(ps.Rules - ps.Removed))
