@@ -101,6 +101,11 @@ func TestDecodable(t *testing.T) {
 		"%u00", "%u0041", "%4", "%41", "a%", "％４１", "Café", "ﬁne", b64("\x00abcdefghijkl"), b64(strings.Repeat("é", 5000)),
 		b64(strings.Repeat("ab€", 3000)), b64(strings.Repeat("a€", 3000) + "\xe2\x82"), b64(strings.Repeat("\x01\x02abcdefgh", 1000)),
 		base64.RawURLEncoding.EncodeToString([]byte(strings.Repeat("ok?>", 2000))), b64("hello") + "x"}
+	for _, at := range []int{0, 1, 4095, 4096, 4097, 8190} { // HTML pieces of 4 KiB
+		for _, ref := range []string{"&lt;", "&#60;", "&#x3c", "&amp", "&" + strings.Repeat("b", 70) + "&lt", "&" + strings.Repeat("z", 80)} {
+			values = append(values, strings.Repeat("&x ", at/3)+strings.Repeat(".", at%3)+ref+" "+strings.Repeat("tail ", 2000))
+		}
+	}
 	for _, u := range []string{"€", "😀", "é"} {
 		for pad := range 4 {
 			values = append(values, b64(strings.Repeat("x", 3071-pad)+strings.Repeat(u, 2000)))
