@@ -21,12 +21,11 @@ func defaultProfile() inspector.Profile {
 }
 
 // crsProfile is plain CRS at level pl on meshwaf's engine: every meshwaf
-// addition that changes what is detected is turned off here, and only
-// here. A knob added to inspector.Profile that is on by default (decoded
-// views, headers as data, XML/multipart inspection, the rule pack) must be
-// turned off in this function.
+// addition that changes what is detected (decoded views, headers as data,
+// XML attributes, file names, the DOCTYPE denial, the rule pack) is off,
+// by inspector.Profile.CRSOnly.
 func crsProfile(pl int) inspector.Profile {
-	return inspector.Profile{Name: fmt.Sprintf("crs-pl%d", pl), ParanoiaLevel: pl}
+	return inspector.Profile{Name: fmt.Sprintf("crs-pl%d", pl), ParanoiaLevel: pl}.CRSOnly()
 }
 
 // profilesNamed returns the profiles named in the comma-separated list.
