@@ -76,11 +76,12 @@ var defaultHeadersNotArgs = []string{
 }
 
 // CRSOnly returns p with every inspection beyond CRS off, meshwaf's rule
-// pack included: verdicts are then stock CRS's (the "crs-plN" comparisons;
+// pack and corroboration (corroborate.go) included: verdicts are then stock CRS's (the "crs-plN" comparisons;
 // the differential test keeps the pack, which stock Coraza loads too).
 func (p Profile) CRSOnly() Profile {
 	off := false
 	p.RulePack = &off
+	p.Corroboration = &off
 	p.DecodedViews = &off
 	p.HeadersAsArgs = HeadersAsArgs{Enabled: &off}
 	p.XMLAttributes = &off

@@ -68,7 +68,9 @@ const (
 // asks for any; internal/views), engine and body settings, the body processor rules, the CRS setup,
 // meshwaf's tx settings, the profile's beforeCRS and exclusions, the CRS
 // request rules (with meshwaf's rule pack before CRS's blocking evaluation
-// unless the profile turns it off), the profile's afterCRS.
+// unless the profile turns it off, and corroboration's rules), the
+// profile's afterCRS, the removal of the paranoia-level-2 rules
+// corroboration does not select (corroborate.go).
 func Directives(p Profile) string { return directives(p, "") }
 
 // directives is Directives with hooks (distinct key strings' and rule
@@ -101,6 +103,7 @@ Include @crs-setup.conf.example
 `, ruleXMLProcessor, ruleJSONProcessor, ruleJSONSuffixProcessor, ruleRequestBodyError, p.DenyStatus, ruleMultipartStrict, p.DenyStatus)
 	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:tx.%s=%d,setvar:tx.%s=%d,setvar:tx.%s=%d\"\n",
 		ruleSetParanoia, txBlockingParanoia, p.ParanoiaLevel, txDetectionParanoia, p.ParanoiaLevel, txBodyLimit, p.RequestBodyLimit)
+	b.WriteString(corroborationPhase1(p))
 	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:tx.%s=%d\"\n", ruleSetThreshold, txAnomalyThreshold, p.InboundAnomalyThreshold)
 	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:'tx.%s=%s'\"\n", ruleSetMethods, txAllowedMethods, meshAllowedMethods)
 	fmt.Fprintf(&b, "SecAction \"id:%d,phase:1,pass,t:none,nolog,setvar:'tx.%s=%s'\"\n", ruleSetContentTypes, txAllowedContentTypes, meshAllowedContentTypes)
@@ -113,13 +116,14 @@ Include @crs-setup.conf.example
 		b.WriteString("\n")
 	}
 	b.WriteString(exBefore)
-	writeCRS(&b, p.RulePackOn())
+	writeCRS(&b, p.RulePackOn(), corroborationRules(p))
 	b.WriteString(beyondAfterCRS(p))
 	b.WriteString(exAfter)
 	if p.AfterCRS != "" {
 		b.WriteString(p.AfterCRS)
 		b.WriteString("\n")
 	}
+	b.WriteString(corroborationAfterCRS(p))
 	return b.String()
 }
 
@@ -128,10 +132,11 @@ Include @crs-setup.conf.example
 const crsBlockingFile = "@owasp_crs/REQUEST-949-BLOCKING-EVALUATION.conf"
 
 // writeCRS writes the CRS request rules: one Include of them all, or with
-// the rule pack, an Include per file and the pack before crsBlockingFile.
-func writeCRS(b *strings.Builder, withPack bool) {
+// the rule pack or SecLang to load before CRS's blocking evaluation
+// (beforeBlocking), an Include per file and those before crsBlockingFile.
+func writeCRS(b *strings.Builder, withPack bool, beforeBlocking string) {
 	const all = "@owasp_crs/REQUEST-*.conf"
-	if !withPack {
+	if !withPack && beforeBlocking == "" {
 		b.WriteString("Include " + all + "\n")
 		return
 	}
@@ -139,12 +144,19 @@ func writeCRS(b *strings.Builder, withPack bool) {
 	pack := false
 	for _, f := range files {
 		if f == crsBlockingFile {
-			b.WriteString(rulepack.SecLang())
+			writePack(b, withPack, beforeBlocking)
 			pack = true
 		}
 		b.WriteString("Include " + f + "\n")
 	}
 	if !pack { // not reached with the embedded CRS (TestDirectivesRulePack)
+		writePack(b, withPack, beforeBlocking)
+	}
+}
+
+func writePack(b *strings.Builder, withPack bool, beforeBlocking string) {
+	if withPack {
 		b.WriteString(rulepack.SecLang())
 	}
+	b.WriteString(beforeBlocking)
 }

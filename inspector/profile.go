@@ -78,6 +78,11 @@ type Profile struct {
 	// RulePack turns meshwaf's rule pack (inspector/rulepack) off when
 	// false (default on).
 	RulePack *bool `yaml:"rulePack,omitempty" json:"rulePack,omitempty"`
+	// Corroboration makes CRS rules prone to false positives on natural
+	// language score only when corroborated, and runs selected
+	// paranoia-level-2 rules the same way (corroborate.go). Default on; it
+	// applies at paranoia level 1 only.
+	Corroboration *bool `yaml:"corroboration,omitempty" json:"corroboration,omitempty"`
 
 	// Inspection beyond CRS (beyond.go), on by default; CRSOnly turns it all off.
 	// DecodedViews adds the decoded text of encoded argument, cookie and

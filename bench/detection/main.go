@@ -46,6 +46,7 @@ type options struct {
 	workers  int
 	corpus   string
 	top      int
+	dump     string
 	// allowFSAccess runs a build without the no_fs_access tag.
 	allowFSAccess bool
 }
@@ -60,6 +61,7 @@ func main() {
 	flag.IntVar(&o.workers, "workers", 0, "concurrent checks (0: GOMAXPROCS)")
 	flag.StringVar(&o.corpus, "corpus", "", "directory holding corpus/*.jsonl (default: the corpus built into the binary)")
 	flag.IntVar(&o.top, "top", 10, "rules listed per profile as sources of false positives")
+	flag.StringVar(&o.dump, "dump", "", "also write every check's outcome per profile to this file, one JSON object a line")
 	flag.BoolVar(&o.allowFSAccess, "allow-fs-access", false, "run even if built without -tags no_fs_access (Coraza then writes multipart uploads to temporary files)")
 	flag.Parse()
 	if !builtNoFSAccess && !o.allowFSAccess {
@@ -129,6 +131,11 @@ func run0(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "%d items, %d checks × %d profiles in %s\n", len(items), len(checks), len(names), time.Since(t0).Round(time.Millisecond))
 	r := newReport(split, transport, names)
 	tally(r, items, checks, outs)
+	if o.dump != "" {
+		if err := dumpChecks(o.dump, checks, names, outs); err != nil {
+			return err
+		}
+	}
 	if o.json {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -174,4 +181,43 @@ func printReport(w io.Writer, r *Report, top int) {
 		}
 		fmt.Fprintf(w, "%-10s %s\n", p, strings.Join(parts, " "))
 	}
+	fmt.Fprintf(w, "\nRULES IN DETECTIONS (rule: attack checks denied in which it matched / in which it was the only detection rule)\n")
+	for _, p := range r.Profiles {
+		var parts []string
+		for _, id := range topRules(r.DetRules[p], top) {
+			parts = append(parts, fmt.Sprintf("%d:%d/%d", id, r.DetRules[p][id], r.SoleRules[p][id]))
+		}
+		fmt.Fprintf(w, "%-10s %s\n", p, strings.Join(parts, " "))
+	}
+}
+
+// dumpLine is one check's outcome in one profile, as -dump writes it.
+type dumpLine struct {
+	Kind     Kind   `json:"kind"`
+	Class    string `json:"class"`
+	Encoding string `json:"encoding"`
+	Place    string `json:"place"`
+	Text     string `json:"text"`
+	Profile  string `json:"profile"`
+	Denied   bool   `json:"denied"`
+	Rules    []int  `json:"rules"`
+}
+
+// dumpChecks writes every check's outcome per profile to path.
+func dumpChecks(path string, checks []check, profiles []string, outs [][]outcome) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	enc := json.NewEncoder(f)
+	for i, c := range checks {
+		for j, p := range profiles {
+			o := outs[i][j]
+			if err := enc.Encode(dumpLine{c.item.Kind, c.item.Class, c.item.Encoding, c.place, c.item.Text, p, o.denied, o.rules}); err != nil {
+				_ = f.Close()
+				return err
+			}
+		}
+	}
+	return f.Close()
 }

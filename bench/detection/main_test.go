@@ -109,7 +109,7 @@ func TestTinyCorpus(t *testing.T) {
 }
 
 // TestFalsePositiveRules checks that the rules of a denied benign check
-// are counted, without CRS's scoring rules.
+// are counted, without CRS's scoring rules, and those of a denied attack.
 func TestFalsePositiveRules(t *testing.T) {
 	r := newReport(SplitAll, "in-process", []string{"p"})
 	items := []Item{{Kind: Benign, Class: "text", Encoding: "raw"}, {Kind: Attack, Class: "sqli", Encoding: "raw"}}
@@ -124,6 +124,9 @@ func TestFalsePositiveRules(t *testing.T) {
 	}
 	if got := r.Detection["overall"]["all"]["p"]; got != (Rate{Hits: 1, N: 1}) {
 		t.Errorf("detection %+v", got)
+	}
+	if got := r.DetRules["p"]; len(got) != 1 || got[942100] != 1 || r.SoleRules["p"][942100] != 1 {
+		t.Errorf("detection rules %v, sole %v, want 942100 once", got, r.SoleRules["p"])
 	}
 	if got := topRules(map[int]int{1: 2, 3: 5, 2: 5}, 2); fmt.Sprint(got) != "[2 3]" {
 		t.Errorf("topRules = %v, want [2 3]", got)

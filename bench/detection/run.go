@@ -226,6 +226,10 @@ type Report struct {
 	FalsePositive map[string]map[string]map[string]Rate `json:"falsePositive"`
 	// FPRules: profile → rule id → benign checks denied in which it matched.
 	FPRules map[string]map[int]int `json:"fpRules"`
+	// DetRules: profile → rule id → attack checks denied in which it
+	// matched; SoleRules: in which it was the only detection rule.
+	DetRules  map[string]map[int]int `json:"detRules"`
+	SoleRules map[string]map[int]int `json:"soleRules"`
 	// Misses: profile → class/placement → attack checks not detected
 	// (raw payloads).
 	Misses map[string]map[string]int `json:"misses"`
@@ -234,9 +238,12 @@ type Report struct {
 func newReport(split Split, transport string, profiles []string) *Report {
 	r := &Report{Split: split, Transport: transport, Profiles: profiles, Items: map[Kind]int{},
 		Detection: map[string]map[string]map[string]Rate{}, FalsePositive: map[string]map[string]map[string]Rate{},
-		FPRules: map[string]map[int]int{}, Misses: map[string]map[string]int{}}
+		FPRules: map[string]map[int]int{}, DetRules: map[string]map[int]int{}, SoleRules: map[string]map[int]int{},
+		Misses: map[string]map[string]int{}}
 	for _, p := range profiles {
 		r.FPRules[p] = map[int]int{}
+		r.DetRules[p] = map[int]int{}
+		r.SoleRules[p] = map[int]int{}
 		r.Misses[p] = map[string]int{}
 	}
 	return r
@@ -268,6 +275,14 @@ func tally(r *Report, items []Item, checks []check, outs [][]outcome) {
 			if c.item.Kind == Attack {
 				add(r.Detection, "overall", "all", p, o.denied)
 				add(r.Detection, "encoding", c.item.Encoding, p, o.denied)
+				if o.denied {
+					for _, id := range o.rules {
+						r.DetRules[p][id]++
+					}
+					if len(o.rules) == 1 {
+						r.SoleRules[p][o.rules[0]]++
+					}
+				}
 				if c.item.Encoding == "raw" {
 					add(r.Detection, "class", c.item.Class, p, o.denied)
 					add(r.Detection, "placement", c.place, p, o.denied)

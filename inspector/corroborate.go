@@ -1,0 +1,207 @@
+package inspector
+
+import (
+	"fmt"
+	"io/fs"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/corazawaf/coraza-coreruleset/v4"
+)
+
+// Corroboration (Profile.Corroboration, on by default at paranoia level 1;
+// off under CRSOnly) changes how some CRS rules score, without changing
+// what they match:
+//
+//   - CRS rules that react to natural language and file names at paranoia
+//     level 1 (held) still match, but add their score only when something
+//     else corroborates them: 942190 and 941210 another rule of their
+//     class (tx.sql_injection_score, tx.xss_score), 932235 and 932250 shell
+//     syntax in an inspected value (rule CorroborationShell), 920120 (quotes
+//     in a multipart file name, which fileNames inspects as an argument
+//     for every CRS rule) when a corroborating attack rule below matched
+//     (rule CorroborationFileName);
+//   - paranoia-level-2 rules that matched no benign traffic in the tuning
+//     corpus (direct) score at level 1;
+//   - paranoia-level-2 rules that match attacks PL1 misses but also some
+//     benign text (corroborating) score when at least two of them, of any
+//     class, matched the request (rule CorroborationPL2);
+//   - every other paranoia-level-2 rule is removed: it neither runs nor
+//     scores.
+//
+// Every rule this adds is tagged meshwaf and meshwaf/corroboration, in
+// FirstCorroborationID..LastCorroborationID (next to the rule pack's range).
+const (
+	FirstCorroborationID = 461000
+	LastCorroborationID  = 461099
+
+	ruleCorroborationLevel = 461000 // phase 1: detection paranoia level 2
+	// CorroborationPL2 adds a critical score when two corroborating
+	// paranoia-level-2 rules matched.
+	CorroborationPL2 = 461010
+	// CorroborationClass adds the held score of 942190 or 941210 when
+	// another rule of its class matched (461020 + index in heldByClass).
+	CorroborationClass = 461020
+	// CorroborationFileName adds the held score of 920120 when a
+	// corroborating paranoia-level-2 attack rule (93x, 94x) matched.
+	CorroborationFileName = 461040
+	// CorroborationShell adds the held score of 932235 or 932250 when an
+	// inspected value holds shell syntax.
+	CorroborationShell = 461030
+)
+
+// Rule selections, from the tuning split of bench/detection's corpus
+// (README "Detection"). Paranoia-level-2 rules only, none a chain: actions
+// appended to a chain's first rule run when that rule alone matches
+// (TestCorroborationNotChained).
+var (
+	// directPL2 matched attacks PL1 misses and no benign check.
+	directPL2 = []int{920271, 921151, 942180, 942380, 942390}
+	// corroboratingPL2 matched attacks PL1 misses, and benign text alone
+	// or with one another only rarely.
+	corroboratingPL2 = []int{920230, 932236, 942330, 942370, 942470, 942480}
+)
+
+// heldByClass are PL1 rules that score only with another rule of their
+// class: their class score variable.
+var heldByClass = []struct {
+	id       int
+	classVar string
+}{{942190, "sql_injection_score"}, {941210, "xss_score"}}
+
+// classVar is the CRS class score variable a rule adds to, for the
+// classes of heldByClass.
+func classVar(id int) string {
+	switch id / 1000 {
+	case 942:
+		return "sql_injection_score"
+	case 941:
+		return "xss_score"
+	}
+	return ""
+}
+
+// heldFileName is CRS's check of multipart file names for quotes and
+// semicolons.
+const heldFileName = 920120
+
+// heldByShell are PL1 command-injection rules that score only when an
+// inspected value also holds shell syntax.
+var heldByShell = []int{932235, 932250}
+
+// CorroborationOn reports whether p's scoring is corroborated: on by
+// default at paranoia level 1 (at higher levels CRS's own scoring is kept).
+func (p Profile) CorroborationOn() bool {
+	return on(p.Corroboration) && p.ParanoiaLevel <= 1
+}
+
+// corroborationPhase1 is the SecLang after meshwaf's paranoia settings:
+// detection paranoia level 2, so the selected PL2 rules run (their own
+// score, in tx.inbound_anomaly_score_pl2, does not count at blocking level 1).
+func corroborationPhase1(p Profile) string {
+	if !p.CorroborationOn() {
+		return ""
+	}
+	return fmt.Sprintf("SecAction \"id:%d,phase:1,pass,t:none,nolog,tag:'meshwaf',tag:'meshwaf/corroboration',setvar:tx.%s=2\"\n",
+		ruleCorroborationLevel, txDetectionParanoia)
+}
+
+// hold is the actions appended to a PL1 rule so that its critical score
+// goes to tx.<v> instead of the inbound score.
+func hold(id int, v string) string {
+	return fmt.Sprintf("SecRuleUpdateActionById %d \"setvar:tx.inbound_anomaly_score_pl1=-%%{tx.critical_anomaly_score},setvar:tx.%s=+%%{tx.critical_anomaly_score}\"\n", id, v)
+}
+
+// corroborationRules is the SecLang loaded after CRS's detection rules and
+// before its blocking evaluation.
+func corroborationRules(p Profile) string {
+	if !p.CorroborationOn() {
+		return ""
+	}
+	var b strings.Builder
+	for _, id := range directPL2 {
+		fmt.Fprintf(&b, "SecRuleUpdateActionById %d \"setvar:tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}\"\n", id)
+	}
+	for _, id := range corroboratingPL2 {
+		fmt.Fprintf(&b, "SecRuleUpdateActionById %d \"setvar:tx.meshwaf_corr_%d=1", id, id)
+		if v := classVar(id); v != "" {
+			fmt.Fprintf(&b, ",setvar:tx.meshwaf_pl2_%s=+%%{tx.critical_anomaly_score}", v)
+		}
+		b.WriteString("\"\n")
+	}
+	fmt.Fprintf(&b, `SecRule &TX:/^meshwaf_corr_/ "@ge 2" "id:%d,phase:2,pass,t:none,log,msg:'Corroborated paranoia-level-2 detections',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}'"`+"\n",
+		CorroborationPL2)
+	if on(p.FileNames) {
+		b.WriteString(hold(heldFileName, "meshwaf_held_920120"))
+		fmt.Fprintf(&b, `SecRule TX:meshwaf_held_920120 "@gt 0" "id:%d,phase:2,pass,t:none,log,msg:'Multipart file name check corroborated',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain"
+    SecRule &TX:/^meshwaf_corr_9[34]/ "@ge 1" "t:none,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_920120}'"
+`, CorroborationFileName)
+	}
+	for i, h := range heldByClass {
+		v := fmt.Sprintf("meshwaf_held_%d", h.id)
+		b.WriteString(hold(h.id, v))
+		// other: the class score from rules that score by themselves
+		// (neither held nor corroborating paranoia-level-2 rules).
+		fmt.Fprintf(&b, `SecRule TX:%[1]s "@gt 0" "id:%[2]d,phase:2,pass,t:none,log,msg:'Corroborated by another rule of its class',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain,setvar:tx.meshwaf_other=%%{tx.%[3]s},setvar:tx.meshwaf_other=-%%{tx.%[1]s},setvar:tx.meshwaf_other=-%%{tx.meshwaf_pl2_%[3]s}"
+    SecRule TX:meshwaf_other "@gt 0" "t:none,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.%[1]s}'"
+`, v, CorroborationClass+i, h.classVar)
+	}
+	for _, id := range heldByShell {
+		b.WriteString(hold(id, "meshwaf_held_shell"))
+	}
+	// Shell syntax: a command separator, pipe, backquote, $( or ${ before
+	// a word, or a redirection to a path.
+	fmt.Fprintf(&b, `SecRule TX:meshwaf_held_shell "@gt 0" "id:%d,phase:2,pass,t:none,log,msg:'Command injection corroborated by shell syntax',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain"
+    SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?|\$[({])\s*[\w./\\'\"-]|[<>]\s*/" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
+`, CorroborationShell)
+	return b.String()
+}
+
+// corroborationAfterCRS is the SecLang loaded last, after CRS's REQUEST-999
+// and the profile's exclusions and afterCRS, which may name them by id: it
+// removes the paranoia-level-2 rules not selected.
+func corroborationAfterCRS(p Profile) string {
+	if !p.CorroborationOn() {
+		return ""
+	}
+	keep := slices.Concat(directPL2, corroboratingPL2)
+	var remove []string
+	for _, id := range crsRulesAtLevel(2) {
+		if !slices.Contains(keep, id) {
+			remove = append(remove, strconv.Itoa(id))
+		}
+	}
+	if len(remove) == 0 {
+		return ""
+	}
+	return "SecRuleRemoveById " + strings.Join(remove, " ") + "\n"
+}
+
+// reRuleID finds rule ids in CRS's files.
+var reRuleID = regexp.MustCompile(`id:(\d+),`)
+
+// crsRulesAtLevel returns the ids of CRS's request rules tagged
+// paranoia-level/<pl>, in file order (the embedded files always read).
+func crsRulesAtLevel(pl int) []int {
+	files, _ := fs.Glob(coreruleset.FS, "@owasp_crs/REQUEST-*.conf") // a valid pattern
+	tag := fmt.Sprintf("tag:'paranoia-level/%d'", pl)
+	var ids []int
+	for _, f := range files {
+		b, _ := fs.ReadFile(coreruleset.FS, f) // listed by Glob
+		s := string(b)
+		locs := reRuleID.FindAllStringSubmatchIndex(s, -1)
+		for i, l := range locs {
+			end := len(s)
+			if i+1 < len(locs) {
+				end = locs[i+1][0]
+			}
+			if strings.Contains(s[l[1]:end], tag) {
+				id, _ := strconv.Atoi(s[l[2]:l[3]]) // digits
+				ids = append(ids, id)
+			}
+		}
+	}
+	return ids
+}
