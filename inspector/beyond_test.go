@@ -23,12 +23,14 @@ const (
 
 func beyondProfiles() []Profile {
 	off := false
+	// Corroboration is off in the profiles that turn one feature off: its
+	// paranoia-level-2 rules catch some of the attacks on their own.
 	return []Profile{
-		{Name: profNoViews, DecodedViews: &off},
-		{Name: profNoHeaders, HeadersAsArgs: HeadersAsArgs{Enabled: &off}},
-		{Name: profNoXMLAttr, XMLAttributes: &off},
-		{Name: profNoFiles, FileNames: &off},
-		{Name: profXMLDecl, AllowXMLDeclarations: true},
+		{Name: profNoViews, DecodedViews: &off, Corroboration: &off},
+		{Name: profNoHeaders, HeadersAsArgs: HeadersAsArgs{Enabled: &off}, Corroboration: &off},
+		{Name: profNoXMLAttr, XMLAttributes: &off, Corroboration: &off},
+		{Name: profNoFiles, FileNames: &off, Corroboration: &off},
+		{Name: profXMLDecl, AllowXMLDeclarations: true, Corroboration: &off},
 		Profile{Name: profCRSOnly}.CRSOnly(),
 	}
 }

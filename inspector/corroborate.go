@@ -92,9 +92,10 @@ const heldFileName = 920120
 var heldByShell = []int{932235, 932250}
 
 // CorroborationOn reports whether p's scoring is corroborated: on by
-// default at paranoia level 1 (at higher levels CRS's own scoring is kept).
+// default at paranoia level 1. At higher levels, and when beforeCRS sets a
+// paranoia level itself, CRS's own scoring is kept.
 func (p Profile) CorroborationOn() bool {
-	return on(p.Corroboration) && p.ParanoiaLevel <= 1
+	return on(p.Corroboration) && p.ParanoiaLevel <= 1 && !strings.Contains(strings.ToLower(p.BeforeCRS), "paranoia_level")
 }
 
 // corroborationPhase1 is the SecLang after meshwaf's paranoia settings:

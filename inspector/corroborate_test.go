@@ -144,7 +144,7 @@ func TestCorroborationDirectives(t *testing.T) {
 		AfterCRS: "SecRuleUpdateTargetById 942200 \"!ARGS:q\""})
 	require.NoError(t, err)
 	rs.Close()
-	for _, p := range []Profile{{ParanoiaLevel: 2}, Profile{}.CRSOnly()} {
+	for _, p := range []Profile{{ParanoiaLevel: 2}, Profile{}.CRSOnly(), {BeforeCRS: "SecAction \"id:10000,phase:1,pass,nolog,setvar:tx.blocking_paranoia_level=2\""}} {
 		d := Directives(p.WithDefaults())
 		require.NotContains(t, d, "meshwaf/corroboration")
 		require.NotContains(t, d, "detection_paranoia_level=2\"")

@@ -497,5 +497,7 @@ func TestDirectivesRulePack(t *testing.T) {
 	off := false
 	d = Directives(Profile{RulePack: &off}.WithDefaults())
 	require.NotContains(t, d, rulepack.SecLang())
+	d = Directives(Profile{RulePack: &off, Corroboration: &off}.WithDefaults())
+	require.NotContains(t, d, rulepack.SecLang())
 	require.Equal(t, 1, strings.Count(d, "Include @owasp_crs/REQUEST-"))
 }
