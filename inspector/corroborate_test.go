@@ -49,7 +49,8 @@ func corroborationCases() []corroborationCase {
 		{name: "920120/attack", req: mp("x'<script>alert(1)</script>.pdf"), want: Deny, wantOff: Deny},
 		{name: "920120/attack-corroborated", req: mp(`\x27UNION SELECT`), want: Deny, wantOff: Deny, wantRule: CorroborationFileName},
 		// Paranoia-level-2 rules scoring directly.
-		{name: "942390/attack", req: q("or 0=0 #"), want: Deny, wantOff: Allow, wantRule: 942390},
+		{name: "942390/sentence", req: js("Call me (maybe) at 5 (or 6) - options (a|b) & (c)!"), want: Allow, wantOff: Allow, wantRule: 942390},
+		{name: "942390/attack", req: q("1' or 1=1 or 'a'='a"), want: Deny, wantOff: Deny},
 		{name: "942380/attack", req: q("order by"), want: Deny, wantOff: Allow, wantRule: 942380},
 		{name: "942180/attack", req: q("x' or name()='username' or 'x'='y"), want: Deny, wantOff: Allow, wantRule: 942180},
 		{name: "921151/attack", req: get("HTTP/1.1", "/api/v1/search?note=1%0aenv;&page=1"), want: Deny, wantOff: Allow, wantRule: 921151},
