@@ -91,8 +91,8 @@ func TestCheckDeniesSeedSQLi(t *testing.T) {
 	assert.Equal(t, "default", v.profile)
 	ids := requireRuleIDs(t, v.ruleIDs)
 	assert.Contains(t, ids, 942190, "rule ids %q", v.ruleIDs)
-	// What CRS 4.25 at PL1 reports for this request: two SQLi rules and the
-	// inbound anomaly score evaluation.
+	// What the default profile reports for this request (seedSQLiRules):
+	// the score is CRS PL1's, two SQLi rules.
 	assert.Equal(t, seedSQLiRules, v.ruleIDs)
 	assert.Equal(t, 10.0, v.score)
 }

@@ -440,8 +440,11 @@ const (
 // seedSQLiPath is the request target of the SQL injection used throughout.
 const seedSQLiPath = "/?username=joe%40example.com&password=%3BUNION+SELECT+1%2C+version%28%29+limit+1%2C1--"
 
-// seedSQLiRules are the rules CRS 4.25 at PL1 reports for seedSQLiPath.
-const seedSQLiRules = "942190,942360,949110"
+// seedSQLiRules are the rules meshwaf's default profile reports for
+// seedSQLiPath: CRS 4.25's two PL1 SQLi rules (942190 held until
+// corroborated, 461020, by 942360), the selected PL2 rule 942480 (it scores
+// only with a second selected rule) and the anomaly evaluation.
+const seedSQLiRules = "461020,942190,942360,942480,949110"
 
 // httpCheck is the parts of an HTTP request that vary between tests.
 type httpCheck struct {
