@@ -175,8 +175,8 @@ func TestTuneEndToEnd(t *testing.T) {
 	dir := t.TempDir()
 	writeConfig := func(name string, def, notes []inspector.Exclusion) string {
 		cfg := map[string]any{
-			"defaultProfile": map[string]any{"mode": "block", "exclusions": def},
-			"profiles": []any{map[string]any{"name": "notes", "mode": "block",
+			"defaultProfile": map[string]any{"mode": "block", "corroboration": false, "exclusions": def},
+			"profiles": []any{map[string]any{"name": "notes", "mode": "block", "corroboration": false,
 				"match": map[string]any{"namespaces": []string{"notes"}}, "exclusions": notes}},
 		}
 		data, err := yaml.Marshal(cfg)
