@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -35,23 +34,7 @@ type Origin[T any] struct {
 // strictly, as istiod would.
 func LoadEgressObjects(paths ...string) (*EgressObjects, error) {
 	out := &EgressObjects{}
-	var errs []error
-	for _, p := range paths {
-		files, err := policyFiles(p)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		for _, f := range files {
-			data, err := os.ReadFile(f)
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			errs = append(errs, out.add(f, data))
-		}
-	}
-	return out, errors.Join(errs...)
+	return out, eachFile(paths, out.add)
 }
 
 func (o *EgressObjects) add(file string, data []byte) error {

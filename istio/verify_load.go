@@ -33,13 +33,9 @@ type PolicySet struct {
 	Notes    []string
 }
 
-// LoadPolicies reads AuthorizationPolicies from YAML files and directories
-// (every *.yaml, *.yml and *.json below them, in name order). Files may hold
-// several documents and `kind: List`; other kinds are skipped with a note.
-// A policy's spec is decoded strictly: an unknown field is an error naming
-// the file, the line of the document and the policy.
-func LoadPolicies(paths ...string) (*PolicySet, error) {
-	set := &PolicySet{}
+// eachFile calls read with every file policyFiles finds below paths and
+// its contents, and joins every error, read's included; it never stops early.
+func eachFile(paths []string, read func(file string, data []byte) error) error {
 	var errs []error
 	for _, p := range paths {
 		files, err := policyFiles(p)
@@ -53,12 +49,20 @@ func LoadPolicies(paths ...string) (*PolicySet, error) {
 				errs = append(errs, err)
 				continue
 			}
-			if err := set.add(f, data); err != nil {
-				errs = append(errs, err)
-			}
+			errs = append(errs, read(f, data))
 		}
 	}
-	return set, errors.Join(errs...)
+	return errors.Join(errs...)
+}
+
+// LoadPolicies reads AuthorizationPolicies from YAML files and directories
+// (every *.yaml, *.yml and *.json below them, in name order). Files may hold
+// several documents and `kind: List`; other kinds are skipped with a note.
+// A policy's spec is decoded strictly: an unknown field is an error naming
+// the file, the line of the document and the policy.
+func LoadPolicies(paths ...string) (*PolicySet, error) {
+	set := &PolicySet{}
+	return set, eachFile(paths, set.add)
 }
 
 func policyFiles(path string) ([]string, error) {
