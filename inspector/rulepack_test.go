@@ -72,6 +72,13 @@ func rulePackCases() []rulePackCase {
 		{name: "nosql-value-object", id: 460510, req: packJSON("password", `{"$gt": ""}`), also: []int{942290}},
 		{name: "nosql-where", id: 460520, req: packQuery("user", "admin' && this.password.match(/.*/)//")},
 		{name: "nosql-sleep", id: 460520, req: packJSON("user", "';sleep(5000);'"), also: []int{942160, 942540}},
+		{name: "xpath-count-axis", id: 460600, req: packQuery("user", "count(/child::node())")},
+		{name: "xpath-string-length", id: 460600, req: packJSON("user", "1 and string-length(name(/*[1]))=4"), also: []int{942100}},
+		{name: "xpath-substring", id: 460600, req: packForm("user", "substring(//user[1]/password,1,1)"), also: []int{932130, 942151}},
+		{name: "xpath-descendant", id: 460600, req: packJSON("path", "/descendant::*")},
+		{name: "xpath-union", id: 460610, req: packQuery("user", "'] | //* | //*['")},
+		{name: "xpath-or-name", id: 460610, req: packJSON("user", "x' or name()='username' or 'x'='y")},
+		{name: "xpath-and-contains", id: 460610, req: packForm("user", "admin\" and contains(.,\"a\")")},
 	}
 }
 
@@ -93,6 +100,11 @@ func rulePackBenign() []Request {
 		packQuery("q", "shoes (red|blue) size=42"),
 		packForm("comment", "Dear Sir,\r\nplease find the data attached.\r\nRegards"),
 		packJSON("js", "const label = `${user.name} (${count})`;"),
+		packJSON("sql", "SELECT count(*) FROM orders WHERE name = 'x'"),
+		packJSON("php", "public function __construct() { parent::__construct(); return self::$instance; }"),
+		packJSON("rust", "let v = Self::new(); use self::models::User; std::mem::take(&mut x)"),
+		packJSON("note", "Bob's or Alice's name (both) - count (approx.) is 5; see [1] | [2]"),
+		packQuery("path", "/docs/api/v1/users[0]/name"),
 	}
 }
 
