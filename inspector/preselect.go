@@ -30,7 +30,7 @@ func (c *compiled) bindPlan(slot *preselect.Slot, rules []types.RuleMetadata) {
 		NewUnion:   rx.NewUnion,
 		Root:       coreruleset.FS,
 		RootPrefix: "@owasp_crs/",
-		Ignore:     aboveParanoiaLevel(c.profile.ParanoiaLevel),
+		Ignore:     aboveParanoiaLevel(c.profile.detectionLevel()),
 	})
 	slot.Bind(c.plan)
 	for ph := 1; ph <= 2; ph++ {
@@ -85,6 +85,16 @@ func onlyNarrows(line string) bool {
 		}
 	}
 	return true
+}
+
+// detectionLevel is the paranoia level of the CRS rules that run for p:
+// corroboration runs its selected paranoia-level-2 rules at level 1 (the
+// others are removed from the compiled rule set).
+func (p Profile) detectionLevel() int {
+	if p.CorroborationOn() {
+		return max(p.ParanoiaLevel, 2)
+	}
+	return p.ParanoiaLevel
 }
 
 // aboveParanoiaLevel reports the CRS rules of a paranoia level above pl:
