@@ -2,6 +2,7 @@ package inspector
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -95,4 +96,21 @@ func TestPreselectCanary(t *testing.T) {
 	}
 	_, err = Compile(Profile{PreselectCanary: -1})
 	require.ErrorContains(t, err, "preselectCanary")
+}
+
+// TestPreselectAnalysesDetectionLevel: the paranoia-level-2 rules that
+// corroboration runs in the default profile are analysed (and so removed
+// when they cannot match), while those of a level no profile runs stay
+// ignored, as CRS's gates skip them.
+func TestPreselectAnalysesDetectionLevel(t *testing.T) {
+	rs := testRuleSet(t)
+	kept := PreselectKept(rs, "")
+	for _, id := range append(slices.Clone(directPL2), corroboratingPL2...) {
+		require.NotContains(t, kept, id, "selected paranoia-level-2 rule %d is analysed", id)
+	}
+	require.Equal(t, "ignored", kept[942421], "paranoia-level-4 rule 942421 is not analysed at detection level 2")
+	crsOnly := PreselectKept(rs, profCRSOnly)
+	for _, id := range directPL2 {
+		require.Equal(t, "ignored", crsOnly[id], "without corroboration, paranoia-level-2 rule %d is above the level", id)
+	}
 }
