@@ -78,6 +78,7 @@ type AuditUndecoded struct {
 	Longest         int `json:"longest,omitempty"`
 	OverBudget      int `json:"over_budget,omitempty"`
 	BudgetViewBytes int `json:"budget_view_bytes,omitempty"`
+	OverDepth       int `json:"over_depth,omitempty"`
 }
 
 // AuditLogType is AuditLine.LogType.

@@ -42,6 +42,7 @@ type metrics struct {
 const (
 	boundValue  = "value"  // longer than the per-value decoding limit
 	boundBudget = "budget" // past a phase's budget of views
+	boundDepth  = "depth"  // still encoded at the nesting limit of views
 )
 
 func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
@@ -107,7 +108,7 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 		}, []string{"profile"}),
 		undecoded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshwaf_undecoded_values_total",
-			Help: "Encoded values left without decoded views by a bound (value: over 64 KiB; budget: past a phase's 256 KiB of views), by profile; rule 99004 denied them unless the profile sets allowUndecodedViews.",
+			Help: "Encoded values left without decoded views by a bound (value: over 64 KiB; budget: past a phase's 256 KiB of views; depth: still encoded after 2 nested decodings), by profile; rule 99004 denied them unless the profile sets allowUndecodedViews.",
 		}, []string{"profile", "bound"}),
 	}
 	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -125,7 +126,7 @@ func newMetrics(reg prometheus.Registerer, adm *admission) (*metrics, error) {
 	}
 	m.canaryChecks.WithLabelValues(inspector.DefaultProfileName)
 	m.disagreements.WithLabelValues(inspector.DefaultProfileName)
-	for _, b := range []string{boundValue, boundBudget} {
+	for _, b := range []string{boundValue, boundBudget, boundDepth} {
 		m.undecoded.WithLabelValues(inspector.DefaultProfileName, b)
 	}
 	for _, r := range []string{reasonPanic, reasonInspect, reasonCanceled} {
@@ -147,6 +148,7 @@ func (m *metrics) observe(v inspector.Verdict, seconds float64) {
 	if u := v.UndecodedViews; u.Any() {
 		m.undecoded.WithLabelValues(v.Profile, boundValue).Add(float64(u.OverValueLimit))
 		m.undecoded.WithLabelValues(v.Profile, boundBudget).Add(float64(u.OverBudget))
+		m.undecoded.WithLabelValues(v.Profile, boundDepth).Add(float64(u.OverDepth))
 	}
 	if ps := v.Preselect; ps.Rules > 0 {
 		m.rulesEvaluated.WithLabelValues(v.Profile).Observe(float64(ps.Rules - ps.Removed))

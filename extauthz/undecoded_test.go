@@ -67,3 +67,32 @@ func TestUndecodedViews(t *testing.T) {
 		})
 	}
 }
+
+// TestUndecodedViewsDepth: a header value still encoded after the nested
+// decodings is denied by rule 99004 and counted under bound "depth" and in
+// the audit line's over_depth.
+func TestUndecodedViewsDepth(t *testing.T) {
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	req := loadAuditFixture(t, "json-password.json")
+	h := req.GetAttributes().GetRequest().GetHttp()
+	h.Body = `{"user":"ann"}`
+	h.Size = int64(len(h.Body))
+	h.Headers["content-length"] = strconv.Itoa(len(h.Body))
+	h.Headers["x-data"] = b64(b64(b64("' or 1=1--")))
+
+	ts := newTestServer(t, testEngine(t), nil)
+	resp, err := ts.Check(context.Background(), req)
+	require.NoError(t, err)
+	require.EqualValues(t, 403, resp.GetDeniedResponse().GetStatus().GetCode())
+	for bound, want := range map[string]float64{boundDepth: 1, boundValue: 0, boundBudget: 0} {
+		require.Equal(t, want, testutil.ToFloat64(ts.metrics.undecoded.WithLabelValues(inspector.DefaultProfileName, bound)), bound)
+	}
+	lines := ts.audit.lines()
+	require.Len(t, lines, 1)
+	var al AuditLine
+	require.NoError(t, json.Unmarshal([]byte(lines[0]), &al))
+	require.Equal(t, inspector.RuleUndecodedViews, al.InterruptingRule)
+	require.NotNil(t, al.UndecodedViews)
+	require.Equal(t, AuditUndecoded{OverDepth: 1}, *al.UndecodedViews)
+	require.Contains(t, lines[0], `"over_depth":1`)
+}

@@ -34,8 +34,9 @@ const RuleXMLDeclaration = 99003
 
 // RuleUndecodedViews is meshwaf's guard that denies a request with an
 // encoded value the decoded views left undecoded because of a bound (a
-// value over views.MaxValue that a decoding applies to, or a view past a
-// phase's views.Budget), unless allowUndecodedViews.
+// value over views.MaxValue that a decoding applies to, a view past a
+// phase's views.Budget, or a view at views.MaxDepth that would still
+// decode), unless allowUndecodedViews.
 const RuleUndecodedViews = 99004
 
 // Argument-name prefixes of what meshwaf adds in phase 1.
@@ -237,7 +238,8 @@ func hasDeclaration(b []byte) bool {
 // given phase 1's.
 func undecodedViews(vars plugintypes.TransactionVariables, phase1 views.Skipped) UndecodedViews {
 	sk := phase1.Add(views.BodySkipped(vars))
-	return UndecodedViews{OverValueLimit: sk.OverMaxValue, Longest: sk.Longest, OverBudget: sk.OverBudget, BudgetViewBytes: sk.BudgetViewBytes}
+	return UndecodedViews{OverValueLimit: sk.OverMaxValue, Longest: sk.Longest, OverBudget: sk.OverBudget, BudgetViewBytes: sk.BudgetViewBytes,
+		OverDepth: sk.OverDepth}
 }
 
 // undecodedViewsFinding is RuleUndecodedViews's finding for u (not zero):
@@ -249,6 +251,9 @@ func undecodedViewsFinding(u UndecodedViews) Match {
 	}
 	if u.OverBudget > 0 {
 		what = append(what, fmt.Sprintf("%d encoded value(s) past the %d bytes of decoded views a request phase adds (%d bytes of views left out)", u.OverBudget, views.Budget, u.BudgetViewBytes))
+	}
+	if u.OverDepth > 0 {
+		what = append(what, fmt.Sprintf("%d value(s) still encoded after the %d nested decodings made", u.OverDepth, views.MaxDepth))
 	}
 	return Match{ID: RuleUndecodedViews, Severity: "critical",
 		Msg:  "Encoded values not inspected decoded: " + strings.Join(what, "; ") + "; a profile may set allowUndecodedViews",

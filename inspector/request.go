@@ -86,10 +86,15 @@ type UndecodedViews struct {
 	// the views left out.
 	OverBudget      int `json:"overBudget,omitempty"`
 	BudgetViewBytes int `json:"budgetViewBytes,omitempty"`
+	// OverDepth counts values with a view at the nesting limit (2
+	// decodings) that would still decode: its decoded text is not made.
+	OverDepth int `json:"overDepth,omitempty"`
 }
 
 // Any reports whether a value was left undecoded.
-func (u UndecodedViews) Any() bool { return u.OverValueLimit > 0 || u.OverBudget > 0 }
+func (u UndecodedViews) Any() bool {
+	return u.OverValueLimit > 0 || u.OverBudget > 0 || u.OverDepth > 0
+}
 
 // PreselectStats counts, for one check, the profile's rules in the request
 // phases, those rule pre-selection analysed (Candidates) and those it

@@ -61,6 +61,18 @@ func TestUndecodedViews(t *testing.T) {
 		{name: "oversized url2 attack/query", req: get("HTTP/1.1", "/?q="+qesc(qesc(filler(views.MaxValue)+" "+sqliPayload))),
 			// CRS's t:urlDecodeUni decodes it all the same.
 			want: Deny, guard: true, wantOpted: Deny, counted: UndecodedViews{OverValueLimit: 1, Longest: len(qesc(filler(views.MaxValue) + " " + sqliPayload))}},
+		// A third nested encoding: the views stop at base64 of the attack.
+		{name: "b64 x3 sqli/query", req: get("HTTP/1.1", "/?q="+qesc(b64(b64(b64("' or 1=1--"))))),
+			want: Deny, guard: true, wantOpted: Allow, counted: UndecodedViews{OverDepth: 1}},
+		{name: "b64 x3 xss/json", req: send("POST", "HTTP/1.1", "/api/v1/notes", "application/json", `{"a":"`+b64(b64(b64(xssPayload)))+`"}`),
+			want: Deny, guard: true, wantOpted: Allow, counted: UndecodedViews{OverDepth: 1}},
+		{name: "b64 x3 sqli/header and cookie", req: get("HTTP/1.1", "/", "X-Data", b64(b64(b64(sqliPayload))), "Cookie", "s="+b64(b64(b64(sqliPayload)))),
+			want: Deny, guard: true, wantOpted: Allow, counted: UndecodedViews{OverDepth: 2}},
+		// CRS's rules catch five URL encodings on their own (920230, 941180).
+		{name: "url x5 xss/query", req: get("HTTP/1.1", "/?q="+qesc(qesc(qesc(qesc(qesc(xssPayload)))))),
+			want: Deny, guard: true, wantOpted: Deny, counted: UndecodedViews{OverDepth: 1}},
+		{name: "b64 x2 text/json", req: send("POST", "HTTP/1.1", "/api/v1/notes", "application/json", `{"a":"`+b64(b64("Meeting notes: 100% done, see https://example.com/a?b=c"))+`"}`),
+			want: Allow, wantOpted: Allow},
 		{name: "large plain text/json", req: send("POST", "HTTP/1.1", "/api/v1/notes", "application/json", `{"text":"`+filler(200<<10)+` 100% done, fish & chips, Café crème."}`),
 			want: Allow, wantOpted: Allow},
 		{name: "large b64 binary upload/json", req: send("POST", "HTTP/1.1", "/api/v1/files", "application/json", `{"name":"photo.png","content":"`+base64.StdEncoding.EncodeToString(randomBytes(300<<10))+`"}`),

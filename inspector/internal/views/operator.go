@@ -126,7 +126,7 @@ func (op *operator) Evaluate(tx plugintypes.TransactionState, _ string) bool {
 		add(v.Name, v.Value)
 	}
 	if sk := d.Skipped(); sk.Any() {
-		vars.TX().Set(skippedVar, []string{fmt.Sprintf("%d %d %d %d", sk.OverMaxValue, sk.Longest, sk.OverBudget, sk.BudgetViewBytes)})
+		vars.TX().Set(skippedVar, []string{fmt.Sprintf("%d %d %d %d %d", sk.OverMaxValue, sk.Longest, sk.OverBudget, sk.BudgetViewBytes, sk.OverDepth)})
 	}
 	return false
 }
@@ -139,7 +139,7 @@ const skippedVar = "meshwaf_views_skipped"
 func BodySkipped(vars plugintypes.TransactionVariables) Skipped {
 	var sk Skipped
 	for _, v := range vars.TX().Get(skippedVar) {
-		_, _ = fmt.Sscanf(v, "%d %d %d %d", &sk.OverMaxValue, &sk.Longest, &sk.OverBudget, &sk.BudgetViewBytes)
+		_, _ = fmt.Sscanf(v, "%d %d %d %d %d", &sk.OverMaxValue, &sk.Longest, &sk.OverBudget, &sk.BudgetViewBytes, &sk.OverDepth)
 	}
 	return sk
 }

@@ -18,7 +18,9 @@ import (
 
 // Limits of the decoding.
 const (
-	// MaxDepth is how many decodings are chained (a view of a view).
+	// MaxDepth is how many decodings are chained (a view of a view). A
+	// value with a view at this depth that would still decode is counted
+	// (Skipped.OverDepth): its innermost text is not inspected.
 	MaxDepth = 2
 	// MaxValue is the longest value decoded; longer ones get no view.
 	MaxValue = 64 << 10
@@ -62,16 +64,20 @@ type Skipped struct {
 	// OverBudget counts values with a view left out because the budget
 	// was spent; BudgetViewBytes is the bytes of the views left out.
 	OverBudget, BudgetViewBytes int
+	// OverDepth counts values with a view at MaxDepth that a decoding
+	// would give one more, new view of.
+	OverDepth int
 }
 
 // Add returns the sum of s and o (Longest: the larger).
 func (s Skipped) Add(o Skipped) Skipped {
 	return Skipped{OverMaxValue: s.OverMaxValue + o.OverMaxValue, Longest: max(s.Longest, o.Longest),
-		OverBudget: s.OverBudget + o.OverBudget, BudgetViewBytes: s.BudgetViewBytes + o.BudgetViewBytes}
+		OverBudget: s.OverBudget + o.OverBudget, BudgetViewBytes: s.BudgetViewBytes + o.BudgetViewBytes,
+		OverDepth: s.OverDepth + o.OverDepth}
 }
 
 // Any reports whether a value was skipped.
-func (s Skipped) Any() bool { return s.OverMaxValue > 0 || s.OverBudget > 0 }
+func (s Skipped) Any() bool { return s.OverMaxValue > 0 || s.OverBudget > 0 || s.OverDepth > 0 }
 
 // NewDecoder returns a decoder that adds at most budget bytes of views.
 func NewDecoder(budget int) *Decoder { return &Decoder{left: budget} }
@@ -84,7 +90,9 @@ func (d *Decoder) Skipped() Skipped { return d.skipped }
 // earlier view of it. A value longer than MaxValue gets no view; one a
 // decoding applies to is counted (Skipped.OverMaxValue). A view that does
 // not fit in what is left of the budget is left out and its value counted
-// (Skipped.OverBudget).
+// (Skipped.OverBudget). A value with a view at MaxDepth that one more
+// decoding would turn into a new text is counted (Skipped.OverDepth); that
+// text is not made.
 func (d *Decoder) Views(out []View, name, value string) []View {
 	if !candidate(value) {
 		return out
@@ -97,32 +105,62 @@ func (d *Decoder) Views(out []View, name, value string) []View {
 		return out
 	}
 	start := len(out)
-	over := 0
-	out = d.views(out, start, name, value, 1, &over)
-	if over > 0 {
+	var b bounded
+	out = d.views(out, start, name, value, 1, &b)
+	if b.overBytes > 0 {
 		d.skipped.OverBudget++
-		d.skipped.BudgetViewBytes += over
+		d.skipped.BudgetViewBytes += b.overBytes
+	}
+	if b.deepest && deeper(out[start:], len(name)) {
+		d.skipped.OverDepth++
 	}
 	return out
 }
 
-// views adds the views of value at depth; over sums the bytes of the views
-// left out for the budget.
-func (d *Decoder) views(out []View, start int, name, value string, depth int, over *int) []View {
+// bounded is what the bounds left out of one value's views.
+type bounded struct {
+	overBytes int  // bytes of the views left out for the budget
+	deepest   bool // a view at MaxDepth may decode further (candidate)
+}
+
+// deeper reports whether a view of vs at MaxDepth (named after a value's
+// name of nameLen bytes) decodes to a text that is none of vs: the view
+// views would add one level deeper. At most one decoding per decoder and
+// view, none kept.
+func deeper(vs []View, nameLen int) bool {
+	for _, v := range vs {
+		if strings.Count(v.Name[nameLen:], ":") < MaxDepth || !candidate(v.Value) {
+			continue
+		}
+		for _, dec := range decoders {
+			if t, ok := dec.decode(v.Value); ok && t != v.Value && !seen(vs, t) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// views adds the views of value at depth.
+func (d *Decoder) views(out []View, start int, name, value string, depth int, b *bounded) []View {
 	for _, dec := range decoders {
 		text, ok := dec.decode(value)
 		if !ok || text == value || seen(out[start:], text) {
 			continue
 		}
 		if len(text) > d.left {
-			*over += len(text)
+			b.overBytes += len(text)
 			continue
 		}
 		d.left -= len(text)
 		vn := name + ":" + dec.suffix
 		out = append(out, View{Name: vn, Value: text})
-		if depth < MaxDepth && candidate(text) {
-			out = d.views(out, start, vn, text, depth+1, over)
+		switch {
+		case !candidate(text):
+		case depth < MaxDepth:
+			out = d.views(out, start, vn, text, depth+1, b)
+		default:
+			b.deepest = true
 		}
 	}
 	return out

@@ -2,6 +2,7 @@ package views
 
 import (
 	"encoding/base64"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -81,6 +82,17 @@ func TestViewsSkipped(t *testing.T) {
 		{"long accents NFC", Budget, []string{long("Café crème naïve ")}, Skipped{}},
 		{"budget spent", 20, []string{"%41%42", b64("0123456789 0123456789"), b64("abcdefghijklmnopqrstu")}, Skipped{OverBudget: 2, BudgetViewBytes: 42}},
 		{"second view over", 12, []string{b64("%41%42%43%44")}, Skipped{OverBudget: 1, BudgetViewBytes: 4}},
+		{"b64 x3", Budget, []string{b64(b64(b64("' or 1=1--")))}, Skipped{OverDepth: 1}},
+		{"url x3", Budget, []string{"%25252527%2525253Cscript%2525253E"}, Skipped{OverDepth: 1}},
+		{"b64 of url x2", Budget, []string{b64("%2527 or 1=1--")}, Skipped{OverDepth: 1}},
+		{"html of url of b64", Budget, []string{"%26lt%3B" + b64("<script>alert(1)</script>") + "%26gt%3B"}, Skipped{}},
+		{"nfkc of html x2", Budget, []string{"＆amp;lt;b＆amp;gt;"}, Skipped{OverDepth: 1}},
+		{"two values, one deep twice", Budget, []string{b64(b64(b64("' or 1=1--"))), "%252527 %2525253C", "%2527"}, Skipped{OverDepth: 2}},
+		{"b64 x2 ends plain", Budget, []string{b64(b64("' or 1=1--")), "%2527"}, Skipped{}},
+		{"depth 2 decodes to nothing new", Budget, []string{"%2526%2526"}, Skipped{}},
+		// url2:nfkc "00%30" decodes to "000", which the later nfkc:url2 is.
+		{"deeper text made by another branch", Budget, []string{"00%³0%00"}, Skipped{}},
+		{"over budget before the depth", 12, []string{b64(b64(b64("' or 1=1--")))}, Skipped{OverBudget: 1, BudgetViewBytes: 24}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d := NewDecoder(tc.budget)
@@ -124,9 +136,12 @@ func TestRule(t *testing.T) {
 }
 
 // FuzzViews: views are bounded by the budget, never repeat, are valid
-// UTF-8 when base64 made them, and chain at most MaxDepth decodings.
+// UTF-8 when base64 made them, and chain at most MaxDepth decodings; a
+// value is counted over the depth exactly when a view at MaxDepth decodes
+// to a text that is none of the views.
 func FuzzViews(f *testing.F) {
-	for _, s := range []string{b64("' or 1=1--"), "%253Cscript%253E", "%u003c", "＜ｓ＞", "&lt;b&gt;", "plain"} {
+	for _, s := range []string{b64("' or 1=1--"), "%253Cscript%253E", "%u003c", "＜ｓ＞", "&lt;b&gt;", "plain",
+		b64(b64(b64("' or 1=1--"))), "%25252527", b64("%2527%253C"), "＆amp;lt;", "%2526%2526", b64(b64("%u003c"))} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -145,8 +160,21 @@ func FuzzViews(f *testing.F) {
 			}
 		}
 		require.LessOrEqual(t, total, budget)
-		all := NewDecoder(1<<30).Views(nil, "n", s)
+		unbounded := NewDecoder(1 << 30)
+		all := unbounded.Views(nil, "n", s)
 		require.Equal(t, len(all) > 0, Decodable(s))
+		deeper := false
+		for _, v := range all {
+			if strings.Count(v.Name, ":") < MaxDepth {
+				continue
+			}
+			for _, dec := range decoders {
+				if text, ok := dec.decode(v.Value); ok && text != v.Value && !slices.ContainsFunc(all, func(w View) bool { return w.Value == text }) {
+					deeper = true
+				}
+			}
+		}
+		require.Equal(t, deeper, unbounded.Skipped().OverDepth == 1, "%q", all)
 		require.Equal(t, len(all) > len(vs), d.Skipped().OverBudget == 1, "%d views of %d", len(vs), len(all))
 	})
 }
