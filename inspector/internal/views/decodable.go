@@ -58,24 +58,15 @@ func base64Printable(s string) bool {
 }
 
 // percentAt reports whether decodePercent changes s: it has a %XX.
-func percentAt(s string) bool {
-	for i := strings.IndexByte(s, '%'); i >= 0; {
-		if i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
-			return true
-		}
-		j := strings.IndexByte(s[i+1:], '%')
-		if j < 0 {
-			return false
-		}
-		i += 1 + j
-	}
-	return false
-}
+func percentAt(s string) bool { return anyPercent(s, hexAt) }
 
 // uniIn reports whether decodeUni changes s: it has a %uXXXX.
-func uniIn(s string) bool {
+func uniIn(s string) bool { return anyPercent(s, uniAt) }
+
+// anyPercent reports whether at(s, i) holds at one of the '%' of s.
+func anyPercent(s string, at func(s string, i int) bool) bool {
 	for i := strings.IndexByte(s, '%'); i >= 0; {
-		if uniAt(s, i) {
+		if at(s, i) {
 			return true
 		}
 		j := strings.IndexByte(s[i+1:], '%')

@@ -282,7 +282,7 @@ func decodePercent(s string) (string, bool) {
 	var b strings.Builder
 	changed := false
 	for i := 0; i < len(s); i++ {
-		if s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]) {
+		if hexAt(s, i) {
 			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
 			i += 2
 			changed = true
@@ -307,7 +307,7 @@ func decodeUni(s string) (string, bool) {
 			b.WriteRune(r)
 			i += 5
 			changed = true
-		case s[i] == '%' && i+2 < len(s) && ishex(s[i+1]) && ishex(s[i+2]):
+		case hexAt(s, i):
 			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
 			i += 2
 		default:
@@ -320,6 +320,12 @@ func decodeUni(s string) (string, bool) {
 	return b.String(), true
 }
 
+// hexAt reports a %XX at s[i].
+func hexAt(s string, i int) bool {
+	return i+2 < len(s) && s[i] == '%' && ishex(s[i+1]) && ishex(s[i+2])
+}
+
+// uniAt reports a %uXXXX at s[i].
 func uniAt(s string, i int) bool {
 	return i+5 < len(s) && s[i] == '%' && (s[i+1] == 'u' || s[i+1] == 'U') &&
 		ishex(s[i+2]) && ishex(s[i+3]) && ishex(s[i+4]) && ishex(s[i+5])
