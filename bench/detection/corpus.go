@@ -25,15 +25,35 @@ const (
 	Benign Kind = "benign"
 )
 
-// Split is a part of the corpus. Which part an item is in depends only on
-// its text (heldOut), so it never moves when the corpus grows.
+// Split is a part of the corpus. Whether an item is held out depends only
+// on its text (splitOf), so it never moves when the corpus grows.
 type Split string
 
 const (
 	SplitTune    Split = "tune"
 	SplitHeldOut Split = "heldout"
-	SplitAll     Split = "all"
+	// SplitFresh is the held-out items of generation freshGen only: the
+	// gen-1 held-out items were inspected, so they no longer judge changes.
+	SplitFresh Split = "fresh"
+	SplitAll   Split = "all"
 )
+
+// freshGen is the generation SplitFresh selects: items added after the
+// gen-1 held-out split had been looked at.
+const freshGen = 2
+
+// selects reports whether an item held out or not (held, from splitOf) of
+// generation gen belongs to split.
+func selects(split, held Split, gen int) bool {
+	switch split {
+	case SplitAll:
+		return true
+	case SplitFresh:
+		return held == SplitHeldOut && gen == freshGen
+	default:
+		return held == split
+	}
+}
 
 // heldOutTenths of ten items go to the held-out split. Nobody tunes on it.
 const heldOutTenths = 3
@@ -57,7 +77,8 @@ type Item struct {
 	Source   string
 	Encoding string // "raw" or one of encodings' names; benign: "raw"
 	Text     string // what is placed
-	Split    Split
+	Split    Split  // SplitTune or SplitHeldOut
+	Gen      int    // corpus generation, 1 (first) or later
 }
 
 type line struct {
@@ -65,11 +86,24 @@ type line struct {
 	Source  string `json:"source"`
 	Payload string `json:"payload"`
 	Value   string `json:"value"`
+	// Gen is the corpus generation; absent means 1.
+	Gen *int `json:"gen"`
+}
+
+// gen is l's generation: 1 when absent; an error unless positive.
+func (l line) gen() (int, error) {
+	if l.Gen == nil {
+		return 1, nil
+	}
+	if *l.Gen < 1 {
+		return 0, fmt.Errorf("gen %d is not positive", *l.Gen)
+	}
+	return *l.Gen, nil
 }
 
 // loadCorpus reads the attack files (attacks.jsonl, seeds.jsonl) and
 // benign.jsonl from fsys, adds the encoded variants of every attack, and
-// keeps the items of split (all: every item).
+// keeps the items split selects (selects).
 func loadCorpus(fsys fs.FS, split Split) ([]Item, error) {
 	var items []Item
 	for _, f := range []struct {
@@ -97,14 +131,18 @@ func loadCorpus(fsys fs.FS, split Split) ([]Item, error) {
 			if l.Class == "" || text == "" {
 				return nil, fmt.Errorf("%s:%d: no class or text", f.name, n)
 			}
+			gen, err := l.gen()
+			if err != nil {
+				return nil, fmt.Errorf("%s:%d: %w", f.name, n, err)
+			}
 			s := splitOf(text)
-			if split != SplitAll && s != split {
+			if !selects(split, s, gen) {
 				continue
 			}
-			items = append(items, Item{Kind: f.kind, Class: l.Class, Source: l.Source, Encoding: "raw", Text: text, Split: s})
+			items = append(items, Item{Kind: f.kind, Class: l.Class, Source: l.Source, Encoding: "raw", Text: text, Split: s, Gen: gen})
 			if f.kind == Attack && encodable(l.Class) {
 				for _, e := range encodings {
-					items = append(items, Item{Kind: Attack, Class: l.Class, Source: l.Source, Encoding: e.name, Text: e.encode(text), Split: s})
+					items = append(items, Item{Kind: Attack, Class: l.Class, Source: l.Source, Encoding: e.name, Text: e.encode(text), Split: s, Gen: gen})
 				}
 			}
 		}

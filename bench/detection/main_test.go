@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 	"testing"
+	"testing/fstest"
 )
 
 func TestEncodings(t *testing.T) {
@@ -46,6 +48,82 @@ func TestSplit(t *testing.T) {
 	}
 	if held < 2800 || held > 3200 {
 		t.Errorf("%d of %d held out, want about 3000", held, n)
+	}
+}
+
+// TestSelects checks which items each split keeps: fresh is held out and
+// of generation 2 only; tune and heldout take every generation.
+func TestSelects(t *testing.T) {
+	for _, tc := range []struct {
+		split, held Split
+		gen         int
+		want        bool
+	}{
+		{SplitTune, SplitTune, 1, true},
+		{SplitTune, SplitTune, 2, true},
+		{SplitTune, SplitHeldOut, 1, false},
+		{SplitTune, SplitHeldOut, 2, false},
+		{SplitHeldOut, SplitHeldOut, 1, true},
+		{SplitHeldOut, SplitHeldOut, 2, true},
+		{SplitHeldOut, SplitTune, 2, false},
+		{SplitFresh, SplitHeldOut, 2, true},
+		{SplitFresh, SplitHeldOut, 1, false},
+		{SplitFresh, SplitHeldOut, 3, false},
+		{SplitFresh, SplitTune, 2, false},
+		{SplitAll, SplitTune, 1, true},
+		{SplitAll, SplitHeldOut, 2, true},
+	} {
+		if got := selects(tc.split, tc.held, tc.gen); got != tc.want {
+			t.Errorf("selects(%s, %s, gen %d) = %v, want %v", tc.split, tc.held, tc.gen, got, tc.want)
+		}
+	}
+}
+
+// TestLoadCorpusGen checks the gen field: absent is generation 1, a
+// positive number is kept, anything else is an error; and each split
+// loads the items it selects. "a" is held out, "b" is not (TestSplit).
+func TestLoadCorpusGen(t *testing.T) {
+	corpus := func(attacks string) fstest.MapFS {
+		return fstest.MapFS{
+			"corpus/attacks.jsonl": {Data: []byte(attacks)},
+			"corpus/seeds.jsonl":   {Data: []byte(`{"class": "xxe", "gen": 2, "payload": "a", "source": "s"}` + "\n")},
+			"corpus/benign.jsonl":  {Data: []byte(`{"class": "text", "source": "s", "value": "a"}` + "\n")},
+		}
+	}
+	// raw texts and generations of the items loaded, in file order;
+	// xxe has no encoded variants, so each line is one item.
+	const two = `{"class": "xxe", "payload": "a", "source": "s"}` + "\n" + `{"class": "xxe", "gen": 2, "payload": "b", "source": "s"}` + "\n"
+	for _, tc := range []struct {
+		name    string
+		attacks string
+		split   Split
+		want    string // text/gen of each item, or the error's end
+	}{
+		{"all", two, SplitAll, "a/1 b/2 a/2 a/1"},
+		{"tune", two, SplitTune, "b/2"},
+		{"heldout", two, SplitHeldOut, "a/1 a/2 a/1"},
+		{"fresh", two, SplitFresh, "a/2"},
+		{"gen 3 not fresh", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh, "a/2"},
+		{"gen 0", `{"class": "xxe", "gen": 0, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen 0 is not positive"},
+		{"gen negative", `{"class": "xxe", "gen": -1, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen -1 is not positive"},
+		{"gen not a number", `{"class": "xxe", "gen": "2", "payload": "a", "source": "s"}`, SplitAll, "cannot unmarshal string"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			items, err := loadCorpus(corpus(tc.attacks), tc.split)
+			var got []string
+			for _, it := range items {
+				got = append(got, fmt.Sprintf("%s/%d", it.Text, it.Gen))
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Errorf("error %v, want %q", err, tc.want)
+				}
+				return
+			}
+			if s := strings.Join(got, " "); s != tc.want {
+				t.Errorf("items %q, want %q", s, tc.want)
+			}
+		})
 	}
 }
 
