@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"regexp"
 	"slices"
 	"testing"
 
@@ -47,6 +48,7 @@ func rulePackCases() []rulePackCase {
 		{name: "crlf-xss-protection", id: 460200, req: packForm("next", "/home\r\nX-XSS-Protection: 0")},
 		{name: "crlf-unicode", id: 460200, req: packJSON("next", "/home\u560a\u560dSet-Cookie:a=b")},
 		{name: "mail-bcc", id: 460210, req: packForm("email", "me@example.com\nBcc: victim@example.net")},
+		{name: "mail-bcc-unicode", id: 460210, req: packJSON("email", "me@example.com\u560aBcc: victim@example.net")},
 		{name: "mail-subject", id: 460210, req: packJSON("name", "Alice\r\nSubject: free money")},
 		{name: "smtp-rcpt", id: 460300, req: packJSON("email", "me@example.com\r\nRCPT TO:<victim@example.net>\r\nDATA\r\nhi\r\n.\r\n")},
 		{name: "smtp-helo", id: 460300, req: packForm("from", "x\r\nHELO attacker.example\r\n")},
@@ -187,4 +189,13 @@ func packRuleIDs(t *testing.T, rs *RuleSet) []int {
 	slices.Sort(ids)
 	require.NotEmpty(t, ids)
 	return ids
+}
+
+// TestRulePackNotBinary: no pattern of the pack escapes a byte over 0x7F
+// or a code point over 0xFF (\x{560a}): Coraza compiles such patterns with
+// binaryregexp, which gets neither the DFA nor the literal prefilter and
+// backtracks on every value. Such characters are written as themselves.
+func TestRulePackNotBinary(t *testing.T) {
+	escape := regexp.MustCompile(`\\x(?:\{[0-9a-fA-F]{3,}\}|\{?[89a-fA-F][0-9a-fA-F])`)
+	require.Empty(t, escape.FindAllString(rulepack.SecLang(), -1))
 }
