@@ -114,10 +114,7 @@ func TestCorroborationPreselect(t *testing.T) {
 	require.NoError(t, err)
 	defer full.Close()
 	for _, tc := range corroborationCases() {
-		a, b := inspect(t, on, "", tc.req), inspect(t, full, "", tc.req)
-		require.Equal(t, a.Decision, b.Decision, tc.name)
-		require.Equal(t, a.AnomalyScore, b.AnomalyScore, tc.name)
-		require.Equal(t, a.RuleIDs(), b.RuleIDs(), tc.name)
+		requireSameVerdict(t, tc.name, inspect(t, on, "", tc.req), inspect(t, full, "", tc.req))
 	}
 }
 
@@ -183,4 +180,13 @@ func TestCorroborationNotChained(t *testing.T) {
 		require.Contains(t, actions, "inbound_anomaly_score_pl", "rule %d scores elsewhere", id)
 	}
 	require.Regexp(t, `\bchain\b`, crs[strings.Index(crs, "id:942130,"):][:2000], "942130 is a chain: the check finds chains")
+}
+
+// requireSameVerdict: pre-selection on (a) and off (b) agree on the
+// decision, the score and the rules that matched.
+func requireSameVerdict(t *testing.T, name string, a, b Verdict) {
+	t.Helper()
+	require.Equal(t, a.Decision, b.Decision, name)
+	require.Equal(t, a.AnomalyScore, b.AnomalyScore, name)
+	require.Equal(t, a.RuleIDs(), b.RuleIDs(), name)
 }
