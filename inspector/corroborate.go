@@ -165,20 +165,31 @@ func corroborationRules(p Profile) string {
 // and the profile's exclusions and afterCRS, which may name them by id: it
 // removes the paranoia-level-2 rules not selected.
 func corroborationAfterCRS(p Profile) string {
-	if !p.CorroborationOn() {
-		return ""
-	}
-	keep := slices.Concat(directPL2, corroboratingPL2)
-	var remove []string
-	for _, id := range crsRulesAtLevel(2) {
-		if !slices.Contains(keep, id) {
-			remove = append(remove, strconv.Itoa(id))
-		}
-	}
+	remove := corroborationRemoved(p)
 	if len(remove) == 0 {
 		return ""
 	}
-	return "SecRuleRemoveById " + strings.Join(remove, " ") + "\n"
+	ids := make([]string, len(remove))
+	for i, id := range remove {
+		ids[i] = strconv.Itoa(id)
+	}
+	return "SecRuleRemoveById " + strings.Join(ids, " ") + "\n"
+}
+
+// corroborationRemoved returns the ids of the paranoia-level-2 rules that
+// corroboration removes from p's rule set (none when it is off).
+func corroborationRemoved(p Profile) []int {
+	if !p.CorroborationOn() {
+		return nil
+	}
+	keep := slices.Concat(directPL2, corroboratingPL2)
+	var remove []int
+	for _, id := range crsRulesAtLevel(2) {
+		if !slices.Contains(keep, id) {
+			remove = append(remove, id)
+		}
+	}
+	return remove
 }
 
 // reRuleID finds rule ids in CRS's files.

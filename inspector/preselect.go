@@ -30,7 +30,7 @@ func (c *compiled) bindPlan(slot *preselect.Slot, rules []types.RuleMetadata) {
 		NewUnion:   rx.NewUnion,
 		Root:       coreruleset.FS,
 		RootPrefix: "@owasp_crs/",
-		Ignore:     aboveParanoiaLevel(c.profile.detectionLevel()),
+		Ignore:     ignored(c.profile),
 	})
 	slot.Bind(c.plan)
 	for ph := 1; ph <= 2; ph++ {
@@ -95,6 +95,21 @@ func (p Profile) detectionLevel() int {
 		return max(p.ParanoiaLevel, 2)
 	}
 	return p.ParanoiaLevel
+}
+
+// ignored reports the rules pre-selection need not analyse for p: those
+// above its detection paranoia level, and those corroboration removes
+// (compiled, so the rule observer reports them, but never evaluated).
+// Analysing them would only cost time; an ignored rule is never removed.
+func ignored(p Profile) func(types.RuleMetadata) bool {
+	above := aboveParanoiaLevel(p.detectionLevel())
+	removed := map[int]bool{}
+	for _, id := range corroborationRemoved(p) {
+		removed[id] = true
+	}
+	return func(md types.RuleMetadata) bool {
+		return removed[md.ID()] || above(md)
+	}
 }
 
 // aboveParanoiaLevel reports the CRS rules of a paranoia level above pl:

@@ -101,7 +101,8 @@ func TestPreselectCanary(t *testing.T) {
 // TestPreselectAnalysesDetectionLevel: the paranoia-level-2 rules that
 // corroboration runs in the default profile are analysed (and so removed
 // when they cannot match), while those of a level no profile runs stay
-// ignored, as CRS's gates skip them.
+// ignored, as CRS's gates skip them, and so do the paranoia-level-2 rules
+// corroboration removes.
 func TestPreselectAnalysesDetectionLevel(t *testing.T) {
 	rs := testRuleSet(t)
 	kept := PreselectKept(rs, "")
@@ -109,6 +110,11 @@ func TestPreselectAnalysesDetectionLevel(t *testing.T) {
 		require.NotContains(t, kept, id, "selected paranoia-level-2 rule %d is analysed", id)
 	}
 	require.Equal(t, "ignored", kept[942421], "paranoia-level-4 rule 942421 is not analysed at detection level 2")
+	removed := corroborationRemoved(Profile{})
+	require.Contains(t, removed, 942430, "corroboration removes the unselected paranoia-level-2 rules")
+	for _, id := range removed {
+		require.Equal(t, "ignored", kept[id], "paranoia-level-2 rule %d, removed by corroboration, is not analysed", id)
+	}
 	crsOnly := PreselectKept(rs, profCRSOnly)
 	for _, id := range directPL2 {
 		require.Equal(t, "ignored", crsOnly[id], "without corroboration, paranoia-level-2 rule %d is above the level", id)
