@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"testing/fstest"
@@ -52,7 +53,8 @@ func TestSplit(t *testing.T) {
 }
 
 // TestSelects checks which items each split keeps: fresh is held out and
-// of generation 2 only; tune and heldout take every generation.
+// of generation 2 only, fresh3 held out and of generation 3 only; tune and
+// heldout take every generation.
 func TestSelects(t *testing.T) {
 	for _, tc := range []struct {
 		split, held Split
@@ -70,12 +72,37 @@ func TestSelects(t *testing.T) {
 		{SplitFresh, SplitHeldOut, 1, false},
 		{SplitFresh, SplitHeldOut, 3, false},
 		{SplitFresh, SplitTune, 2, false},
+		{SplitFresh3, SplitHeldOut, 3, true},
+		{SplitFresh3, SplitTune, 3, false},
+		{SplitFresh3, SplitHeldOut, 2, false},
+		{SplitFresh3, SplitHeldOut, 1, false},
+		{SplitFresh3, SplitHeldOut, 4, false},
+		{SplitTune, SplitTune, 3, true},
+		{SplitHeldOut, SplitHeldOut, 3, true},
 		{SplitAll, SplitTune, 1, true},
 		{SplitAll, SplitHeldOut, 2, true},
+		{SplitAll, SplitHeldOut, 3, true},
 	} {
 		if got := selects(tc.split, tc.held, tc.gen); got != tc.want {
 			t.Errorf("selects(%s, %s, gen %d) = %v, want %v", tc.split, tc.held, tc.gen, got, tc.want)
 		}
+	}
+}
+
+// TestSplitFlag checks that -split takes every split selects knows and
+// refuses others before loading anything.
+func TestSplitFlag(t *testing.T) {
+	for _, sp := range splits() {
+		if _, fresh := freshGen(sp); !fresh && sp != SplitTune && sp != SplitHeldOut && sp != SplitAll {
+			t.Errorf("split %s is neither fresh nor tune, heldout or all", sp)
+		}
+	}
+	if !slices.Contains(splits(), SplitFresh3) {
+		t.Errorf("splits() = %v lacks %s", splits(), SplitFresh3)
+	}
+	err := run0(t.Context(), options{split: "fresh4"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `-split "fresh4" is not tune, heldout, fresh, fresh3 or all`) {
+		t.Errorf("run0(-split fresh4) = %v, want the list of splits", err)
 	}
 }
 
@@ -104,6 +131,8 @@ func TestLoadCorpusGen(t *testing.T) {
 		{"heldout", two, SplitHeldOut, "a/1 a/2 a/1"},
 		{"fresh", two, SplitFresh, "a/2"},
 		{"gen 3 not fresh", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh, "a/2"},
+		{"fresh3", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh3, "a/3"},
+		{"gen 1 and 2 not fresh3", two, SplitFresh3, ""},
 		{"gen 0", `{"class": "xxe", "gen": 0, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen 0 is not positive"},
 		{"gen negative", `{"class": "xxe", "gen": -1, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen -1 is not positive"},
 		{"gen not a number", `{"class": "xxe", "gen": "2", "payload": "a", "source": "s"}`, SplitAll, "cannot unmarshal string"},
