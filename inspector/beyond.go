@@ -165,7 +165,7 @@ func headerPattern(s string) bool {
 
 // addPhase1Args adds, before phase 1, the headers inspected as arguments
 // and the decoded views of the query arguments, cookies and those headers
-// to ARGS_GET (within SecArgumentsLimit, like every argument), and returns
+// (cookies and headers as sent: views.RawViews) to ARGS_GET (within SecArgumentsLimit, like every argument), and returns
 // the values the decoder skipped. Headers the header guard held back get
 // neither.
 func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess headerExcess) views.Skipped {
@@ -187,10 +187,10 @@ func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess head
 			vs = d.Views(vs, md.Key(), md.Value())
 		}
 		for _, md := range vars.RequestCookies().FindAll() {
-			vs = d.Views(vs, CookieArgPrefix+md.Key(), md.Value())
+			vs = d.RawViews(vs, CookieArgPrefix+md.Key(), md.Value())
 		}
 		for _, h := range headers {
-			vs = d.Views(vs, h.Name, h.Value)
+			vs = d.RawViews(vs, h.Name, h.Value)
 		}
 		skipped = d.Skipped()
 	}

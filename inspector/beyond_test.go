@@ -80,6 +80,10 @@ const (
 	hexSample    = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 	keySample    = "AKIAIOSFODNN7EXAMPLEwJalrXUtnFEMIK7MDENGbPxRfiCY"
 	xmlCT        = "application/xml"
+	// proseSample is a quotation whose form encoding, '+' kept, libinjection reads as SQL.
+	proseSample = `"...[Linux's] capacity to talk via any medium except smoke signals." (By Dr. Greg Wettstein, Roger Maris Cancer Center)`
+	// xssPlusPayload's base64 has a '+'.
+	xssPlusPayload = "<svg onload=alert(1)>?"
 )
 
 func beyondCases() []beyondCase {
@@ -93,6 +97,7 @@ func beyondCases() []beyondCase {
 		{name: "b64/query/xss", req: get("HTTP/1.1", "/?data="+qesc(b64(xssPayload))), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 941100, wantIn: "data:b64"},
 		{name: "b64/query/sqli", req: get("HTTP/1.1", "/?filter="+qesc(b64(sqliPayload))), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 942100},
 		{name: "b64url/cookie/sqli", req: get("HTTP/1.1", "/", "Cookie", "state="+b64url(sqli2Payload+" -- x")), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 942100},
+		{name: "b64-plus/cookie/xss", req: get("HTTP/1.1", "/", "Cookie", "state="+strings.ReplaceAll(b64(xssPlusPayload), "=", "%3D")), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 941100, wantIn: "cookie:state:url2:b64"},
 		{name: "b64/json/rce", req: send("POST", "HTTP/1.1", "/api/v1/jobs", "application/json", `{"cmd":"`+b64(rcePayload)+`"}`), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 932160},
 		{name: "b64/form/lfi", req: send("POST", "HTTP/1.1", "/api/v1/files", formCT, "path="+qesc(b64(lfiPayload))), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 930100},
 		{name: "b64/header/xss", req: get("HTTP/1.1", "/", "X-Payload", b64(xssPayload)), off: profNoViews, want: Deny, wantOff: Allow, wantRule: 941100},
@@ -118,6 +123,10 @@ func beyondCases() []beyondCase {
 		{name: "multipart-filename/xss", req: mp("<script>alert(document.cookie)</script>.png"), off: profNoFiles, want: Deny, wantOff: Allow, wantRule: 941100, wantIn: "multipart:filename"},
 
 		// Benign values stay allowed with everything on.
+		// A cookie's or header's first percent decoding is form decoding:
+		// '+' joined prose is no SQL (942100 matched it with '+' kept).
+		{name: "benign/form-encoded-cookie", req: get("HTTP/1.1", "/", "Cookie", "session=3f2a9c1b7e; note="+qesc(proseSample)), off: profCRSOnly, want: Allow, wantOff: Allow},
+		{name: "benign/form-encoded-header", req: get("HTTP/1.1", "/", "X-Note", qesc(proseSample)), off: profCRSOnly, want: Allow, wantOff: Allow},
 		{name: "benign/jwt-header", req: get("HTTP/1.1", "/", "Authorization", "Bearer "+jwtSample, "X-Id-Token", jwtSample), off: profCRSOnly, want: Allow, wantOff: Allow},
 		{name: "benign/jwt-query", req: get("HTTP/1.1", "/?token="+jwtSample), off: profCRSOnly, want: Allow, wantOff: Allow},
 		{name: "benign/uuid-hex-key", req: get("HTTP/1.1", "/?id="+uuidSample+"&sha="+hexSample+"&key="+keySample, "X-Correlation-Id", uuidSample, "X-Api-Key", keySample), off: profCRSOnly, want: Allow, wantOff: Allow},

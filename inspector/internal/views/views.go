@@ -94,6 +94,21 @@ func (d *Decoder) Skipped() Skipped { return d.skipped }
 // decoding would turn into a new text is counted (Skipped.OverDepth); that
 // text is not made.
 func (d *Decoder) Views(out []View, name, value string) []View {
+	return d.add(out, name, value, false)
+}
+
+// RawViews is Views for a value as the client sent it, which nothing
+// decoded before meshwaf (a cookie or a header): its first percent
+// decoding is form decoding, '+' a space, as Coraza decodes query and form
+// arguments ('+' kept would show CRS's multiMatch rules a '+'-joined text
+// no argument ever holds). Base64 text with a literal '+' still gets its
+// view: the percent decoding that keeps '+' is tried as base64 too
+// ("<name>:url2:b64").
+func (d *Decoder) RawViews(out []View, name, value string) []View {
+	return d.add(out, name, value, true)
+}
+
+func (d *Decoder) add(out []View, name, value string, raw bool) []View {
 	if !candidate(value) {
 		return out
 	}
@@ -106,7 +121,7 @@ func (d *Decoder) Views(out []View, name, value string) []View {
 	}
 	start := len(out)
 	var b bounded
-	out = d.views(out, start, name, value, 1, &b)
+	out = d.views(out, start, name, value, 1, raw, &b)
 	if b.overBytes > 0 {
 		d.skipped.OverBudget++
 		d.skipped.BudgetViewBytes += b.overBytes
@@ -141,27 +156,63 @@ func deeper(vs []View, nameLen int) bool {
 	return false
 }
 
-// views adds the views of value at depth.
-func (d *Decoder) views(out []View, start int, name, value string, depth int, b *bounded) []View {
+// views adds the views of value at depth; raw: value is as the client sent
+// it (RawViews), at depth 1 only.
+func (d *Decoder) views(out []View, start int, name, value string, depth int, raw bool, b *bounded) []View {
 	for _, dec := range decoders {
-		text, ok := dec.decode(value)
+		decode := dec.decode
+		if raw && dec.suffix == URL {
+			decode = decodeForm
+		}
+		text, ok := decode(value)
 		if !ok || text == value || seen(out[start:], text) {
 			continue
 		}
-		if len(text) > d.left {
-			b.overBytes += len(text)
+		vn := name + ":" + dec.suffix
+		if !d.fits(text, b) {
 			continue
 		}
-		d.left -= len(text)
-		vn := name + ":" + dec.suffix
 		out = append(out, View{Name: vn, Value: text})
+		if raw && dec.suffix == URL && strings.Contains(value, "+") {
+			out = d.plusBase64(out, start, vn, value, b)
+		}
 		switch {
 		case !candidate(text):
 		case depth < MaxDepth:
-			out = d.views(out, start, vn, text, depth+1, b)
+			out = d.views(out, start, vn, text, depth+1, false, b)
 		default:
 			b.deepest = true
 		}
+	}
+	return out
+}
+
+// fits takes text's bytes from the budget when they fit, and counts them
+// as left out when they do not.
+func (d *Decoder) fits(text string, b *bounded) bool {
+	if len(text) > d.left {
+		b.overBytes += len(text)
+		return false
+	}
+	d.left -= len(text)
+	return true
+}
+
+// plusBase64 adds, for a raw value with '+', the base64 view of its
+// percent decoding that keeps '+' (named after the form view vn): form
+// decoding turned the base64 alphabet's '+' into spaces.
+func (d *Decoder) plusBase64(out []View, start int, vn, value string, b *bounded) []View {
+	kept, ok := decodePercent(value)
+	if !ok {
+		return out
+	}
+	text, ok := decodeBase64(kept)
+	if !ok || seen(out[start:], text) || !d.fits(text, b) {
+		return out
+	}
+	out = append(out, View{Name: vn + ":" + Base64, Value: text})
+	if candidate(text) {
+		b.deepest = true // the view is at depth MaxDepth
 	}
 	return out
 }
@@ -272,6 +323,29 @@ func printable(s string) (string, bool) {
 		}
 		return r
 	}, s), true
+}
+
+// decodeForm decodes every %XX of s and every '+' as a space, when s has a
+// %XX; other '%' stay.
+func decodeForm(s string) (string, bool) {
+	if !strings.Contains(s, "%") {
+		return "", false
+	}
+	var b strings.Builder
+	changed := false
+	for i := 0; i < len(s); i++ {
+		switch {
+		case hexAt(s, i):
+			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
+			i += 2
+			changed = true
+		case s[i] == '+':
+			b.WriteByte(' ')
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String(), changed
 }
 
 // decodePercent decodes every %XX of s ('+' stays); other '%' stay.

@@ -53,6 +53,32 @@ func TestViews(t *testing.T) {
 	}
 }
 
+// TestRawViews: a cookie's or header's value was never decoded, so its
+// first percent decoding is form decoding ('+' a space), and base64 with a
+// literal '+' still gets its view.
+func TestRawViews(t *testing.T) {
+	plusB64 := b64("<svg onload=alert(1)>?")
+	require.Contains(t, plusB64, "+", "the case needs base64 with '+'")
+	padded := strings.ReplaceAll(plusB64, "=", "%3D")
+	for _, tc := range []struct {
+		name, value string
+		want        []View
+	}{
+		{"form", "a+b%27", []View{{"v:url2", "a b'"}}},
+		{"sentence", "%22it%27s%22+a+(test)", []View{{"v:url2", `"it's" a (test)`}}},
+		{"encoded plus stays", "a%2Bb%27", []View{{"v:url2", "a+b'"}}},
+		{"plus alone", "a+b", nil},
+		{"base64 with plus, padding encoded", padded, []View{{"v:url2", strings.ReplaceAll(plusB64[:len(plusB64)-2], "+", " ") + "=="}, {"v:url2:b64", "<svg onload=alert(1)>?"}}},
+		{"base64 with plus", plusB64, []View{{"v:b64", "<svg onload=alert(1)>?"}}},
+		{"nested", b64("%27%20or%201%3D1--"), []View{{"v:b64", "%27%20or%201%3D1--"}, {"v:b64:url2", "' or 1=1--"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := NewDecoder(Budget).RawViews(nil, "v", tc.value)
+			require.Equal(t, tc.want, got)
+		})
+	}
+}
+
 func TestViewsBounds(t *testing.T) {
 	d := NewDecoder(20)
 	got := d.Views(nil, "a", b64("0123456789 0123456789")) // 21 bytes decoded
@@ -141,40 +167,48 @@ func TestRule(t *testing.T) {
 // to a text that is none of the views.
 func FuzzViews(f *testing.F) {
 	for _, s := range []string{b64("' or 1=1--"), "%253Cscript%253E", "%u003c", "＜ｓ＞", "&lt;b&gt;", "plain",
-		b64(b64(b64("' or 1=1--"))), "%25252527", b64("%2527%253C"), "＆amp;lt;", "%2526%2526", b64(b64("%u003c"))} {
+		b64(b64(b64("' or 1=1--"))), "%25252527", b64("%2527%253C"), "＆amp;lt;", "%2526%2526", b64(b64("%u003c")),
+		"a+b%27", strings.ReplaceAll(b64("<svg onload=alert(1)>?"), "=", "%3D"), strings.ReplaceAll(b64(b64("<svg onload=alert(1)>?")), "=", "%3D")} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		const budget = 1 << 12
-		d := NewDecoder(budget)
-		vs := d.Views(nil, "n", s)
-		total := 0
-		seen := map[string]bool{s: true}
-		for _, v := range vs {
-			total += len(v.Value)
-			require.False(t, seen[v.Value], "repeated view %q", v.Value)
-			seen[v.Value] = true
-			require.LessOrEqual(t, strings.Count(v.Name, ":"), MaxDepth, v.Name)
-			if strings.HasSuffix(v.Name, ":"+Base64) {
-				require.True(t, utf8.ValidString(v.Value) && !strings.Contains(v.Value, "\x00"), "%q", v.Value)
-			}
-		}
-		require.LessOrEqual(t, total, budget)
-		unbounded := NewDecoder(1 << 30)
-		all := unbounded.Views(nil, "n", s)
-		require.Equal(t, len(all) > 0, Decodable(s))
-		deeper := false
-		for _, v := range all {
-			if strings.Count(v.Name, ":") < MaxDepth {
-				continue
-			}
-			for _, dec := range decoders {
-				if text, ok := dec.decode(v.Value); ok && text != v.Value && !slices.ContainsFunc(all, func(w View) bool { return w.Value == text }) {
-					deeper = true
-				}
-			}
-		}
-		require.Equal(t, deeper, unbounded.Skipped().OverDepth == 1, "%q", all)
-		require.Equal(t, len(all) > len(vs), d.Skipped().OverBudget == 1, "%d views of %d", len(vs), len(all))
+		checkViews(t, s, (*Decoder).Views)
+		checkViews(t, s, (*Decoder).RawViews)
 	})
+}
+
+// checkViews asserts FuzzViews's invariants of one way of adding views.
+func checkViews(t *testing.T, s string, views func(*Decoder, []View, string, string) []View) {
+	t.Helper()
+	const budget = 1 << 12
+	d := NewDecoder(budget)
+	vs := views(d, nil, "n", s)
+	total := 0
+	seen := map[string]bool{s: true}
+	for _, v := range vs {
+		total += len(v.Value)
+		require.False(t, seen[v.Value], "repeated view %q", v.Value)
+		seen[v.Value] = true
+		require.LessOrEqual(t, strings.Count(v.Name, ":"), MaxDepth, v.Name)
+		if strings.HasSuffix(v.Name, ":"+Base64) {
+			require.True(t, utf8.ValidString(v.Value) && !strings.Contains(v.Value, "\x00"), "%q", v.Value)
+		}
+	}
+	require.LessOrEqual(t, total, budget)
+	unbounded := NewDecoder(1 << 30)
+	all := views(unbounded, nil, "n", s)
+	require.Equal(t, len(all) > 0, Decodable(s))
+	deeper := false
+	for _, v := range all {
+		if strings.Count(v.Name, ":") < MaxDepth {
+			continue
+		}
+		for _, dec := range decoders {
+			if text, ok := dec.decode(v.Value); ok && text != v.Value && !slices.ContainsFunc(all, func(w View) bool { return w.Value == text }) {
+				deeper = true
+			}
+		}
+	}
+	require.Equal(t, deeper, unbounded.Skipped().OverDepth == 1, "%q", all)
+	require.Equal(t, len(all) > len(vs), d.Skipped().OverBudget == 1, "%d views of %d", len(vs), len(all))
 }
