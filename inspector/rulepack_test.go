@@ -81,6 +81,19 @@ func rulePackCases() []rulePackCase {
 		{name: "xpath-union", id: 460610, req: packQuery("user", "'] | //* | //*['")},
 		{name: "xpath-or-name", id: 460610, req: packJSON("user", "x' or name()='username' or 'x'='y")},
 		{name: "xpath-and-contains", id: 460610, req: packForm("user", "admin\" and contains(.,\"a\")")},
+		{name: "rce-backtick", id: 460700, req: packQuery("name", "`id`")},
+		{name: "rce-backtick-inside", id: 460700, req: packJSON("name", "a`sleep 60`5"), also: []int{932235}},
+		{name: "rce-ruby-percent-x", id: 460700, req: packForm("name", "%x('ls -al /')")},
+		{name: "rce-pipe-id", id: 460710, req: packQuery("file", "/index.html|id|")},
+		{name: "rce-semicolon-read", id: 460710, req: packJSON("q", ";read;")},
+		{name: "rce-netstat", id: 460710, req: packForm("host", ";netstat -a;"), also: []int{932235, 932260, 932380}},
+		{name: "rce-quote-break", id: 460710, req: packJSON("q", `";id"`), also: []int{942540}},
+		{name: "rce-nul", id: 460710, req: packQuery("q", "id%00|"), also: []int{920270}},
+		{name: "rce-literal-newline", id: 460710, req: packJSON("q", `\nnetstat -a%\n`)},
+		{name: "rce-ampersand-ping", id: 460710, req: packForm("host", "&ping -n 25 127.0.0.1&5"), also: []int{932235}},
+		{name: "rce-json-key", id: 460710, req: send("POST", "HTTP/1.1", "/api/v1/items", "application/json", `{";read;":"x"}`)},
+		{name: "rce-ifs", id: 460720, req: packQuery("q", "x;cat${IFS}/etc/passwd"), also: []int{930120, 932130, 932160, 933135}},
+		{name: "rce-brace-expansion", id: 460720, req: packJSON("q", "{uname,-a}"), also: []int{932235, 932260, 932280}},
 	}
 }
 
@@ -107,6 +120,16 @@ func rulePackBenign() []Request {
 		packJSON("rust", "let v = Self::new(); use self::models::User; std::mem::take(&mut x)"),
 		packJSON("note", "Bob's or Alice's name (both) - count (approx.) is 5; see [1] | [2]"),
 		packQuery("path", "/docs/api/v1/users[0]/name"),
+		packQuery("fields", "name;id;email"),
+		packJSON("scopes", "create;read;update;delete"),
+		packJSON("pets", "dog;cat;fish"),
+		packJSON("body", "| id | name | type |\n|---|---|---|\n| 1 | a | b |"),
+		packJSON("note", "Items; set $5 each. I need rest; sleep 8 hours a night"),
+		packJSON("body", "See `ls -la` output, and run `rm -rf dist` first."),
+		packJSON("description", "like `chown -R`"),
+		send("POST", "HTTP/1.1", "/api/v1/packages", "application/json", `{"scripts":{"build":"npm run lint; tsc","prepare":"tshy && bash ./scripts/fixup.sh","test":"xo && ava | node"}}`),
+		packJSON("quote", "Read; then write. The id, i.e. id est, is the self; read on."),
+		packQuery("q", "a=1&id=5&type=x"),
 	}
 }
 
