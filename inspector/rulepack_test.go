@@ -130,6 +130,7 @@ func rulePackBenign() []Request {
 		send("POST", "HTTP/1.1", "/api/v1/packages", "application/json", `{"scripts":{"build":"npm run lint; tsc","prepare":"tshy && bash ./scripts/fixup.sh","test":"xo && ava | node"}}`),
 		packJSON("quote", "Read; then write. The id, i.e. id est, is the self; read on."),
 		packQuery("q", "a=1&id=5&type=x"),
+		packQuery("fields", "{id,name}"),
 	}
 }
 

@@ -1,7 +1,8 @@
 // Package rulepack holds meshwaf's rule pack: SecLang rules for attack
 // classes the OWASP Core Rule Set covers weakly at paranoia level 1 (LDAP
 // filter injection, CR/LF header and mail-command injection, server-side
-// template injection, NoSQL operator injection). The inspector loads them
+// template injection, NoSQL operator injection, XPath injection, command
+// injection). The inspector loads them
 // after CRS's detection rules and before CRS's blocking evaluation, so they
 // add to CRS's inbound anomaly score like CRS's own rules.
 //
