@@ -65,6 +65,14 @@ var (
 	corroboratingPL2 = []int{920230, 932236, 942330, 942370, 942390, 942470, 942480}
 )
 
+// sameEvidence maps a corroborating rule to another whose match it does
+// not corroborate, as both read the same shape: 942390 ("' or <x>") and
+// 942370 (classic probing: a quote, an operator, a quote) both match quoted
+// alternatives in prose ("'apt search <words>' or 'aptitude search
+// <words>'"); on the tuning split their pair alone was 16 false positives
+// and no detection.
+var sameEvidence = map[int]int{942390: 942370}
+
 // heldByClass are PL1 rules that score only with another rule of their
 // class: their class score variable.
 var heldByClass = []struct {
@@ -127,7 +135,11 @@ func corroborationRules(p Profile) string {
 		fmt.Fprintf(&b, "SecRuleUpdateActionById %d \"setvar:tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}\"\n", id)
 	}
 	for _, id := range corroboratingPL2 {
-		fmt.Fprintf(&b, "SecRuleUpdateActionById %d \"setvar:tx.meshwaf_corr_%d=1", id, id)
+		key := id
+		if k, ok := sameEvidence[id]; ok {
+			key = k
+		}
+		fmt.Fprintf(&b, "SecRuleUpdateActionById %d \"setvar:tx.meshwaf_corr_%d=1", id, key)
 		if v := classVar(id); v != "" {
 			fmt.Fprintf(&b, ",setvar:tx.meshwaf_pl2_%s=+%%{tx.critical_anomaly_score}", v)
 		}

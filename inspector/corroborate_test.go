@@ -58,6 +58,9 @@ func corroborationCases() []corroborationCase {
 		{name: "pl2-pair/attack", req: q("%20'sleep%2050'"), want: Deny, wantOff: Allow, wantRule: CorroborationPL2},
 		{name: "pl2-single/alone", req: q(`\x27\x4F\x52 SELECT *`), want: Allow, wantOff: Allow, wantRule: 942330},
 		{name: "pl2-pair/942480", req: q("PRINT @@variable"), want: Allow, wantOff: Allow, wantRule: 942480},
+		// 942390 does not corroborate 942370 (sameEvidence): quoted
+		// alternatives in prose match both.
+		{name: "pl2-same-evidence/prose", req: js("Try 'make check <dir>' or 'make lint <dir>' before you push."), want: Allow, wantOff: Allow, wantRule: 942370},
 	}
 }
 
