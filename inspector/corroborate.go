@@ -50,6 +50,9 @@ const (
 	// CorroborationShell adds the held score of 932235 or 932250 when an
 	// inspected value holds shell syntax.
 	CorroborationShell = 461030
+	// FirstPromoted is the id of the first copy of a promotedPL2 rule
+	// (FirstPromoted + its index).
+	FirstPromoted = 461050
 )
 
 // Rule selections, from the tuning split of bench/detection's corpus
@@ -59,10 +62,16 @@ const (
 var (
 	// directPL2 matched attacks PL1 misses and no benign check (942390,
 	// which "(or 6)" in the rule pack's benign tests matches, corroborates).
-	directPL2 = []int{920271, 921151, 942180, 942380}
+	directPL2 = []int{920271, 921151, 942180, 942380, 942400}
 	// corroboratingPL2 matched attacks PL1 misses, and benign text alone
 	// or with one another only rarely.
 	corroboratingPL2 = []int{920230, 932236, 942330, 942370, 942390, 942470, 942480}
+	// promotedPL2 are chained paranoia-level-2 rules that matched attacks
+	// PL1 misses and no benign check: appended actions would run on their
+	// first link alone, so each runs as a copy (FirstPromoted + index,
+	// CRS's text with its paranoia-level-2 score made level 1) in place of
+	// the removed original.
+	promotedPL2 = []int{942130, 942521}
 )
 
 // sameEvidence maps a corroborating rule to another whose match it does
@@ -145,6 +154,9 @@ func corroborationRules(p Profile) string {
 		}
 		b.WriteString("\"\n")
 	}
+	for i, id := range promotedPL2 {
+		b.WriteString(promoted(id, FirstPromoted+i))
+	}
 	fmt.Fprintf(&b, `SecRule &TX:/^meshwaf_corr_/ "@ge 2" "id:%d,phase:2,pass,t:none,log,msg:'Corroborated paranoia-level-2 detections',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.critical_anomaly_score}'"`+"\n",
 		CorroborationPL2)
 	if on(p.FileNames) {
@@ -165,10 +177,12 @@ func corroborationRules(p Profile) string {
 	for _, id := range heldByShell {
 		b.WriteString(hold(id, "meshwaf_held_shell"))
 	}
-	// Shell syntax: a command separator, pipe, backquote, $( or ${ before
-	// a word, or a redirection to a path.
+	// Shell syntax: a command separator, pipe or backquote before a word
+	// that has an argument (a flag, path, variable or number) or ends at
+	// another separator or the value's end (prose has "; this will"); $( or
+	// ${ before a word; or a redirection to a path.
 	fmt.Fprintf(&b, `SecRule TX:meshwaf_held_shell "@gt 0" "id:%d,phase:2,pass,t:none,log,msg:'Command injection corroborated by shell syntax',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain"
-    SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?|\$[({])\s*[\w./\\'\"-]|[<>]\s*/" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
+    SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?)\s*[\w./\\'\"-]+(?:\s+(?:-{1,2}\w|[/~$]|\d)|\s*(?:[;|&\x60\n<>)]|\z))|\$[({]\s*[\w./\\'\"-]|[<>]\s*/" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
 `, CorroborationShell)
 	return b.String()
 }
@@ -203,6 +217,43 @@ func corroborationRemoved(p Profile) []int {
 	}
 	return remove
 }
+
+// promoted returns CRS rule id (a chain) as a rule with id newID that adds
+// its paranoia-level-2 score to level 1, tagged meshwaf/corroboration.
+// Panics if CRS has no such rule (TestCorroborationPromoted).
+func promoted(id, newID int) string {
+	text := crsRuleText(id)
+	if text == "" {
+		panic(fmt.Sprintf("corroboration: CRS rule %d not found", id))
+	}
+	text = strings.Replace(text, fmt.Sprintf(`"id:%d,`, id), fmt.Sprintf(`"id:%d,`, newID), 1)
+	text = strings.Replace(text, "tag:'paranoia-level/2',", "tag:'paranoia-level/2',tag:'meshwaf',tag:'meshwaf/corroboration',", 1)
+	return strings.ReplaceAll(text, "inbound_anomaly_score_pl2=", "inbound_anomaly_score_pl1=") + "\n"
+}
+
+// crsRuleText returns the text of CRS request rule id with its chained
+// rules (up to the next unindented directive or comment), "" if none.
+func crsRuleText(id int) string {
+	files, _ := fs.Glob(coreruleset.FS, "@owasp_crs/REQUEST-*.conf") // a valid pattern
+	for _, f := range files {
+		b, _ := fs.ReadFile(coreruleset.FS, f) // listed by Glob
+		s := string(b)
+		i := strings.Index(s, fmt.Sprintf(`"id:%d,`, id))
+		if i < 0 {
+			continue
+		}
+		start := strings.LastIndex(s[:i], "\nSecRule ") + 1
+		end := len(s)
+		if loc := reTopLevel.FindStringIndex(s[i:]); loc != nil {
+			end = i + loc[0] + 1
+		}
+		return strings.TrimRight(s[start:end], "\n")
+	}
+	return ""
+}
+
+// reTopLevel finds the next unindented directive or comment line.
+var reTopLevel = regexp.MustCompile(`\n(?:SecRule|SecAction|SecMarker|#)`)
 
 // reRuleID finds rule ids in CRS's files.
 var reRuleID = regexp.MustCompile(`id:(\d+),`)

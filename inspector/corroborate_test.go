@@ -1,6 +1,7 @@
 package inspector
 
 import (
+	"fmt"
 	"io/fs"
 	"regexp"
 	"slices"
@@ -37,6 +38,7 @@ func corroborationCases() []corroborationCase {
 	return []corroborationCase{
 		// Held PL1 rules: the sentence passes, the attack is still denied.
 		{name: "932235/sentence", req: q("You will be honored for contributing your time and skill to a worthy cause."), want: Allow, wantOff: Deny, wantRule: 932235},
+		{name: "932235/sentence-semicolon", req: js("Not on all of the time (such as a laptop)? Try the 'anacron' package; this will make sure tasks are run."), want: Allow, wantOff: Deny, wantRule: 932235},
 		{name: "932235/attack", req: q("a;sleep 60;5"), want: Deny, wantOff: Deny, wantRule: CorroborationShell},
 		{name: "932235/attack-amp", req: js("&ping -n 25 127.0.0.1&5"), want: Deny, wantOff: Deny, wantRule: CorroborationShell},
 		{name: "932250/sentence", req: js("zsh is the best!"), want: Allow, wantOff: Deny, wantRule: 932250},
@@ -58,6 +60,10 @@ func corroborationCases() []corroborationCase {
 		{name: "pl2-pair/attack", req: q("%20'sleep%2050'"), want: Deny, wantOff: Allow, wantRule: CorroborationPL2},
 		{name: "pl2-single/alone", req: q(`\x27\x4F\x52 SELECT *`), want: Allow, wantOff: Allow, wantRule: 942330},
 		{name: "pl2-pair/942480", req: q("PRINT @@variable"), want: Allow, wantOff: Allow, wantRule: 942480},
+		// Chained paranoia-level-2 rules run as promoted copies.
+		{name: "942130/attack", req: q("or 0=0 #"), want: Deny, wantOff: Allow, wantRule: FirstPromoted},
+		{name: "942521/attack", req: q("' or (EXISTS)"), want: Deny, wantOff: Allow, wantRule: FirstPromoted + 1},
+		{name: "942400/attack", req: q("1 and 'x'"), want: Deny, wantOff: Allow, wantRule: 942400},
 		// 942390 does not corroborate 942370 (sameEvidence): quoted
 		// alternatives in prose match both.
 		{name: "pl2-same-evidence/prose", req: js("Try 'make check <dir>' or 'make lint <dir>' before you push."), want: Allow, wantOff: Allow, wantRule: 942370},
@@ -85,6 +91,28 @@ func TestCorroboration(t *testing.T) {
 			o := inspect(t, rs, profNoCorroboration, tc.req)
 			require.Equal(t, tc.wantOff, o.Decision, "%s: score %d, rules %v", profNoCorroboration, o.AnomalyScore, o.RuleIDs())
 		})
+	}
+}
+
+// TestCorroborationPromoted: each promoted rule is CRS's chain under its
+// new id, scoring at level 1 only, in place of the removed original.
+func TestCorroborationPromoted(t *testing.T) {
+	require.Empty(t, crsRuleText(999999))
+	require.LessOrEqual(t, FirstPromoted+len(promotedPL2)-1, LastCorroborationID)
+	removed := corroborationRemoved(Profile{})
+	rs := testRuleSet(t)
+	for i, id := range promotedPL2 {
+		orig := crsRuleText(id)
+		require.Equal(t, 2, strings.Count(orig, "SecRule "), "rule %d: one chained rule, up to the next directive", id)
+		text := promoted(id, FirstPromoted+i)
+		require.Contains(t, text, fmt.Sprintf(`"id:%d,`, FirstPromoted+i))
+		require.NotContains(t, text, fmt.Sprintf("id:%d,", id))
+		require.Regexp(t, `\bchain\b`, text)
+		require.NotContains(t, text, "inbound_anomaly_score_pl2")
+		require.Contains(t, text, "inbound_anomaly_score_pl1=+")
+		require.Contains(t, text, "tag:'meshwaf/corroboration'")
+		require.Contains(t, removed, id, "the original %d is removed", id)
+		require.True(t, rs.def.ruleIDs[FirstPromoted+i], "the copy of %d is compiled", id)
 	}
 }
 
@@ -181,6 +209,9 @@ func TestCorroborationNotChained(t *testing.T) {
 		}
 		require.NotRegexp(t, `\bchain\b`, actions, "rule %d is a chain", id)
 		require.Contains(t, actions, "inbound_anomaly_score_pl", "rule %d scores elsewhere", id)
+	}
+	for _, id := range promotedPL2 {
+		require.Regexp(t, `\bchain\b`, crsRuleText(id), "promoted rule %d is a chain (else select it directly)", id)
 	}
 	require.Regexp(t, `\bchain\b`, crs[strings.Index(crs, "id:942130,"):][:2000], "942130 is a chain: the check finds chains")
 }
