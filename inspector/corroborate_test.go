@@ -57,7 +57,7 @@ func corroborationCases() []corroborationCase {
 		{name: "942180/attack", req: q("x' or name()='username' or 'x'='y"), want: Deny, wantOff: Allow, wantRule: 942180},
 		{name: "921151/attack", req: get("HTTP/1.1", "/api/v1/search?note=1%0aenv;&page=1"), want: Deny, wantOff: Allow, wantRule: 921151},
 		// Paranoia-level-2 rules corroborating each other.
-		{name: "pl2-pair/attack", req: q("%20'sleep%2050'"), want: Deny, wantOff: Allow, wantRule: CorroborationPL2},
+		{name: "pl2-pair/attack", req: q(`\x3D%20\x27`), want: Deny, wantOff: Allow, wantRule: CorroborationPL2},
 		{name: "pl2-single/alone", req: q(`\x27\x4F\x52 SELECT *`), want: Allow, wantOff: Allow, wantRule: 942330},
 		{name: "pl2-pair/942480", req: q("PRINT @@variable"), want: Allow, wantOff: Allow, wantRule: 942480},
 		// Chained paranoia-level-2 rules run as promoted copies.
