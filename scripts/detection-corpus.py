@@ -343,6 +343,99 @@ def once(rows):
     return sorted(keep.values())
 attacks3, benign3 = once(attacks3), once(benign3)
 
+# Generation 4: packages and files generations 1-3 did not use, and the
+# next disjoint samples (by the same sha256 ordering) of lists sampled
+# before. An item whose text is in generations 1-3 or in seeds.jsonl is
+# left out, and each text is kept once.
+seen123 = seen12 | {t for _, _, t in attacks3 + benign3}
+attacks4, benign4 = [], []
+def sample4(rows, n, skip=0):
+    """The (class, source, text) rows n after the first skip with the
+    smallest sha256 of the text, each text once; then those not in
+    generations 1-3 or the seeds."""
+    keep = {}
+    for r in sorted(rows):
+        if len(r[2].strip()) >= 4:
+            keep.setdefault(r[2], r)
+    return [r for r in sorted(keep.values(), key=lambda r: h(r[2]))[skip:skip + n] if r[2] not in seen123]
+def sample4new(rows, n):
+    """The n rows not in generations 1-3 or the seeds with the smallest
+    sha256 of the text (sample3 for generation 4)."""
+    return sample4([r for r in rows if r[2] not in seen123], n)
+
+# sqlmap: the next 100 of each payload file after generation 2's 50, by
+# the same ordering (generation 2's fresh: not in generation 1 or the seeds).
+for f in sorted({src for src, _ in sq}):
+    attacks4 += sample4([("sqli", src, t) for src, t in fresh([r for r in sq if r[0] == f])], 100, 50)
+# wfuzz's traversal lists: the next samples after generation 3's.
+attacks4 += sample4([("lfi", "wfuzz:vulns/dirTraversal-nix.txt", l) for l in nix if l and not l.startswith("#")], 100, 100)
+attacks4 += sample4([("lfi", "wfuzz:vulns/dirTraversal-win.txt", l) for l in win if l and not l.startswith("#")], 60, 60)
+# bluemonday's other tests (the rest of sanitize_test.go and the other
+# test files): the inputs with a script tag, javascript:, an event handler
+# or alert( (CLASSIFY's xss also takes harmless <a> and <img> markup).
+BMD = os.path.dirname(BM) + "/"
+script = re.compile(r"(?i)<\s*script|javascript:|\bon[a-z]+\s*=|alert\s*\(")
+bmx = []
+for f in sorted(glob.glob(path(BMD + "*_test.go"))):
+    for m in re.finditer(r'\bin:\s*(`[^`]*`|"(?:[^"\\\n]|\\.)*")', open(f, encoding="utf-8").read()):
+        v = m.group(1)[1:-1] if m.group(1)[0] == "`" else json.loads(m.group(1))
+        if script.search(v):
+            bmx.append(("xss", "bluemonday:" + os.path.basename(f), v))
+attacks4 += sample4new(bmx, 10000)
+
+# Natural language: GitHub's REST API documentation (summaries and
+# descriptions of operations, parameters and schemas), the anarchism
+# quotes, the next sample of the fortunes package after generation 2's,
+# and fortunes in Italian, Polish, Russian, Czech, Brazilian Portuguese and
+# Chinese (their ASCII-art files left out).
+OAPI = "npm/octokit-openapi/package/generated/api.github.com.json"
+oapi = json.load(open(path(OAPI), encoding="utf-8"))
+OAS = "octokit-openapi:generated/api.github.com.json"
+def prose(x, acc):
+    """The summary and description strings in x, whitespace folded."""
+    if isinstance(x, dict):
+        for k, v in x.items():
+            if k in ("summary", "description") and isinstance(v, str):
+                acc.append(re.sub(r"\s+", " ", v).strip())
+            else:
+                prose(v, acc)
+    elif isinstance(x, list):
+        for v in x:
+            prose(v, acc)
+    return acc
+docs = prose([oapi["paths"], oapi["components"].get("parameters", {}), oapi["components"].get("schemas", {})], [])
+benign4 += sample4new([("text", OAS, t) for t in docs if 10 <= len(t) <= 400], 400)
+benign4 += sample4new([("text", "fortune-anarchism:anarchism", e)
+                       for e in fortune_entries("deb/fortune-anarchism/usr/share/games/fortunes/anarchism")], 200)
+benign4 += sample4([("text", src, t) for src, t in fresh(fort)], 200, 300)
+def fortune_dir(pkg, d, skip=()):
+    """(source, entry) of the fortune files in d: regular files, no .dat or
+    .u8 index or link, not in skip; terminal colour codes removed."""
+    out = []
+    for f in sorted(os.listdir(path(d))):
+        p = os.path.join(d, f)
+        if f.endswith((".dat", ".u8")) or f in skip or os.path.islink(path(p)) or not os.path.isfile(path(p)):
+            continue
+        src = pkg + ":" + os.path.relpath(p, "deb/" + pkg + "/usr/share/games/fortunes")
+        out += [(src, re.sub(r" +", " ", re.sub(r"\x1b\[[0-9;]*m", "", e)).strip()) for e in fortune_entries(p)]
+    return out
+GF = "/usr/share/games/fortunes/"
+for pkg, sub, skip, n in (("fortunes-it", "it/", ("banner",), 120), ("fortunes-pl", "pl/", (), 120),
+                          ("fortunes-ru", "ru/", (), 120), ("fortunes-cs", "cs/", (), 60),
+                          ("fortunes-mario", "", ("mario.arteascii",), 120), ("fortunes-zh", "", (), 60)):
+    benign4 += sample4new([("text", src, e) for src, e in fortune_dir(pkg, "deb/" + pkg + GF + sub, skip)], n)
+# API JSON: the example objects of GitHub's REST API description.
+oex = []
+for k, v in sorted(oapi["components"]["examples"].items()):
+    val = v.get("value")
+    for o in (val if isinstance(val, list) else [val]):
+        if isinstance(o, dict) and o:
+            s = json.dumps(o, sort_keys=True, ensure_ascii=False)
+            if len(s) <= 16384:
+                oex.append(("json", OAS + "#/components/examples", s))
+benign4 += sample4new(oex, 200)
+attacks4, benign4 = once(attacks4), once(benign4)
+
 def write(name, gens, key):
     """gens[i] are the rows of generation i+1 (texts differ across
     generations)."""
@@ -357,6 +450,6 @@ def write(name, gens, key):
         outl.append(json.dumps(o, ensure_ascii=False, sort_keys=True))
     with open(os.path.join(out, name), "w", encoding="utf-8") as f:
         f.write("\n".join(outl) + "\n")
-    print(name, len(outl), "(gen 2: %d, gen 3: %d)" % (len(gens[1]), len(gens[2])), file=sys.stderr)
-write("attacks.jsonl", [attacks, attacks2, attacks3], "payload")
-write("benign.jsonl", [benign, benign2, benign3], "value")
+    print(name, len(outl), "(gen 2: %d, gen 3: %d, gen 4: %d)" % (len(gens[1]), len(gens[2]), len(gens[3])), file=sys.stderr)
+write("attacks.jsonl", [attacks, attacks2, attacks3, attacks4], "payload")
+write("benign.jsonl", [benign, benign2, benign3, benign4], "value")
