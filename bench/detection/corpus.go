@@ -38,14 +38,17 @@ const (
 	// figures stay reproducible.
 	SplitFresh Split = "fresh"
 	// SplitFresh3 is the held-out items of generation 3 only, the judge
-	// of the changes made after SplitFresh was run.
+	// of the changes made after SplitFresh was run. It has been run once.
 	SplitFresh3 Split = "fresh3"
+	// SplitFresh4 is the held-out items of generation 4 only, the judge
+	// of the changes made after SplitFresh3 was run.
+	SplitFresh4 Split = "fresh4"
 	SplitAll    Split = "all"
 )
 
 // splits are the -split values, in the order the flag's help names them.
 func splits() []Split {
-	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitAll}
+	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitFresh4, SplitAll}
 }
 
 // freshGen is the one generation whose held-out items split selects, and
@@ -56,6 +59,8 @@ func freshGen(split Split) (int, bool) {
 		return 2, true
 	case SplitFresh3:
 		return 3, true
+	case SplitFresh4:
+		return 4, true
 	}
 	return 0, false
 }

@@ -53,8 +53,9 @@ func TestSplit(t *testing.T) {
 }
 
 // TestSelects checks which items each split keeps: fresh is held out and
-// of generation 2 only, fresh3 held out and of generation 3 only; tune and
-// heldout take every generation.
+// of generation 2 only, fresh3 held out and of generation 3 only, fresh4
+// held out and of generation 4 only; tune and heldout take every
+// generation.
 func TestSelects(t *testing.T) {
 	for _, tc := range []struct {
 		split, held Split
@@ -77,6 +78,15 @@ func TestSelects(t *testing.T) {
 		{SplitFresh3, SplitHeldOut, 2, false},
 		{SplitFresh3, SplitHeldOut, 1, false},
 		{SplitFresh3, SplitHeldOut, 4, false},
+		{SplitFresh4, SplitHeldOut, 4, true},
+		{SplitFresh4, SplitTune, 4, false},
+		{SplitFresh4, SplitHeldOut, 3, false},
+		{SplitFresh4, SplitHeldOut, 2, false},
+		{SplitFresh4, SplitHeldOut, 1, false},
+		{SplitFresh4, SplitHeldOut, 5, false},
+		{SplitTune, SplitTune, 4, true},
+		{SplitHeldOut, SplitHeldOut, 4, true},
+		{SplitAll, SplitTune, 4, true},
 		{SplitTune, SplitTune, 3, true},
 		{SplitHeldOut, SplitHeldOut, 3, true},
 		{SplitAll, SplitTune, 1, true},
@@ -97,12 +107,14 @@ func TestSplitFlag(t *testing.T) {
 			t.Errorf("split %s is neither fresh nor tune, heldout or all", sp)
 		}
 	}
-	if !slices.Contains(splits(), SplitFresh3) {
-		t.Errorf("splits() = %v lacks %s", splits(), SplitFresh3)
+	for _, sp := range []Split{SplitFresh3, SplitFresh4} {
+		if !slices.Contains(splits(), sp) {
+			t.Errorf("splits() = %v lacks %s", splits(), sp)
+		}
 	}
-	err := run0(t.Context(), options{split: "fresh4"}, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `-split "fresh4" is not tune, heldout, fresh, fresh3 or all`) {
-		t.Errorf("run0(-split fresh4) = %v, want the list of splits", err)
+	err := run0(t.Context(), options{split: "fresh5"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `-split "fresh5" is not tune, heldout, fresh, fresh3, fresh4 or all`) {
+		t.Errorf("run0(-split fresh5) = %v, want the list of splits", err)
 	}
 }
 
@@ -133,6 +145,10 @@ func TestLoadCorpusGen(t *testing.T) {
 		{"gen 3 not fresh", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh, "a/2"},
 		{"fresh3", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh3, "a/3"},
 		{"gen 1 and 2 not fresh3", two, SplitFresh3, ""},
+		{"gen 4 not fresh3", `{"class": "xxe", "gen": 4, "payload": "a", "source": "s"}`, SplitFresh3, ""},
+		{"fresh4", `{"class": "xxe", "gen": 4, "payload": "a", "source": "s"}`, SplitFresh4, "a/4"},
+		{"gen 1 and 2 not fresh4", two, SplitFresh4, ""},
+		{"gen 3 not fresh4", `{"class": "xxe", "gen": 3, "payload": "a", "source": "s"}`, SplitFresh4, ""},
 		{"gen 0", `{"class": "xxe", "gen": 0, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen 0 is not positive"},
 		{"gen negative", `{"class": "xxe", "gen": -1, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen -1 is not positive"},
 		{"gen not a number", `{"class": "xxe", "gen": "2", "payload": "a", "source": "s"}`, SplitAll, "cannot unmarshal string"},
