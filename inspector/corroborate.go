@@ -62,13 +62,16 @@ const (
 var (
 	// directPL2 matched attacks PL1 misses and no benign check (942390,
 	// which "(or 6)" in the rule pack's benign tests matches, corroborates).
-	directPL2 = []int{920271, 921151, 942180, 942380, 942400}
+	directPL2 = []int{921151, 942380, 942400}
 	// corroboratingPL2 matched attacks PL1 misses, and benign text alone
 	// or with one another only rarely. 932236 was one until the rule
 	// pack's command-injection rules: then it added 32 of 27,906
 	// detections on the tuning split and 8 false positives, and at PL2 it
-	// matched 345 benign checks.
-	corroboratingPL2 = []int{920230, 942330, 942370, 942390, 942470, 942480}
+	// matched 345 benign checks. 942180 (a quote then ';': prose
+	// punctuation) and 920271 (control characters in chat text) scored
+	// directly until generation 4's held-out split showed those false
+	// positives.
+	corroboratingPL2 = []int{920230, 920271, 942180, 942330, 942370, 942390, 942470, 942480}
 	// promotedPL2 are chained paranoia-level-2 rules that matched attacks
 	// PL1 misses and no benign check: appended actions would run on their
 	// first link alone, so each runs as a copy (FirstPromoted + index,
@@ -83,7 +86,8 @@ var (
 // alternatives in prose ("'apt search <words>' or 'aptitude search
 // <words>'"); on the tuning split their pair alone was 16 false positives
 // and no detection.
-var sameEvidence = map[int]int{942390: 942370}
+// 942180 (a quote, then an operator or ';') reads the same quotes.
+var sameEvidence = map[int]int{942390: 942370, 942180: 942370}
 
 // heldByClass are PL1 rules that score only with another rule of their
 // class: their class score variable.

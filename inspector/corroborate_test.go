@@ -60,6 +60,11 @@ func corroborationCases() []corroborationCase {
 		{name: "pl2-pair/attack", req: q(`\x3D%20\x27`), want: Deny, wantOff: Allow, wantRule: CorroborationPL2},
 		{name: "pl2-single/alone", req: q(`\x27\x4F\x52 SELECT *`), want: Allow, wantOff: Allow, wantRule: 942330},
 		{name: "pl2-pair/942480", req: q("PRINT @@variable"), want: Allow, wantOff: Allow, wantRule: 942480},
+		// 942180 and 920271 corroborate (they scored directly until fresh4):
+		// a closing quote before ';' is punctuation, a control character
+		// in chat text is no attack.
+		{name: "942180/prose", req: js(`Some call it a "necessary evil"; others disagree.`), want: Allow, wantOff: Allow, wantRule: 942180},
+		{name: "920271/chat", req: js("<nick> \u0002bold\u0002 hello there"), want: Allow, wantOff: Allow, wantRule: 920271},
 		// Chained paranoia-level-2 rules run as promoted copies.
 		{name: "942130/attack", req: q("or 0=0 #"), want: Deny, wantOff: Allow, wantRule: FirstPromoted},
 		{name: "942521/attack", req: q("' or (EXISTS)"), want: Deny, wantOff: Allow, wantRule: FirstPromoted + 1},
