@@ -5,9 +5,10 @@ line, sorted, so the same package versions give the same bytes.
 
 Generation 1 is the first corpus; generation 2 (items with "gen": 2) was
 added after generation 1's held-out items had been inspected, generation 3
-("gen": 3) after generation 2's had been run. An item whose text is
-already in an earlier generation or in seeds.jsonl is left out."""
-import glob, hashlib, json, os, re, sys, urllib.parse
+("gen": 3) after generation 2's had been run, and so on to generation 5.
+An item whose text is already in an earlier generation or in seeds.jsonl
+is left out."""
+import glob, hashlib, html.parser, json, os, re, sys, urllib.parse
 import xml.etree.ElementTree as ET
 
 work, out = sys.argv[1], sys.argv[2]
@@ -436,6 +437,90 @@ for k, v in sorted(oapi["components"]["examples"].items()):
 benign4 += sample4new(oex, 200)
 attacks4, benign4 = once(attacks4), once(benign4)
 
+# Generation 5: English prose from Debian's documentation packages (the
+# benign side it judges most), and the next disjoint samples of sqlmap's
+# and wfuzz's lists. An item whose text is in generations 1-4 or in
+# seeds.jsonl is left out, and each text is kept once.
+seen1234 = seen123 | {t for _, _, t in attacks4 + benign4}
+attacks5, benign5 = [], []
+def sample5(rows, n, skip=0):
+    """sample4 with generations 1-4 left out after the skip."""
+    return [r for r in sample4(rows, n, skip) if r[2] not in seen1234]
+def sample5new(rows, n):
+    """The n rows not in generations 1-4 or the seeds with the smallest
+    sha256 of the text."""
+    return sample4([r for r in rows if r[2] not in seen1234], n)
+
+# sqlmap: the next 100 of each payload file after generations 2 and 4
+# (50 + 100), by the same ordering.
+for f in sorted({src for src, _ in sq}):
+    attacks5 += sample5([("sqli", src, t) for src, t in fresh([r for r in sq if r[0] == f])], 100, 150)
+# wfuzz's traversal lists: the next samples after generations 3 and 4.
+attacks5 += sample5([("lfi", "wfuzz:vulns/dirTraversal-nix.txt", l) for l in nix if l and not l.startswith("#")], 100, 200)
+attacks5 += sample5([("lfi", "wfuzz:vulns/dirTraversal-win.txt", l) for l in win if l and not l.startswith("#")], 60, 120)
+
+class Paras(html.parser.HTMLParser):
+    """The text runs of an HTML document's paragraphs (<p>, DocBook's
+    <div class="para">): the inline text between block boundaries inside a
+    paragraph, whitespace folded; <pre>, scripts, styles and Sphinx's
+    permalink anchors (¶) left out."""
+    BLOCK = {"p", "div", "ul", "ol", "dl", "li", "dt", "dd", "table", "tr", "td", "th", "pre", "blockquote",
+             "h1", "h2", "h3", "h4", "h5", "h6", "section", "figure"}
+    SKIP = {"pre", "script", "style"}
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.buf, self.out, self.anchor = [], [], [], False
+    def flush(self):
+        t = re.sub(r"\s+", " ", "".join(self.buf)).strip()
+        if t:
+            self.out.append(t)
+        self.buf = []
+    def handle_starttag(self, tag, attrs):
+        if tag == "br":
+            self.buf.append(" ")
+        if tag == "a":
+            self.anchor = "headerlink" in (dict(attrs).get("class") or "").split()
+        if tag not in self.BLOCK and tag not in self.SKIP:
+            return
+        self.flush()
+        para = tag == "p" or (tag == "div" and "para" in (dict(attrs).get("class") or "").split())
+        self.stack.append((tag, para))
+    def handle_startendtag(self, tag, attrs):
+        if tag == "br":
+            self.buf.append(" ")
+    def handle_endtag(self, tag):
+        if tag == "a":
+            self.anchor = False
+        if not any(t == tag for t, _ in self.stack):
+            return
+        self.flush()
+        while self.stack.pop()[0] != tag:
+            pass
+    def handle_data(self, d):
+        if any(p for _, p in self.stack) and not self.anchor and not any(t in self.SKIP for t, _ in self.stack):
+            self.buf.append(d)
+def doc_prose(pattern):
+    """(file, text) of the English prose in the HTML files matching
+    pattern: each paragraph run of 10-400 characters, a longer one split
+    into its sentences of 10-400; at least four words each."""
+    out = []
+    for f in sorted(glob.glob(path(pattern))):
+        p = Paras()
+        p.feed(open(f, encoding="utf-8", errors="replace").read())
+        p.close()
+        for para in p.out:
+            parts = [para] if len(para) <= 400 else re.split(r"(?<=[.!?])\s+(?=[A-Z\"“(])", para)
+            out += [(os.path.relpath(f, path("deb")), t) for t in parts if 10 <= len(t) <= 400 and len(t.split()) >= 4]
+    return out
+for pkg, pattern, n in (("debian-policy", "deb/debian-policy/usr/share/doc/debian-policy/policy.html/*.html", 300),
+                        ("developers-reference", "deb/developers-reference/usr/share/developers-reference/*.html", 250),
+                        ("debian-faq", "deb/debian-faq/usr/share/doc/debian/FAQ/*.en.html", 200),
+                        ("debian-reference-en", "deb/debian-reference-en/usr/share/debian-reference/*.en.html", 350),
+                        ("debian-handbook", "deb/debian-handbook/usr/share/doc/debian-handbook/html/en-US/*.html", 350),
+                        ("maint-guide", "deb/maint-guide/usr/share/doc/maint-guide/html/*.en.html", 200)):
+    benign5 += sample5new([("text", src.replace("/", ":", 1), t) for src, t in doc_prose(pattern)], n)
+attacks5, benign5 = once(attacks5), once(benign5)
+
 def write(name, gens, key):
     """gens[i] are the rows of generation i+1 (texts differ across
     generations)."""
@@ -450,6 +535,6 @@ def write(name, gens, key):
         outl.append(json.dumps(o, ensure_ascii=False, sort_keys=True))
     with open(os.path.join(out, name), "w", encoding="utf-8") as f:
         f.write("\n".join(outl) + "\n")
-    print(name, len(outl), "(gen 2: %d, gen 3: %d, gen 4: %d)" % (len(gens[1]), len(gens[2]), len(gens[3])), file=sys.stderr)
-write("attacks.jsonl", [attacks, attacks2, attacks3, attacks4], "payload")
-write("benign.jsonl", [benign, benign2, benign3, benign4], "value")
+    print(name, len(outl), "(gen 2: %d, gen 3: %d, gen 4: %d, gen 5: %d)" % tuple(len(g) for g in gens[1:]), file=sys.stderr)
+write("attacks.jsonl", [attacks, attacks2, attacks3, attacks4, attacks5], "payload")
+write("benign.jsonl", [benign, benign2, benign3, benign4, benign5], "value")
