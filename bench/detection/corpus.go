@@ -41,14 +41,17 @@ const (
 	// of the changes made after SplitFresh was run. It has been run once.
 	SplitFresh3 Split = "fresh3"
 	// SplitFresh4 is the held-out items of generation 4 only, the judge
-	// of the changes made after SplitFresh3 was run.
+	// of the changes made after SplitFresh3 was run. It has been run once.
 	SplitFresh4 Split = "fresh4"
+	// SplitFresh5 is the held-out items of generation 5 only, the judge
+	// of the changes made after SplitFresh4 was run.
+	SplitFresh5 Split = "fresh5"
 	SplitAll    Split = "all"
 )
 
 // splits are the -split values, in the order the flag's help names them.
 func splits() []Split {
-	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitFresh4, SplitAll}
+	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitFresh4, SplitFresh5, SplitAll}
 }
 
 // freshGen is the one generation whose held-out items split selects, and
@@ -61,6 +64,8 @@ func freshGen(split Split) (int, bool) {
 		return 3, true
 	case SplitFresh4:
 		return 4, true
+	case SplitFresh5:
+		return 5, true
 	}
 	return 0, false
 }
