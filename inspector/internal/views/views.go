@@ -327,7 +327,14 @@ func printable(s string) (string, bool) {
 
 // decodeForm decodes every %XX of s and every '+' as a space, when s has a
 // %XX; other '%' stay.
-func decodeForm(s string) (string, bool) {
+func decodeForm(s string) (string, bool) { return unpercent(s, true) }
+
+// decodePercent decodes every %XX of s ('+' stays); other '%' stay.
+func decodePercent(s string) (string, bool) { return unpercent(s, false) }
+
+// unpercent decodes every %XX of s, and '+' as a space with plusSpace;
+// it reports false when s has no %XX.
+func unpercent(s string, plusSpace bool) (string, bool) {
 	if !strings.Contains(s, "%") {
 		return "", false
 	}
@@ -339,30 +346,11 @@ func decodeForm(s string) (string, bool) {
 			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
 			i += 2
 			changed = true
-		case s[i] == '+':
+		case plusSpace && s[i] == '+':
 			b.WriteByte(' ')
 		default:
 			b.WriteByte(s[i])
 		}
-	}
-	return b.String(), changed
-}
-
-// decodePercent decodes every %XX of s ('+' stays); other '%' stay.
-func decodePercent(s string) (string, bool) {
-	if !strings.Contains(s, "%") {
-		return "", false
-	}
-	var b strings.Builder
-	changed := false
-	for i := 0; i < len(s); i++ {
-		if hexAt(s, i) {
-			b.WriteByte(unhex(s[i+1])<<4 | unhex(s[i+2]))
-			i += 2
-			changed = true
-			continue
-		}
-		b.WriteByte(s[i])
 	}
 	return b.String(), changed
 }
