@@ -225,6 +225,19 @@ func corroborationRemoved(p Profile) []int {
 	return remove
 }
 
+// promotedCopies maps each promoted rule to its copy's id in p (none when
+// corroboration is off).
+func promotedCopies(p Profile) map[int]int {
+	if !p.CorroborationOn() {
+		return nil
+	}
+	m := make(map[int]int, len(promotedPL2))
+	for i, id := range promotedPL2 {
+		m[id] = FirstPromoted + i
+	}
+	return m
+}
+
 // promoted returns CRS rule id (a chain) as a rule with id newID that adds
 // its paranoia-level-2 score to level 1, tagged meshwaf/corroboration.
 // Panics if CRS has no such rule (TestCorroborationPromoted).

@@ -84,10 +84,13 @@ const exclusionRuleBase = 99200
 
 // exclusionDirectives compiles exclusions to SecLang: runtime ones (with a
 // path or method condition) go before CRS, configure-time ones after it.
-func exclusionDirectives(exs []Exclusion) (beforeCRS, afterCRS string) {
+// An exclusion naming a rule that runs as a copy (promoted: original id ->
+// copy's id) names the copy too.
+func exclusionDirectives(exs []Exclusion, promoted map[int]int) (beforeCRS, afterCRS string) {
 	var before, after strings.Builder
 	for i, e := range exs {
 		e.Targets = withViewTargets(e.Targets)
+		e.RuleIDs = withCopies(e.RuleIDs, promoted)
 		if e.PathPrefix == "" && len(e.Methods) == 0 {
 			writeStaticExclusion(&after, e)
 			continue
@@ -123,6 +126,18 @@ func exclusionDirectives(exs []Exclusion) (beforeCRS, afterCRS string) {
 		}
 	}
 	return before.String(), after.String()
+}
+
+// withCopies returns ids with, after each id that has a copy, the copy's id.
+func withCopies(ids []int, copies map[int]int) []int {
+	var out []int
+	for _, id := range ids {
+		out = append(out, id)
+		if c, ok := copies[id]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // pathPrefixPattern is the @rx pattern of a path prefix: the prefix

@@ -2,6 +2,7 @@ package inspector
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -89,13 +90,31 @@ func TestExclusionDirectives(t *testing.T) {
 		{RuleIDs: []int{942100, 942200}},
 		{Tags: []string{"attack-xss"}, Targets: []string{"ARGS:body"}},
 		{RuleIDs: []int{941100}, PathPrefix: "/cms", Methods: []string{"POST", "PUT"}},
-	})
+	}, nil)
 	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n"+
 		"SecRuleUpdateTargetByTag attack-xss \"!ARGS:/^body(?::(?:b64|url2|u|nfkc|html))(?::(?:b64|url2|u|nfkc|html))?$/\"\n", after,
 		"an argument's exclusion covers its decoded views (beyond.go)")
 	require.Equal(t, `SecRule REQUEST_FILENAME "@rx ^/cms(?:/|$)" "id:99202,phase:1,pass,nolog,t:none,t:urlDecodeUni,t:normalizePath,chain"
   SecRule REQUEST_METHOD "@rx ^(?:POST|PUT)$" "t:none,ctl:ruleRemoveById=941100"
 `, before, "methods are matched whole, paths after decoding and normalisation")
+}
+
+// TestExclusionNamesPromotedCopy: excluding a promoted CRS rule by its
+// own id also excludes the copy corroboration runs in its place.
+func TestExclusionNamesPromotedCopy(t *testing.T) {
+	before, after := exclusionDirectives([]Exclusion{
+		{RuleIDs: []int{942130}},
+		{RuleIDs: []int{942130}, Targets: []string{"ARGS:q"}, PathPrefix: "/search"},
+	}, promotedCopies(Profile{}))
+	require.Contains(t, after, fmt.Sprintf("SecRuleRemoveById 942130 %d\n", FirstPromoted))
+	require.Contains(t, before, fmt.Sprintf("ctl:ruleRemoveTargetById=%d;ARGS:q", FirstPromoted))
+	attack := get("HTTP/1.1", "/api/v1/search?note="+qesc("or 0=0 #")+"&page=1")
+	rs, err := Compile(Profile{}, Profile{Name: "no-942130", Exclusions: []Exclusion{{RuleIDs: []int{942130}}}})
+	require.NoError(t, err)
+	defer rs.Close()
+	require.Equal(t, Deny, inspect(t, rs, "", attack).Decision, "the copy of 942130 denies it")
+	v := inspect(t, rs, "no-942130", attack)
+	require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
 }
 
 func TestExclusionErrors(t *testing.T) {
