@@ -53,6 +53,9 @@ const (
 	// FirstPromoted is the id of the first copy of a promotedPL2 rule
 	// (FirstPromoted + its index).
 	FirstPromoted = 461050
+	// CorroborationToken adds the held score of a heldUnlessToken rule
+	// (461070 + its index) when a value it reads is a single token.
+	CorroborationToken = 461070
 )
 
 // Rule selections, from the tuning split of bench/detection's corpus
@@ -115,6 +118,18 @@ const heldFileName = 920120
 // heldByShell are PL1 command-injection rules that score only when an
 // inspected value also holds shell syntax.
 var heldByShell = []int{932235, 932250}
+
+// heldUnlessToken are PL1 rules that match names of OS files (930120) and
+// of Unix shells (932160) anywhere in a value: prose names them ("edit
+// /etc/fstab", "runs /bin/sh"), while a value that attacks with a name is
+// the name itself ("/etc/passwd", "....//etc/shadow%00"). They score only
+// when a value they read is a single token, once their own
+// transformations are applied; whitespace inside a file name does not
+// make an attack pass, as a path with a word after it is not that file
+// (what follows a NUL does not count: it ends the name in C).
+// A command line that names them ("cat /etc/passwd") is scored by the
+// command-injection rules.
+var heldUnlessToken = []int{930120, 932160}
 
 // CorroborationOn reports whether p's scoring is corroborated: on by
 // default at paranoia level 1. At higher levels, and when beforeCRS sets a
@@ -191,7 +206,57 @@ func corroborationRules(p Profile) string {
 	fmt.Fprintf(&b, `SecRule TX:meshwaf_held_shell "@gt 0" "id:%d,phase:2,pass,t:none,log,msg:'Command injection corroborated by shell syntax',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain"
     SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?)\s*[\w./\\'\"-]+(?:\s+(?:-{1,2}\w|[/~$]|\d)|\s*(?:[;|&\x60\n<>)]|\z))|\$[({]\s*[\w./\\'\"-]|[<>]\s*/" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
 `, CorroborationShell)
+	for i, id := range heldUnlessToken {
+		b.WriteString(tokenCorroboration(id, CorroborationToken+i))
+	}
 	return b.String()
+}
+
+// tokenCorroboration holds CRS rule id's score and returns it with the
+// rule newID that adds it back when a value id reads is, after id's
+// transformations, a single token that id's operator matches. newID
+// carries id's attack tag, so a tag exclusion covers it too. Panics if CRS
+// has no such rule (TestCorroborationToken).
+func tokenCorroboration(id, newID int) string {
+	r, ok := parseCRSRule(crsRuleText(id))
+	if !ok {
+		panic(fmt.Sprintf("corroboration: CRS rule %d not found or not a single SecRule", id))
+	}
+	v := fmt.Sprintf("meshwaf_held_%d", id)
+	return hold(id, v) + fmt.Sprintf(`SecRule TX:%[1]s "@gt 0" "id:%[2]d,phase:2,pass,t:none,log,msg:'%[3]d corroborated: a value it reads is a single token',tag:'meshwaf',tag:'meshwaf/corroboration',%[4]s,severity:'CRITICAL',chain"
+    SecRule %[5]s "@rx ^[\s\x0b]*[^\s\x0b\x00]+(?:[\s\x0b]*$|\x00)" "%[6]s,chain"
+    SecRule MATCHED_VARS "%[7]s" "t:none,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.%[1]s}'"
+`, v, newID, id, strings.Join(r.tags, ","), r.targets, strings.Join(r.transforms, ","), r.operator)
+}
+
+// crsRule is what tokenCorroboration reads of a CRS rule.
+type crsRule struct {
+	targets    string   // "ARGS|REQUEST_COOKIES|..."
+	operator   string   // as written, data files under @owasp_crs/
+	transforms []string // "t:none", ...
+	tags       []string // "tag:'attack-lfi'", ...
+}
+
+var (
+	reSecRule   = regexp.MustCompile(`^SecRule (\S+) "((?:[^"\\]|\\.)*)"`)
+	reTransform = regexp.MustCompile(`\bt:[A-Za-z0-9]+`)
+	reCRSTag    = regexp.MustCompile(`tag:'[^']+'`)
+	reChain     = regexp.MustCompile(`\bchain\b`)
+)
+
+// parseCRSRule reads a CRS rule's text (crsRuleText); false for a chain or
+// text it cannot read.
+func parseCRSRule(text string) (crsRule, bool) {
+	m := reSecRule.FindStringSubmatch(text)
+	tags := reCRSTag.FindAllString(text, -1)
+	if m == nil || len(tags) == 0 || reChain.MatchString(text) {
+		return crsRule{}, false
+	}
+	op := m[2]
+	if f, ok := strings.CutPrefix(op, "@pmFromFile "); ok && !strings.Contains(f, "/") {
+		op = "@pmFromFile @owasp_crs/" + f
+	}
+	return crsRule{targets: m[1], operator: op, transforms: reTransform.FindAllString(text, -1), tags: tags}, true
 }
 
 // corroborationAfterCRS is the SecLang loaded last, after CRS's REQUEST-999
@@ -225,15 +290,33 @@ func corroborationRemoved(p Profile) []int {
 	return remove
 }
 
-// promotedCopies maps each promoted rule to its copy's id in p (none when
+// tokenRules returns the ids of p's CorroborationToken rules (none when
 // corroboration is off).
-func promotedCopies(p Profile) map[int]int {
+func tokenRules(p Profile) []int {
 	if !p.CorroborationOn() {
 		return nil
 	}
-	m := make(map[int]int, len(promotedPL2))
+	ids := make([]int, len(heldUnlessToken))
+	for i := range heldUnlessToken {
+		ids[i] = CorroborationToken + i
+	}
+	return ids
+}
+
+// ruleCopies maps each CRS rule that meshwaf scores through a rule of its
+// own reading the same values (a promoted rule's copy, a heldUnlessToken
+// rule's CorroborationToken rule) to that rule's id in p (none when
+// corroboration is off): an exclusion of the CRS rule covers it too.
+func ruleCopies(p Profile) map[int]int {
+	if !p.CorroborationOn() {
+		return nil
+	}
+	m := make(map[int]int, len(promotedPL2)+len(heldUnlessToken))
 	for i, id := range promotedPL2 {
 		m[id] = FirstPromoted + i
+	}
+	for i, id := range heldUnlessToken {
+		m[id] = CorroborationToken + i
 	}
 	return m
 }

@@ -50,6 +50,15 @@ func corroborationCases() []corroborationCase {
 		{name: "920120/file-name", req: mp("Aaron's notes.pdf"), want: Allow, wantOff: Deny, wantRule: 920120},
 		{name: "920120/attack", req: mp("x'<script>alert(1)</script>.pdf"), want: Deny, wantOff: Deny},
 		{name: "920120/attack-corroborated", req: mp(`\x27UNION SELECT`), want: Deny, wantOff: Deny, wantRule: CorroborationFileName},
+		// File and shell names score in a single-token value only.
+		{name: "930120/sentence", req: js("Edit /etc/fstab to mount the new disk at boot."), want: Allow, wantOff: Deny, wantRule: 930120},
+		{name: "930120/attack", req: q("/etc/passwd"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "930120/attack-scheme", req: js("file:///etc/shadow"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "930120/attack-padded", req: js(" /etc/passwd\t"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "930120/attack-encoded-space", req: q("/etc/passwd%20"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "930120/attack-nul", req: q("/etc/passwd%00 .jpg"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "932160/sentence", req: js("New accounts get the login shell /bin/bash unless told otherwise."), want: Allow, wantOff: Deny, wantRule: 932160},
+		{name: "932160/attack", req: q("/bin/bash"), want: Deny, wantOff: Deny, wantRule: CorroborationToken + 1},
 		// Paranoia-level-2 rules scoring directly.
 		{name: "942390/sentence", req: js("Call me (maybe) at 5 (or 6) - options (a|b) & (c)!"), want: Allow, wantOff: Allow, wantRule: 942390},
 		{name: "942390/attack", req: q("1' or 1=1 or 'a'='a"), want: Deny, wantOff: Deny},
@@ -104,6 +113,8 @@ func TestCorroboration(t *testing.T) {
 func TestCorroborationPromoted(t *testing.T) {
 	require.Empty(t, crsRuleText(999999))
 	require.LessOrEqual(t, FirstPromoted+len(promotedPL2)-1, LastCorroborationID)
+	require.Less(t, FirstPromoted+len(promotedPL2)-1, CorroborationToken)
+	require.LessOrEqual(t, CorroborationToken+len(heldUnlessToken)-1, LastCorroborationID)
 	removed := corroborationRemoved(Profile{})
 	rs := testRuleSet(t)
 	for i, id := range promotedPL2 {
@@ -201,7 +212,7 @@ func TestCorroborationNotChained(t *testing.T) {
 	}
 	crs := all.String()
 	reNext := regexp.MustCompile(`\n\s*(?:SecRule|SecAction|SecMarker)\b`)
-	ids := slices.Concat(directPL2, corroboratingPL2, heldByShell, []int{heldFileName})
+	ids := slices.Concat(directPL2, corroboratingPL2, heldByShell, heldUnlessToken, []int{heldFileName})
 	for _, h := range heldByClass {
 		ids = append(ids, h.id)
 	}

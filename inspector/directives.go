@@ -110,7 +110,7 @@ Include @crs-setup.conf.example
 	fmt.Fprintf(&b, "SecRule REQUEST_HEADERS:Content-Type \"@rx ^application/grpc(?:-web)?(?:[+;]|$)\" \"id:%d,phase:1,pass,nolog,t:none,t:lowercase,ctl:requestBodyProcessor=%s\"\n",
 		ruleGRPCProcessor, grpcbody.Name)
 	b.WriteString(grpcbody.RawRule(ruleGRPCRaw))
-	exBefore, exAfter := exclusionDirectives(p.Exclusions, promotedCopies(p))
+	exBefore, exAfter := exclusionDirectives(p.Exclusions, ruleCopies(p), tokenRules(p))
 	if p.BeforeCRS != "" {
 		b.WriteString(p.BeforeCRS)
 		b.WriteString("\n")

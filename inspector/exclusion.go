@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -84,35 +85,26 @@ const exclusionRuleBase = 99200
 
 // exclusionDirectives compiles exclusions to SecLang: runtime ones (with a
 // path or method condition) go before CRS, configure-time ones after it.
-// An exclusion naming a rule that runs as a copy (promoted: original id ->
-// copy's id) names the copy too.
-func exclusionDirectives(exs []Exclusion, promoted map[int]int) (beforeCRS, afterCRS string) {
+// An exclusion naming a CRS rule that meshwaf also scores through a rule
+// of its own (copies: CRS id -> that rule's id, ruleCopies) names that
+// rule too. SecRuleUpdateTarget* changes a chain's first link only, so a
+// static target exclusion that names a rule of chained (rules whose
+// first link reads no request value), or any tag, is also written as a
+// phase-1 ctl action, which reaches every link.
+func exclusionDirectives(exs []Exclusion, copies map[int]int, chained []int) (beforeCRS, afterCRS string) {
 	var before, after strings.Builder
 	for i, e := range exs {
 		e.Targets = withViewTargets(e.Targets)
-		e.RuleIDs = withCopies(e.RuleIDs, promoted)
+		e.RuleIDs = withCopies(e.RuleIDs, copies)
+		id := exclusionRuleBase + i
 		if e.PathPrefix == "" && len(e.Methods) == 0 {
 			writeStaticExclusion(&after, e)
+			if ctl := chainTargetCtl(e, chained); len(e.Targets) > 0 && len(ctl) > 0 {
+				fmt.Fprintf(&after, "SecAction \"id:%d,phase:1,pass,nolog,t:none,%s\"\n", id, strings.Join(ctl, ","))
+			}
 			continue
 		}
-		var ctl []string
-		for _, id := range e.RuleIDs {
-			if len(e.Targets) == 0 {
-				ctl = append(ctl, "ctl:ruleRemoveById="+strconv.Itoa(id))
-			}
-			for _, t := range e.Targets {
-				ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetById=%d;%s", id, t))
-			}
-		}
-		for _, tag := range e.Tags {
-			if len(e.Targets) == 0 {
-				ctl = append(ctl, "ctl:ruleRemoveByTag="+tag)
-			}
-			for _, t := range e.Targets {
-				ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetByTag=%s;%s", tag, t))
-			}
-		}
-		id := exclusionRuleBase + i
+		ctl := exclusionCtl(e)
 		methods := "^(?:" + strings.Join(e.Methods, "|") + ")$"
 		path := pathPrefixPattern(e.PathPrefix)
 		switch {
@@ -126,6 +118,46 @@ func exclusionDirectives(exs []Exclusion, promoted map[int]int) (beforeCRS, afte
 		}
 	}
 	return before.String(), after.String()
+}
+
+// exclusionCtl is e as ctl actions.
+func exclusionCtl(e Exclusion) []string {
+	var ctl []string
+	for _, id := range e.RuleIDs {
+		if len(e.Targets) == 0 {
+			ctl = append(ctl, "ctl:ruleRemoveById="+strconv.Itoa(id))
+		}
+		for _, t := range e.Targets {
+			ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetById=%d;%s", id, t))
+		}
+	}
+	for _, tag := range e.Tags {
+		if len(e.Targets) == 0 {
+			ctl = append(ctl, "ctl:ruleRemoveByTag="+tag)
+		}
+		for _, t := range e.Targets {
+			ctl = append(ctl, fmt.Sprintf("ctl:ruleRemoveTargetByTag=%s;%s", tag, t))
+		}
+	}
+	return ctl
+}
+
+// chainTargetCtl is the ctl actions of e's targets for the rules of
+// chained it names, and for its tags when chained is not empty.
+func chainTargetCtl(e Exclusion, chained []int) []string {
+	if len(chained) == 0 {
+		return nil
+	}
+	named := Exclusion{Tags: e.Tags, Targets: e.Targets}
+	for _, id := range e.RuleIDs {
+		if slices.Contains(chained, id) {
+			named.RuleIDs = append(named.RuleIDs, id)
+		}
+	}
+	if len(named.RuleIDs) == 0 && len(named.Tags) == 0 {
+		return nil
+	}
+	return exclusionCtl(named)
 }
 
 // withCopies returns ids with, after each id that has a copy, the copy's id.

@@ -90,7 +90,7 @@ func TestExclusionDirectives(t *testing.T) {
 		{RuleIDs: []int{942100, 942200}},
 		{Tags: []string{"attack-xss"}, Targets: []string{"ARGS:body"}},
 		{RuleIDs: []int{941100}, PathPrefix: "/cms", Methods: []string{"POST", "PUT"}},
-	}, nil)
+	}, nil, nil)
 	require.Equal(t, "SecRuleRemoveById 942100 942200\nSecRuleUpdateTargetByTag attack-xss \"!ARGS:body\"\n"+
 		"SecRuleUpdateTargetByTag attack-xss \"!ARGS:/^body(?::(?:b64|url2|u|nfkc|html))(?::(?:b64|url2|u|nfkc|html))?$/\"\n", after,
 		"an argument's exclusion covers its decoded views (beyond.go)")
@@ -105,7 +105,7 @@ func TestExclusionNamesPromotedCopy(t *testing.T) {
 	before, after := exclusionDirectives([]Exclusion{
 		{RuleIDs: []int{942130}},
 		{RuleIDs: []int{942130}, Targets: []string{"ARGS:q"}, PathPrefix: "/search"},
-	}, promotedCopies(Profile{}))
+	}, ruleCopies(Profile{}), tokenRules(Profile{}))
 	require.Contains(t, after, fmt.Sprintf("SecRuleRemoveById 942130 %d\n", FirstPromoted))
 	require.Contains(t, before, fmt.Sprintf("ctl:ruleRemoveTargetById=%d;ARGS:q", FirstPromoted))
 	attack := get("HTTP/1.1", "/api/v1/search?note="+qesc("or 0=0 #")+"&page=1")
@@ -153,5 +153,33 @@ func TestProfileNameValidation(t *testing.T) {
 	for _, name := range []string{"bad name", "a/b", strings.Repeat("x", 64), "-x"} {
 		_, err := Compile(Profile{Name: name})
 		require.ErrorContains(t, err, "name:", name)
+	}
+}
+
+// TestExclusionNamesTokenCorroboration: a target exclusion of 930120
+// covers the rule that adds back its held score, so a single-token file
+// name in the excluded argument does not score 930120's match elsewhere.
+func TestExclusionNamesTokenCorroboration(t *testing.T) {
+	req := get("HTTP/1.1", "/api/v1/files?note="+qesc("Edit /etc/fstab to mount the disk.")+"&path="+qesc("/etc/passwd"))
+	tests := []struct {
+		name string
+		ex   Exclusion
+	}{
+		{"static", Exclusion{RuleIDs: []int{930120, 932160}, Targets: []string{"ARGS:path"}}},
+		{"runtime", Exclusion{RuleIDs: []int{930120, 932160}, Targets: []string{"ARGS:path"}, PathPrefix: "/api/v1/files"}},
+		{"static-tag", Exclusion{Tags: []string{"attack-lfi", "attack-rce"}, Targets: []string{"ARGS:path"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rs, err := Compile(Profile{}, Profile{Name: "excluded", Exclusions: []Exclusion{tc.ex}})
+			require.NoError(t, err)
+			defer rs.Close()
+			v := inspect(t, rs, "", req)
+			require.Equal(t, Deny, v.Decision, "rules %v", v.RuleIDs())
+			require.Contains(t, v.RuleIDs(), CorroborationToken)
+			v = inspect(t, rs, "excluded", req)
+			require.Equal(t, Allow, v.Decision, "rules %v", v.RuleIDs())
+			require.Contains(t, v.RuleIDs(), 930120, "930120 still reads note")
+		})
 	}
 }
