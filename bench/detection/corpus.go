@@ -44,14 +44,17 @@ const (
 	// of the changes made after SplitFresh3 was run. It has been run once.
 	SplitFresh4 Split = "fresh4"
 	// SplitFresh5 is the held-out items of generation 5 only, the judge
-	// of the changes made after SplitFresh4 was run.
+	// of the changes made after SplitFresh4 was run. It has been run once.
 	SplitFresh5 Split = "fresh5"
+	// SplitFresh6 is the held-out items of generation 6 only, the judge
+	// of the detection changes made after generation 6 was added.
+	SplitFresh6 Split = "fresh6"
 	SplitAll    Split = "all"
 )
 
 // splits are the -split values, in the order the flag's help names them.
 func splits() []Split {
-	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitFresh4, SplitFresh5, SplitAll}
+	return []Split{SplitTune, SplitHeldOut, SplitFresh, SplitFresh3, SplitFresh4, SplitFresh5, SplitFresh6, SplitAll}
 }
 
 // freshGen is the one generation whose held-out items split selects, and
@@ -66,6 +69,8 @@ func freshGen(split Split) (int, bool) {
 		return 4, true
 	case SplitFresh5:
 		return 5, true
+	case SplitFresh6:
+		return 6, true
 	}
 	return 0, false
 }

@@ -9,7 +9,7 @@
 // engine, and the rules behind the false positives.
 //
 //	go run -tags no_fs_access ./bench/detection -split tune
-//	go run -tags no_fs_access ./bench/detection -split fresh5 -grpc -json
+//	go run -tags no_fs_access ./bench/detection -split fresh6 -grpc -json
 //
 // Build it as the product is built (scripts/build.sh), with -tags
 // no_fs_access: without it Coraza writes multipart file parts to
@@ -19,9 +19,9 @@
 // The held-out items (splitOf) are for reporting only: never tune on them.
 // The gen-1 held-out items were inspected while tuning, and -split fresh
 // (held out and of generation 2), -split fresh3 (generation 3) and -split
-// fresh4 (generation 4) have each been run once, so -split fresh5 (held
-// out and of generation 5) is the clean judge; heldout keeps every
-// generation.
+// fresh4 (generation 4) and fresh5 (generation 5) have each been run
+// once, so -split fresh6 (held out and of generation 6) is the clean
+// judge; heldout keeps every generation.
 package main
 
 import (
@@ -58,7 +58,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.split, "split", "tune", "corpus split: tune, heldout, fresh (held out, generation 2 only), fresh3 (held out, generation 3 only), fresh4 (held out, generation 4 only), fresh5 (held out, generation 5 only) or all")
+	flag.StringVar(&o.split, "split", "tune", "corpus split: tune, heldout, fresh (held out, generation 2 only), fresh3 (held out, generation 3 only), fresh4 (held out, generation 4 only), fresh5 (held out, generation 5 only), fresh6 (held out, generation 6 only) or all")
 	flag.BoolVar(&o.grpc, "grpc", false, "check through meshwaf's ext_authz gRPC server on 127.0.0.1, and add the gRPC message-field placement")
 	flag.StringVar(&o.profiles, "profiles", "default,crs-pl1,crs-pl2", "comma-separated profiles: default, crs-pl1 ... crs-pl4")
 	flag.StringVar(&o.classes, "class", "", "comma-separated classes to keep (default all)")
@@ -83,7 +83,7 @@ func main() {
 func run0(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	split := Split(o.split)
 	if !slices.Contains(splits(), split) {
-		return fmt.Errorf("-split %q is not tune, heldout, fresh, fresh3, fresh4, fresh5 or all", o.split)
+		return fmt.Errorf("-split %q is not tune, heldout, fresh, fresh3, fresh4, fresh5, fresh6 or all", o.split)
 	}
 	var fsys fs.FS = corpusFS
 	if o.corpus != "" {

@@ -55,7 +55,7 @@ func TestSplit(t *testing.T) {
 // TestSelects checks which items each split keeps: fresh is held out and
 // of generation 2 only, fresh3 held out and of generation 3 only, fresh4
 // held out and of generation 4 only, fresh5 held out and of generation 5
-// only; tune and heldout take every generation.
+// only, fresh6 held out and of generation 6 only; tune and heldout take every generation.
 func TestSelects(t *testing.T) {
 	for _, tc := range []struct {
 		split, held Split
@@ -91,6 +91,14 @@ func TestSelects(t *testing.T) {
 		{SplitFresh5, SplitHeldOut, 2, false},
 		{SplitFresh5, SplitHeldOut, 1, false},
 		{SplitFresh5, SplitHeldOut, 6, false},
+		{SplitFresh6, SplitHeldOut, 6, true},
+		{SplitFresh6, SplitTune, 6, false},
+		{SplitFresh6, SplitHeldOut, 5, false},
+		{SplitFresh6, SplitHeldOut, 4, false},
+		{SplitFresh6, SplitHeldOut, 3, false},
+		{SplitFresh6, SplitHeldOut, 2, false},
+		{SplitFresh6, SplitHeldOut, 1, false},
+		{SplitFresh6, SplitHeldOut, 7, false},
 		{SplitFresh4, SplitHeldOut, 5, false},
 		{SplitTune, SplitTune, 5, true},
 		{SplitHeldOut, SplitHeldOut, 5, true},
@@ -118,14 +126,14 @@ func TestSplitFlag(t *testing.T) {
 			t.Errorf("split %s is neither fresh nor tune, heldout or all", sp)
 		}
 	}
-	for _, sp := range []Split{SplitFresh3, SplitFresh4, SplitFresh5} {
+	for _, sp := range []Split{SplitFresh3, SplitFresh4, SplitFresh5, SplitFresh6} {
 		if !slices.Contains(splits(), sp) {
 			t.Errorf("splits() = %v lacks %s", splits(), sp)
 		}
 	}
-	err := run0(t.Context(), options{split: "fresh6"}, io.Discard, io.Discard)
-	if err == nil || !strings.Contains(err.Error(), `-split "fresh6" is not tune, heldout, fresh, fresh3, fresh4, fresh5 or all`) {
-		t.Errorf("run0(-split fresh6) = %v, want the list of splits", err)
+	err := run0(t.Context(), options{split: "fresh7"}, io.Discard, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), `-split "fresh7" is not tune, heldout, fresh, fresh3, fresh4, fresh5, fresh6 or all`) {
+		t.Errorf("run0(-split fresh7) = %v, want the list of splits", err)
 	}
 }
 
@@ -164,6 +172,10 @@ func TestLoadCorpusGen(t *testing.T) {
 		{"fresh5", `{"class": "xxe", "gen": 5, "payload": "a", "source": "s"}`, SplitFresh5, "a/5"},
 		{"gen 1 and 2 not fresh5", two, SplitFresh5, ""},
 		{"gen 4 not fresh5", `{"class": "xxe", "gen": 4, "payload": "a", "source": "s"}`, SplitFresh5, ""},
+		{"gen 6 not fresh5", `{"class": "xxe", "gen": 6, "payload": "a", "source": "s"}`, SplitFresh5, ""},
+		{"fresh6", `{"class": "xxe", "gen": 6, "payload": "a", "source": "s"}`, SplitFresh6, "a/6"},
+		{"gen 1 and 2 not fresh6", two, SplitFresh6, ""},
+		{"gen 5 not fresh6", `{"class": "xxe", "gen": 5, "payload": "a", "source": "s"}`, SplitFresh6, ""},
 		{"gen 0", `{"class": "xxe", "gen": 0, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen 0 is not positive"},
 		{"gen negative", `{"class": "xxe", "gen": -1, "payload": "a", "source": "s"}`, SplitAll, "corpus/attacks.jsonl:1: gen -1 is not positive"},
 		{"gen not a number", `{"class": "xxe", "gen": "2", "payload": "a", "source": "s"}`, SplitAll, "cannot unmarshal string"},
