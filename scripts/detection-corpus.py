@@ -5,7 +5,7 @@ line, sorted, so the same package versions give the same bytes.
 
 Generation 1 is the first corpus; generation 2 (items with "gen": 2) was
 added after generation 1's held-out items had been inspected, generation 3
-("gen": 3) after generation 2's had been run, and so on to generation 5.
+("gen": 3) after generation 2's had been run, and so on to generation 6.
 An item whose text is already in an earlier generation or in seeds.jsonl
 is left out."""
 import glob, hashlib, html.parser, json, os, re, sys, urllib.parse
@@ -521,6 +521,65 @@ for pkg, pattern, n in (("debian-policy", "deb/debian-policy/usr/share/doc/debia
     benign5 += sample5new([("text", src.replace("/", ":", 1), t) for src, t in doc_prose(pattern)], n)
 attacks5, benign5 = once(attacks5), once(benign5)
 
+# Generation 6: packages and files generations 1-5 did not use: the
+# Debian project's history in ten languages (prose that is neither
+# documentation of commands nor fortunes), real browser User-Agent
+# strings and the browser records they come in, and libinjection's test
+# inputs. An item whose text is in generations 1-5 or in seeds.jsonl is
+# left out, and each text is kept once.
+seen12345 = seen1234 | {t for _, _, t in attacks5 + benign5}
+attacks6, benign6 = [], []
+def sample6new(rows, n):
+    """The n rows not in generations 1-5 or the seeds with the smallest
+    sha256 of the text."""
+    return sample4([r for r in rows if r[2] not in seen12345], n)
+
+# libinjection-go's tests (the Go port of libinjection, which CRS's
+# 942100 and 941100 call): the inputs of its tests/*.txt cases and the
+# string literals of its *_test.go files that CLASSIFY calls an attack;
+# at most 150 of each class.
+LI = "go/libinjection-go/"
+li = []
+for f in sorted(glob.glob(path(LI + "tests/*.txt"))):
+    m = re.search(r"--INPUT--\n(.*?)\n--EXPECTED--", open(f, encoding="utf-8").read(), re.S)
+    if m:
+        li.append(("libinjection-go:tests/" + os.path.basename(f), m.group(1)))
+for f in sorted(glob.glob(path(LI + "*_test.go"))):
+    for m in re.finditer(r'`([^`]*)`|"((?:[^"\\\n]|\\.)*)"', open(f, encoding="utf-8").read()):
+        if m.group(1) is not None:
+            v = m.group(1)
+        else:
+            try:
+                v = json.loads('"' + m.group(2) + '"')
+            except ValueError:  # Go escapes JSON has not (\x00): left out
+                continue
+        li.append(("libinjection-go:" + os.path.basename(f), v))
+for cls in ("sqli", "xss", "rce", "lfi"):
+    attacks6 += sample6new([(c, src, v) for src, v in li for c in [classify(v)] if c == cls], 150)
+
+# The history of the Debian project, in English, German, Spanish, French,
+# Italian, Japanese, Korean, Lithuanian, Portuguese and Russian: its
+# paragraph prose, taken like generation 5's documentation prose. A
+# translation leaves some paragraphs in English: a text in the files of
+# more than one language is kept for English only (or left out).
+DH = "deb/debian-history/usr/share/doc/debian-history/docs/"
+dh = doc_prose(DH + "*.html")
+dhl = {}
+for src, t in dh:
+    dhl.setdefault(t, set()).add(src.rsplit(".", 2)[-2])
+dh = [(src, t) for src, t in dh if src.endswith(".en.html") or len(dhl[t]) == 1]
+for lang, n in (("en", 300), ("de", 90), ("es", 90), ("fr", 90), ("it", 90), ("ja", 90), ("ko", 90),
+                ("lt", 90), ("pt", 90), ("ru", 90)):
+    benign6 += sample6new([("text", src.replace("/", ":", 1), t) for src, t in dh if src.endswith("." + lang + ".html")], n)
+# Real browser User-Agent strings and the browser records they come in
+# (the objects an analytics or fingerprinting API receives).
+UA = "npm/user-agents/package/dist/user-agents.json"
+uas = json.load(open(path(UA), encoding="utf-8"))
+UAS6 = "user-agents:dist/user-agents.json"
+benign6 += sample6new([("header", UAS6, o["userAgent"]) for o in uas], 150)
+benign6 += sample6new([("json", UAS6, json.dumps(o, sort_keys=True, ensure_ascii=False)) for o in uas], 100)
+attacks6, benign6 = once(attacks6), once(benign6)
+
 def write(name, gens, key):
     """gens[i] are the rows of generation i+1 (texts differ across
     generations)."""
@@ -535,6 +594,6 @@ def write(name, gens, key):
         outl.append(json.dumps(o, ensure_ascii=False, sort_keys=True))
     with open(os.path.join(out, name), "w", encoding="utf-8") as f:
         f.write("\n".join(outl) + "\n")
-    print(name, len(outl), "(gen 2: %d, gen 3: %d, gen 4: %d, gen 5: %d)" % tuple(len(g) for g in gens[1:]), file=sys.stderr)
-write("attacks.jsonl", [attacks, attacks2, attacks3, attacks4, attacks5], "payload")
-write("benign.jsonl", [benign, benign2, benign3, benign4, benign5], "value")
+    print(name, len(outl), "(gen 2: %d, gen 3: %d, gen 4: %d, gen 5: %d, gen 6: %d)" % tuple(len(g) for g in gens[1:]), file=sys.stderr)
+write("attacks.jsonl", [attacks, attacks2, attacks3, attacks4, attacks5, attacks6], "payload")
+write("benign.jsonl", [benign, benign2, benign3, benign4, benign5, benign6], "value")
