@@ -525,10 +525,14 @@ attacks5, benign5 = once(attacks5), once(benign5)
 # Debian project's history in ten languages (prose that is neither
 # documentation of commands nor fortunes), real browser User-Agent
 # strings and the browser records they come in, and libinjection's test
-# inputs. An item whose text is in generations 1-5 or in seeds.jsonl is
-# left out, and each text is kept once.
+# inputs; and the next disjoint samples of sqlmap's and wfuzz's lists. An
+# item whose text is in generations 1-5 or in seeds.jsonl is left out, and
+# each text is kept once.
 seen12345 = seen1234 | {t for _, _, t in attacks5 + benign5}
 attacks6, benign6 = [], []
+def sample6(rows, n, skip=0):
+    """sample4 with generations 1-5 left out after the skip."""
+    return [r for r in sample4(rows, n, skip) if r[2] not in seen12345]
 def sample6new(rows, n):
     """The n rows not in generations 1-5 or the seeds with the smallest
     sha256 of the text."""
@@ -556,6 +560,13 @@ for f in sorted(glob.glob(path(LI + "*_test.go"))):
         li.append(("libinjection-go:" + os.path.basename(f), v))
 for cls in ("sqli", "xss", "rce", "lfi"):
     attacks6 += sample6new([(c, src, v) for src, v in li for c in [classify(v)] if c == cls], 150)
+# sqlmap: the next 100 of each payload file after generations 2, 4 and 5
+# (50 + 100 + 100), by the same ordering; wfuzz's traversal lists: the
+# next samples after generations 3-5.
+for f in sorted({src for src, _ in sq}):
+    attacks6 += sample6([("sqli", src, t) for src, t in fresh([r for r in sq if r[0] == f])], 100, 250)
+attacks6 += sample6([("lfi", "wfuzz:vulns/dirTraversal-nix.txt", l) for l in nix if l and not l.startswith("#")], 100, 300)
+attacks6 += sample6([("lfi", "wfuzz:vulns/dirTraversal-win.txt", l) for l in win if l and not l.startswith("#")], 60, 180)
 
 # The history of the Debian project, in English, German, Spanish, French,
 # Italian, Japanese, Korean, Lithuanian, Portuguese and Russian: its
