@@ -65,7 +65,10 @@ const (
 var (
 	// directPL2 matched attacks PL1 misses and no benign check (942390,
 	// which "(or 6)" in the rule pack's benign tests matches, corroborates).
-	directPL2 = []int{921151, 942380, 942400}
+	// 942380 was one until generation 5's English prose ("execute the
+	// following command"): 14 benign items, against 6 attack payloads it
+	// caught alone ("order by 1--").
+	directPL2 = []int{921151, 942400}
 	// corroboratingPL2 matched attacks PL1 misses, and benign text alone
 	// or with one another only rarely. 932236 was one until the rule
 	// pack's command-injection rules: then it added 32 of 27,906
@@ -74,7 +77,7 @@ var (
 	// punctuation) and 920271 (control characters in chat text) scored
 	// directly until generation 4's held-out split showed those false
 	// positives.
-	corroboratingPL2 = []int{920230, 920271, 942180, 942330, 942370, 942390, 942470, 942480}
+	corroboratingPL2 = []int{920230, 920271, 942180, 942330, 942370, 942380, 942390, 942470, 942480}
 	// promotedPL2 are chained paranoia-level-2 rules that matched attacks
 	// PL1 misses and no benign check: appended actions would run on their
 	// first link alone, so each runs as a copy (FirstPromoted + index,

@@ -62,7 +62,6 @@ func corroborationCases() []corroborationCase {
 		// Paranoia-level-2 rules scoring directly.
 		{name: "942390/sentence", req: js("Call me (maybe) at 5 (or 6) - options (a|b) & (c)!"), want: Allow, wantOff: Allow, wantRule: 942390},
 		{name: "942390/attack", req: q("1' or 1=1 or 'a'='a"), want: Deny, wantOff: Deny},
-		{name: "942380/attack", req: q("order by"), want: Deny, wantOff: Allow, wantRule: 942380},
 		{name: "942180/attack", req: q("x' or name()='username' or 'x'='y"), want: Deny, wantOff: Allow, wantRule: 942180},
 		{name: "921151/attack", req: get("HTTP/1.1", "/api/v1/search?note=1%0aenv;&page=1"), want: Deny, wantOff: Allow, wantRule: 921151},
 		// Paranoia-level-2 rules corroborating each other.
@@ -71,8 +70,11 @@ func corroborationCases() []corroborationCase {
 		{name: "pl2-pair/942480", req: q("PRINT @@variable"), want: Allow, wantOff: Allow, wantRule: 942480},
 		// 942180 and 920271 corroborate (they scored directly until fresh4):
 		// a closing quote before ';' is punctuation, a control character
-		// in chat text is no attack.
+		// in chat text is no attack; 942380 (until fresh5) reads "execute"
+		// in prose.
 		{name: "942180/prose", req: js(`Some call it a "necessary evil"; others disagree.`), want: Allow, wantOff: Allow, wantRule: 942180},
+		{name: "942380/prose", req: js("If you think the listed packages are OK to be purged, execute the following command."), want: Allow, wantOff: Allow, wantRule: 942380},
+		{name: "942380/attack", req: q("1;execute xp_cmdshell 'dir'"), want: Deny, wantOff: Deny, wantRule: CorroborationPL2},
 		{name: "920271/chat", req: js("<nick> \u0002bold\u0002 hello there"), want: Allow, wantOff: Allow, wantRule: 920271},
 		// Chained paranoia-level-2 rules run as promoted copies.
 		{name: "942130/attack", req: q("or 0=0 #"), want: Deny, wantOff: Allow, wantRule: FirstPromoted},
