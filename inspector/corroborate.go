@@ -18,8 +18,8 @@ import (
 //   - CRS rules that react to natural language and file names at paranoia
 //     level 1 (held) still match, but add their score only when something
 //     else corroborates them: 942190 and 941210 another rule of their
-//     class (tx.sql_injection_score, tx.xss_score), 932235 and 932250 shell
-//     syntax in an inspected value (rule CorroborationShell), 920120 (quotes
+//     class (tx.sql_injection_score, tx.xss_score), 932230, 932235,
+//     932250, 932260 and 932280 shell syntax in an inspected value (rule CorroborationShell), 920120 (quotes
 //     in a multipart file name, which fileNames inspects as an argument
 //     for every CRS rule) when a corroborating attack rule below matched
 //     (rule CorroborationFileName);
@@ -119,8 +119,12 @@ func classVar(id int) string {
 const heldFileName = 920120
 
 // heldByShell are PL1 command-injection rules that score only when an
-// inspected value also holds shell syntax.
-var heldByShell = []int{932235, 932250}
+// inspected value also holds shell syntax: 932235 and 932250 (a command
+// name), 932230 (a command after a word boundary), 932260 (a command at
+// the start of a value: "dpkg removes all of the package's files") and
+// 932280 (brace expansion: "/etc/cron.{hourly,daily}"). On the tuning
+// split the last three had no detection that another rule did not make.
+var heldByShell = []int{932230, 932235, 932250, 932260, 932280}
 
 // heldUnlessToken are PL1 rules that match names of OS files (930120) and
 // of Unix shells (932160) anywhere in a value: prose names them ("edit
@@ -205,9 +209,10 @@ func corroborationRules(p Profile) string {
 	// Shell syntax: a command separator, pipe or backquote before a word
 	// that has an argument (a flag, path, variable or number) or ends at
 	// another separator or the value's end (prose has "; this will"); $( or
-	// ${ before a word; or a redirection to a path.
+	// ${ before a word; a redirection to a path; or, at the start of a
+	// value, a word and a flag, path or URL ("wget http://...").
 	fmt.Fprintf(&b, `SecRule TX:meshwaf_held_shell "@gt 0" "id:%d,phase:2,pass,t:none,log,msg:'Command injection corroborated by shell syntax',tag:'meshwaf',tag:'meshwaf/corroboration',severity:'CRITICAL',chain"
-    SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?)\s*[\w./\\'\"-]+(?:\s+(?:-{1,2}\w|[/~$]|\d)|\s*(?:[;|&\x60\n<>)]|\z))|\$[({]\s*[\w./\\'\"-]|[<>]\s*/" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
+    SecRule REQUEST_COOKIES|REQUEST_COOKIES_NAMES|ARGS_NAMES|ARGS|XML:/* "@rx (?:[;|\x60\n]|&&?)\s*[\w./\\'\"-]+(?:\s+(?:-{1,2}\w|[/~$]|\d)|\s*(?:[;|&\x60\n<>)]|\z))|\$[({]\s*[\w./\\'\"-]|[<>]\s*/|^\s*[\w.-]+\s+(?:-{1,2}\w|[/~]|[a-z]+://)" "t:none,t:urlDecodeUni,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.meshwaf_held_shell}'"
 `, CorroborationShell)
 	for i, id := range heldUnlessToken {
 		b.WriteString(tokenCorroboration(id, CorroborationToken+i))
