@@ -19,9 +19,9 @@
 // The held-out items (splitOf) are for reporting only: never tune on them.
 // The gen-1 held-out items were inspected while tuning, and -split fresh
 // (held out and of generation 2), -split fresh3 (generation 3) and -split
-// fresh4 (generation 4) and fresh5 (generation 5) have each been run
-// once, so -split fresh6 (held out and of generation 6) is the clean
-// judge; heldout keeps every generation.
+// fresh4 (generation 4), fresh5 (generation 5) and fresh6 (generation 6)
+// have each been run once: a further change needs a new generation to be
+// judged on; heldout keeps every generation.
 package main
 
 import (
