@@ -19,7 +19,8 @@ import (
 //     level 1 (held) still match, but add their score only when something
 //     else corroborates them: 942190 and 941210 another rule of their
 //     class (tx.sql_injection_score, tx.xss_score), 932230, 932235,
-//     932250, 932260 and 932280 shell syntax in an inspected value (rule CorroborationShell), 920120 (quotes
+//     932250, 932260 and 932280 shell syntax in an inspected value (rule
+//     CorroborationShell), 920120 (quotes
 //     in a multipart file name, which fileNames inspects as an argument
 //     for every CRS rule) when a corroborating attack rule below matched
 //     (rule CorroborationFileName);
@@ -223,8 +224,8 @@ func corroborationRules(p Profile) string {
 // tokenCorroboration holds CRS rule id's score and returns it with the
 // rule newID that adds it back when a value id reads is, after id's
 // transformations, a single token that id's operator matches. newID
-// carries id's attack tag, so a tag exclusion covers it too. Panics if CRS
-// has no such rule (TestCorroborationToken).
+// carries id's tags, so a tag exclusion covers it too. Panics if CRS has
+// no such rule (TestCorroborationToken).
 func tokenCorroboration(id, newID int) string {
 	r, ok := parseCRSRule(crsRuleText(id))
 	if !ok {

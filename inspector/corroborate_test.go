@@ -116,6 +116,31 @@ func TestCorroboration(t *testing.T) {
 	}
 }
 
+// TestCorroborationToken: each heldUnlessToken rule is read from CRS's
+// text (operator with its data file, targets, transformations, tags), and
+// its corroborating rule compiles.
+func TestCorroborationToken(t *testing.T) {
+	_, ok := parseCRSRule(crsRuleText(942130))
+	require.False(t, ok, "a chain is refused")
+	_, ok = parseCRSRule("")
+	require.False(t, ok)
+	rs, err := Compile(Profile{})
+	require.NoError(t, err)
+	defer rs.Close()
+	for i, id := range heldUnlessToken {
+		r, ok := parseCRSRule(crsRuleText(id))
+		require.True(t, ok, "rule %d", id)
+		require.True(t, strings.HasPrefix(r.operator, "@pmFromFile @owasp_crs/"), "rule %d: %s", id, r.operator)
+		require.Contains(t, r.targets, "ARGS")
+		require.Equal(t, "t:none", r.transforms[0], "rule %d", id)
+		require.Contains(t, r.tags, "tag:'paranoia-level/1'", "rule %d", id)
+		text := tokenCorroboration(id, CorroborationToken+i)
+		require.Contains(t, text, fmt.Sprintf("id:%d,", CorroborationToken+i))
+		require.Contains(t, text, r.operator)
+		require.True(t, rs.def.ruleIDs[CorroborationToken+i], "the rule of %d is compiled", id)
+	}
+}
+
 // TestCorroborationPromoted: each promoted rule is CRS's chain under its
 // new id, scoring at level 1 only, in place of the removed original.
 func TestCorroborationPromoted(t *testing.T) {
