@@ -134,7 +134,9 @@ var heldByShell = []int{932230, 932235, 932250, 932260, 932280}
 // when a value they read is a single token, once their own
 // transformations are applied; whitespace inside a file name does not
 // make an attack pass, as a path with a word after it is not that file
-// (what follows a NUL does not count: it ends the name in C).
+// (what follows a NUL does not count: it ends the name in C), except in a
+// value that starts with a Windows drive or UNC path, where directory
+// names have spaces ("C:\Program Files\...").
 // A command line that names them ("cat /etc/passwd") is scored by the
 // command-injection rules.
 var heldUnlessToken = []int{930120, 932160}
@@ -233,7 +235,7 @@ func tokenCorroboration(id, newID int) string {
 	}
 	v := fmt.Sprintf("meshwaf_held_%d", id)
 	return hold(id, v) + fmt.Sprintf(`SecRule TX:%[1]s "@gt 0" "id:%[2]d,phase:2,pass,t:none,log,msg:'%[3]d corroborated: a value it reads is a single token',tag:'meshwaf',tag:'meshwaf/corroboration',%[4]s,severity:'CRITICAL',chain"
-    SecRule %[5]s "@rx ^[\s\x0b]*[^\s\x0b\x00]+(?:[\s\x0b]*$|\x00)" "%[6]s,chain"
+    SecRule %[5]s "@rx ^[\s\x0b]*(?:[^\s\x0b\x00]+(?:[\s\x0b]*$|\x00)|[A-Za-z]:/|//[^\s\x0b/])" "%[6]s,chain"
     SecRule MATCHED_VARS "%[7]s" "t:none,setvar:'tx.inbound_anomaly_score_pl1=+%%{tx.%[1]s}'"
 `, v, newID, id, strings.Join(r.tags, ","), r.targets, strings.Join(r.transforms, ","), r.operator)
 }

@@ -63,6 +63,7 @@ func corroborationCases() []corroborationCase {
 		{name: "930120/attack-padded", req: js(" /etc/passwd\t"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
 		{name: "930120/attack-encoded-space", req: q("/etc/passwd%20"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
 		{name: "930120/attack-nul", req: q("/etc/passwd%00 .jpg"), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
+		{name: "930120/attack-windows", req: js(`C:\Program Files\Common Files\app.ini`), want: Deny, wantOff: Deny, wantRule: CorroborationToken},
 		{name: "932160/sentence", req: js("New accounts get the login shell /bin/bash unless told otherwise."), want: Allow, wantOff: Deny, wantRule: 932160},
 		{name: "932160/attack", req: q("/bin/bash"), want: Deny, wantOff: Deny, wantRule: CorroborationToken + 1},
 		// Paranoia-level-2 rules scoring directly.
