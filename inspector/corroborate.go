@@ -301,17 +301,23 @@ func corroborationRemoved(p Profile) []int {
 	return remove
 }
 
-// tokenRules returns the ids of p's CorroborationToken rules (none when
-// corroboration is off).
-func tokenRules(p Profile) []int {
+// tokenRules maps the ids of p's CorroborationToken rules to their tags
+// (none when corroboration is off).
+func tokenRules(p Profile) map[int][]string {
 	if !p.CorroborationOn() {
 		return nil
 	}
-	ids := make([]int, len(heldUnlessToken))
-	for i := range heldUnlessToken {
-		ids[i] = CorroborationToken + i
+	m := make(map[int][]string, len(heldUnlessToken))
+	for i, id := range heldUnlessToken {
+		tags := []string{"meshwaf", "meshwaf/corroboration"}
+		if r, ok := parseCRSRule(crsRuleText(id)); ok {
+			for _, t := range r.tags {
+				tags = append(tags, strings.TrimSuffix(strings.TrimPrefix(t, "tag:'"), "'"))
+			}
+		}
+		m[CorroborationToken+i] = tags
 	}
-	return ids
+	return m
 }
 
 // ruleCopies maps each CRS rule that meshwaf scores through a rule of its

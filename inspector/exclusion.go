@@ -88,10 +88,10 @@ const exclusionRuleBase = 99200
 // An exclusion naming a CRS rule that meshwaf also scores through a rule
 // of its own (copies: CRS id -> that rule's id, ruleCopies) names that
 // rule too. SecRuleUpdateTarget* changes a chain's first link only, so a
-// static target exclusion that names a rule of chained (rules whose
-// first link reads no request value), or any tag, is also written as a
-// phase-1 ctl action, which reaches every link.
-func exclusionDirectives(exs []Exclusion, copies map[int]int, chained []int) (beforeCRS, afterCRS string) {
+// static target exclusion that names a rule of chained (rules whose first
+// link reads no request value: id -> tags) by id or by tag is also written
+// as a phase-1 ctl action, which reaches every link.
+func exclusionDirectives(exs []Exclusion, copies map[int]int, chained map[int][]string) (beforeCRS, afterCRS string) {
 	var before, after strings.Builder
 	for i, e := range exs {
 		e.Targets = withViewTargets(e.Targets)
@@ -143,15 +143,20 @@ func exclusionCtl(e Exclusion) []string {
 }
 
 // chainTargetCtl is the ctl actions of e's targets for the rules of
-// chained it names, and for its tags when chained is not empty.
-func chainTargetCtl(e Exclusion, chained []int) []string {
-	if len(chained) == 0 {
-		return nil
-	}
-	named := Exclusion{Tags: e.Tags, Targets: e.Targets}
+// chained it names by id, and for its tags that a rule of chained has.
+func chainTargetCtl(e Exclusion, chained map[int][]string) []string {
+	named := Exclusion{Targets: e.Targets}
 	for _, id := range e.RuleIDs {
-		if slices.Contains(chained, id) {
+		if _, ok := chained[id]; ok {
 			named.RuleIDs = append(named.RuleIDs, id)
+		}
+	}
+	for _, tag := range e.Tags {
+		for _, tags := range chained {
+			if slices.Contains(tags, tag) {
+				named.Tags = append(named.Tags, tag)
+				break
+			}
 		}
 	}
 	if len(named.RuleIDs) == 0 && len(named.Tags) == 0 {

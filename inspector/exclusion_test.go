@@ -183,3 +183,22 @@ func TestExclusionNamesTokenCorroboration(t *testing.T) {
 		})
 	}
 }
+
+// TestExclusionChainCtlOnlyWhenNeeded: a static target exclusion gets a
+// runtime ctl action only when it names a token rule, by id or by one of
+// its tags; others stay configure-time directives with no per-request cost.
+func TestExclusionChainCtlOnlyWhenNeeded(t *testing.T) {
+	chained := tokenRules(Profile{})
+	require.Contains(t, chained[CorroborationToken], "attack-lfi")
+	_, after := exclusionDirectives([]Exclusion{
+		{Tags: []string{"attack-xss"}, Targets: []string{"ARGS:a"}},
+		{RuleIDs: []int{942100}, Targets: []string{"ARGS:b"}},
+		{Tags: []string{"attack-lfi", "attack-xss"}, Targets: []string{"ARGS:c"}},
+		{RuleIDs: []int{930120}, Targets: []string{"ARGS:d"}},
+	}, ruleCopies(Profile{}), chained)
+	require.NotContains(t, after, fmt.Sprintf("id:%d,", exclusionRuleBase))
+	require.NotContains(t, after, fmt.Sprintf("id:%d,", exclusionRuleBase+1))
+	require.Contains(t, after, fmt.Sprintf("SecAction \"id:%d,phase:1,pass,nolog,t:none,ctl:ruleRemoveTargetByTag=attack-lfi;ARGS:c", exclusionRuleBase+2))
+	require.NotContains(t, after, "ctl:ruleRemoveTargetByTag=attack-xss")
+	require.Contains(t, after, fmt.Sprintf("SecAction \"id:%d,phase:1,pass,nolog,t:none,ctl:ruleRemoveTargetById=%d;ARGS:d", exclusionRuleBase+3, CorroborationToken))
+}
