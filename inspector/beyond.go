@@ -165,7 +165,8 @@ func headerPattern(s string) bool {
 
 // addPhase1Args adds, before phase 1, the headers inspected as arguments
 // and the decoded views of the query arguments, cookies and those headers
-// (cookies and headers as sent: views.RawViews) to ARGS_GET (within SecArgumentsLimit, like every argument), and returns
+// (cookies and headers as sent: views.RawViews) to ARGS_GET (within
+// SecArgumentsLimit, like every argument), and returns
 // the values the decoder skipped. Headers the header guard held back get
 // neither.
 func (c *compiled) addPhase1Args(tx types.Transaction, req *Request, excess headerExcess) views.Skipped {
