@@ -363,6 +363,15 @@ def sample4new(rows, n):
     """The n rows not in generations 1-3 or the seeds with the smallest
     sha256 of the text (sample3 for generation 4)."""
     return sample4([r for r in rows if r[2] not in seen123], n)
+def samplers(seen):
+    """sample4 and sample4new for a later generation, with the texts in
+    seen (the earlier generations and the seeds) left out: the first
+    after the skip, the second before sampling."""
+    def later(rows, n, skip=0):
+        return [r for r in sample4(rows, n, skip) if r[2] not in seen]
+    def later_new(rows, n):
+        return sample4([r for r in rows if r[2] not in seen], n)
+    return later, later_new
 
 # sqlmap: the next 100 of each payload file after generation 2's 50, by
 # the same ordering (generation 2's fresh: not in generation 1 or the seeds).
@@ -443,13 +452,7 @@ attacks4, benign4 = once(attacks4), once(benign4)
 # seeds.jsonl is left out, and each text is kept once.
 seen1234 = seen123 | {t for _, _, t in attacks4 + benign4}
 attacks5, benign5 = [], []
-def sample5(rows, n, skip=0):
-    """sample4 with generations 1-4 left out after the skip."""
-    return [r for r in sample4(rows, n, skip) if r[2] not in seen1234]
-def sample5new(rows, n):
-    """The n rows not in generations 1-4 or the seeds with the smallest
-    sha256 of the text."""
-    return sample4([r for r in rows if r[2] not in seen1234], n)
+sample5, sample5new = samplers(seen1234)
 
 # sqlmap: the next 100 of each payload file after generations 2 and 4
 # (50 + 100), by the same ordering.
@@ -530,13 +533,7 @@ attacks5, benign5 = once(attacks5), once(benign5)
 # each text is kept once.
 seen12345 = seen1234 | {t for _, _, t in attacks5 + benign5}
 attacks6, benign6 = [], []
-def sample6(rows, n, skip=0):
-    """sample4 with generations 1-5 left out after the skip."""
-    return [r for r in sample4(rows, n, skip) if r[2] not in seen12345]
-def sample6new(rows, n):
-    """The n rows not in generations 1-5 or the seeds with the smallest
-    sha256 of the text."""
-    return sample4([r for r in rows if r[2] not in seen12345], n)
+sample6, sample6new = samplers(seen12345)
 
 # libinjection-go's tests (the Go port of libinjection, which CRS's
 # 942100 and 941100 call): the inputs of its tests/*.txt cases and the
